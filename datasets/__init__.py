@@ -1,0 +1,1 @@
+"""Dataset loaders and format detection. Arrives with its own issue."""

@@ -1,0 +1,1 @@
+"""Hash-grid neural fields (Instant-NGP style) in Warp. Arrives with its own issue."""

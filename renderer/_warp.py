@@ -1,0 +1,168 @@
+"""Warp runtime glue shared by every kernel module.
+
+- `init()` starts Warp once, quietly (no banner, no "CUDA driver not found" noise on CPU machines).
+- `array(t, dtype)` views a contiguous torch tensor as a Warp array, zero-copy. All memory is allocated
+  by torch, so torch's allocator statistics (and `torch.cuda.max_memory_allocated`) see all of it.
+- `launch(...)` runs a kernel on the tensors' device. On the CPU Warp runs a launch on one thread;
+  we split large launches into chunks and run them from a small thread pool (Warp releases the GIL
+  inside a CPU launch), which uses every core. Every kernel launched this way takes `offset: int` as
+  its first parameter and adds it to `wp.tid()`. Kernels that accumulate into shared buffers take
+  `shard: int` second and write into a per-worker slice of their output, summed afterwards, because
+  Warp's CPU atomics are plain (non-atomic) adds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import warp as wp
+
+_init_lock = threading.Lock()
+_initialized = False
+
+# Warp compiles and caches each module once; our kernels have hand-written backward passes,
+# so Warp's own adjoint code generation is switched off (halves compile time).
+KERNEL_OPTIONS = {"enable_backward": False}
+
+
+def init() -> None:
+    """Initialise Warp once per process, filtering its CUDA-driver warning on machines without one."""
+    global _initialized
+    if _initialized:
+        return
+    with _init_lock:
+        if _initialized:
+            return
+        wp.config.log_level = wp.LOG_WARNING
+        if "WARP_CACHE_PATH" in os.environ:
+            wp.config.kernel_cache_dir = os.environ["WARP_CACHE_PATH"]
+        # The native library prints a driver warning straight to fd 2; capture it and re-emit the rest.
+        captured = _run_capturing_stderr(wp.init)
+        expected_noise = "Could not find or load the NVIDIA CUDA driver"
+        for line in captured.splitlines():
+            if expected_noise in line and not torch.cuda.is_available():
+                continue
+            print(line, file=sys.stderr)
+        _initialized = True
+
+
+def _run_capturing_stderr(fn) -> str:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        return sink.read().decode(errors="replace")
+
+
+def device_of(t: torch.Tensor) -> wp.context.Device:
+    init()
+    return wp.device_from_torch(t.device)
+
+
+def array(t: torch.Tensor, dtype=None, dims: int = 1) -> wp.array:
+    """Zero-copy Warp view of a contiguous torch tensor as a `dims`-dimensional array of `dtype`.
+
+    Vector dtypes absorb the last torch dimension, matrix dtypes the last two; leading torch
+    dimensions are flattened into the first array dimension.
+    """
+    if not t.is_contiguous():
+        raise RuntimeError("internal error: Warp views need contiguous tensors")
+    init()
+    element_dims = 0
+    if dtype is not None and wp.types.type_is_matrix(dtype):
+        element_dims = 2
+    elif dtype is not None and wp.types.type_is_vector(dtype):
+        element_dims = 1
+    lead = t.shape[: t.dim() - element_dims]
+    keep = lead[len(lead) - dims + 1 :] if dims > 1 else ()
+    flat = t.reshape((-1, *keep, *t.shape[t.dim() - element_dims :]))
+    return wp.from_torch(flat, dtype=dtype, requires_grad=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launching
+# ----------------------------------------------------------------------------------------------
+
+_MIN_CHUNK = 4096  # threads; below this a CPU launch is not worth splitting
+_CHUNKS_PER_WORKER = 8  # several chunks per worker balance uneven work (e.g. busy vs empty tiles)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_warm: set = set()
+
+
+def cpu_workers() -> int:
+    """CPU worker threads for kernel launches: $SPLAT_NUM_THREADS, else torch's intra-op thread count."""
+    env = os.environ.get("SPLAT_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, torch.get_num_threads())
+
+
+def num_shards(device: torch.device) -> int:
+    """How many private output slices a `shard`-taking kernel needs on this device."""
+    return cpu_workers() if device.type == "cpu" else 1
+
+
+def _get_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:  # noqa: SLF001 - sizing check only
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="splat-warp")
+        return _pool
+
+
+def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool = False) -> None:
+    """Launch `kernel` over `dim` threads on `device` (a torch device).
+
+    On CUDA this is one launch on torch's current stream. On the CPU the range is split into chunks
+    run by `cpu_workers()` threads; with `sharded=True` the kernel receives the worker index as its
+    second argument so it can accumulate into a private slice of its output buffers.
+    """
+    if dim <= 0:
+        return
+    init()
+    wdev = wp.device_from_torch(device)
+    if device.type != "cpu":
+        head = [0, 0] if sharded else [0]
+        with wp.ScopedStream(wp.stream_from_torch(device)):
+            wp.launch(kernel, dim=dim, inputs=head + inputs, device=wdev)
+        return
+
+    workers = cpu_workers()
+    key = (kernel, wdev.alias)
+    if workers == 1 or dim < 2 * _MIN_CHUNK or key not in _warm:
+        # First launch of a kernel compiles/loads its module: do it on this thread, unsplit.
+        head = [0, 0] if sharded else [0]
+        wp.launch(kernel, dim=dim, inputs=head + inputs, device=wdev)
+        _warm.add(key)
+        return
+
+    n_chunks = min(workers * _CHUNKS_PER_WORKER, max(1, dim // _MIN_CHUNK))
+    bounds = [dim * k // n_chunks for k in range(n_chunks + 1)]
+    next_chunk = iter(range(n_chunks))
+    lock = threading.Lock()
+
+    def worker(shard: int) -> None:
+        while True:
+            with lock:
+                k = next(next_chunk, None)
+            if k is None:
+                return
+            start, stop = bounds[k], bounds[k + 1]
+            head = [start, shard] if sharded else [start]
+            wp.launch(kernel, dim=stop - start, inputs=head + inputs, device=wdev)
+
+    futures = [_get_pool(workers).submit(worker, s) for s in range(workers)]
+    for f in futures:
+        f.result()

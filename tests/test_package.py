@@ -1,0 +1,67 @@
+"""Package layout and the command line."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+import splat
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBPACKAGES = {"renderer": "renderer", "fields": "fields", "train": "train", "datasets": "datasets",
+               "viewer": "viewer", "scenes": "scenes"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name,folder", sorted(SUBPACKAGES.items()))
+def test_subpackages_live_in_top_level_folders(name, folder):
+    mod = importlib.import_module(f"splat.{name}")
+    assert Path(mod.__file__).resolve().parent == ROOT / folder
+
+
+def test_wheel_installs_only_the_splat_namespace(tmp_path):
+    """Nothing may install a top-level `datasets`, `train`, ... that would shadow other packages."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("splat-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"splat"}, top
+    for sub in SUBPACKAGES:
+        assert f"splat/{sub}/__init__.py" in names
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "splat.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_version_and_help():
+    v = run_cli("--version")
+    assert v.returncode == 0 and v.stdout.strip() == f"splat {splat.__version__}"
+    h = run_cli("--help")
+    assert h.returncode == 0 and "demo" in h.stdout
+
+
+def test_demo_renders_the_procedural_scene(tmp_path):
+    r = run_cli("demo", "--out", str(tmp_path), "--frames", "2", "--width", "96", "--height", "64")
+    assert r.returncode == 0, r.stderr
+    frames = sorted(tmp_path.glob("frame_*.png"))
+    assert len(frames) == 2
+    img = iio.imread(frames[0])
+    assert img.shape == (64, 96, 3)
+    assert img.std() > 20, "demo frame is blank"
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "temporary files left behind"
+
+
+def test_cli_bad_input_is_one_line():
+    r = run_cli("demo", "--frames", "0")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "error" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,1 @@
+"""Trainers, losses and densification strategies. Arrives with its own issue."""

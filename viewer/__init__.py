@@ -1,0 +1,1 @@
+"""The viser-based web viewer. Arrives with its own issue."""
