@@ -94,7 +94,7 @@ def array(t: torch.Tensor, dtype=None, dims: int = 1) -> wp.array:
 # Launching
 # ----------------------------------------------------------------------------------------------
 
-_MIN_CHUNK = 4096  # threads; below this a CPU launch is not worth splitting
+DEFAULT_GRAIN = 4096  # threads; below this a CPU launch is not worth splitting
 _CHUNKS_PER_WORKER = 8  # several chunks per worker balance uneven work (e.g. busy vs empty tiles)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -122,12 +122,13 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool = False) -> None:
+def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool = False, grain: int = DEFAULT_GRAIN) -> None:
     """Launch `kernel` over `dim` threads on `device` (a torch device).
 
     On CUDA this is one launch on torch's current stream. On the CPU the range is split into chunks
     run by `cpu_workers()` threads; with `sharded=True` the kernel receives the worker index as its
-    second argument so it can accumulate into a private slice of its output buffers.
+    second argument so it can accumulate into a private slice of its output buffers. `grain` is the
+    smallest chunk worth a task (lower it for kernels whose threads each do a lot of work).
     """
     if dim <= 0:
         return
@@ -141,14 +142,14 @@ def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool =
 
     workers = cpu_workers()
     key = (kernel, wdev.alias)
-    if workers == 1 or dim < 2 * _MIN_CHUNK or key not in _warm:
+    if workers == 1 or dim < 2 * grain or key not in _warm:
         # First launch of a kernel compiles/loads its module: do it on this thread, unsplit.
         head = [0, 0] if sharded else [0]
         wp.launch(kernel, dim=dim, inputs=head + inputs, device=wdev)
         _warm.add(key)
         return
 
-    n_chunks = min(workers * _CHUNKS_PER_WORKER, max(1, dim // _MIN_CHUNK))
+    n_chunks = min(workers * _CHUNKS_PER_WORKER, max(1, dim // grain))
     bounds = [dim * k // n_chunks for k in range(n_chunks + 1)]
     next_chunk = iter(range(n_chunks))
     lock = threading.Lock()

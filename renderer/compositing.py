@@ -15,13 +15,17 @@ import torch
 import warp as wp
 
 from . import _warp
-from .gaussian_math import ALPHA_THRESHOLD
+from .compositing_cpu import tile_kernels
+from .gaussian_math import ALPHA_MAX, TRANSMITTANCE_MIN, splat2d, splat_alpha, splat_alpha_vjp
 
 wp.set_module_options(_warp.KERNEL_OPTIONS)
 
-ALPHA_MAX = wp.constant(0.99)
-TRANSMITTANCE_MIN = wp.constant(1e-4)
 MAX_CHANNELS_PER_PASS = 32  # wider features are rasterised in chunks of this many channels
+
+# Which kernels composite on each device type: "pixel" (one thread per pixel, the CUDA kernels) or
+# "tile" (one thread per tile, splats outer / pixels inner: compositing_cpu.py). Tests switch it.
+KERNEL_VARIANT = {"cpu": "tile", "cuda": "pixel"}
+TILE_GRAIN = 4  # tiles per CPU task: each tile is a lot of work
 
 
 @wp.func
@@ -47,13 +51,12 @@ def tile_range_end(isect_offsets: wp.array(dtype=wp.int32), global_tile: int, nu
     return num_isects
 
 
-@wp.func
-def gaussian_alpha(mean2d: wp.vec2, conic: wp.vec3, opacity: float, px: float, py: float):
-    """(alpha before clamping, power, dx, dy) of one Gaussian at a pixel centre."""
-    dx = mean2d[0] - px
-    dy = mean2d[1] - py
-    power = 0.5 * (conic[0] * dx * dx + conic[2] * dy * dy) + conic[1] * dx * dy
-    return opacity * wp.exp(-power), power, dx, dy
+def pack_splats(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor) -> torch.Tensor:
+    """(C, N, 8) records for `splat_alpha` (not differentiable; gradients go to the inputs)."""
+    with torch.no_grad():
+        op = opacities[..., None]
+        limit = torch.log(op * 255.0)
+        return torch.cat([means2d, conics, op, limit, torch.zeros_like(op)], dim=-1).contiguous()
 
 
 _kernel_cache: dict[int, tuple] = {}
@@ -68,9 +71,7 @@ def _kernels(D: int):
     @wp.kernel(module="unique", enable_backward=False)
     def composite_fwd(
         offset: int,
-        means2d: wp.array(dtype=wp.vec2),
-        conics: wp.array(dtype=wp.vec3),
-        opacities: wp.array(dtype=float),
+        splats: wp.array(dtype=splat2d),
         colors: wp.array(dtype=vecD),
         colors_per_camera: int,
         backgrounds: wp.array(dtype=vecD),
@@ -106,10 +107,10 @@ def _kernels(D: int):
         last = int(-1)
         for j in range(start, end):
             g = flatten_ids[j]
-            raw_alpha, power, dx, dy = gaussian_alpha(means2d[g], conics[g], opacities[g], px, py)
-            alpha = wp.min(ALPHA_MAX, raw_alpha)
-            if power < 0.0 or alpha < ALPHA_THRESHOLD:
+            raw_alpha, dx, dy = splat_alpha(splats[g], px, py)
+            if raw_alpha == 0.0:
                 continue
+            alpha = wp.min(ALPHA_MAX, raw_alpha)
             next_T = T * (1.0 - alpha)
             if next_T <= TRANSMITTANCE_MIN:
                 break
@@ -130,9 +131,7 @@ def _kernels(D: int):
     def composite_bwd(
         offset: int,
         shard: int,
-        means2d: wp.array(dtype=wp.vec2),
-        conics: wp.array(dtype=wp.vec3),
-        opacities: wp.array(dtype=float),
+        splats: wp.array(dtype=splat2d),
         colors: wp.array(dtype=vecD),
         colors_per_camera: int,
         backgrounds: wp.array(dtype=vecD),
@@ -180,11 +179,10 @@ def _kernels(D: int):
         j = last
         while j >= start:
             g = flatten_ids[j]
-            conic = conics[g]
-            opacity = opacities[g]
-            raw_alpha, power, dx, dy = gaussian_alpha(means2d[g], conic, opacity, px, py)
-            alpha = wp.min(ALPHA_MAX, raw_alpha)
-            if power >= 0.0 and alpha >= ALPHA_THRESHOLD:
+            s = splats[g]
+            raw_alpha, dx, dy = splat_alpha(s, px, py)
+            if raw_alpha > 0.0:
+                alpha = wp.min(ALPHA_MAX, raw_alpha)
                 row = g - (g // num_gaussians) * num_gaussians
                 if colors_per_camera != 0:
                     row = g
@@ -195,21 +193,21 @@ def _kernels(D: int):
                 v_colors[shard, row] = v_colors[shard, row] + v_out * weight
                 v_alpha = wp.dot(color * T - behind * one_minus_inv, v_out)
                 v_alpha += T_final * one_minus_inv * (v_out_alpha - v_bg_term)
-                if raw_alpha <= ALPHA_MAX:
-                    vis = raw_alpha / opacity
-                    v_power = -raw_alpha * v_alpha
-                    v_conic = wp.vec3(0.5 * v_power * dx * dx, v_power * dx * dy, 0.5 * v_power * dy * dy)
-                    v_mean = wp.vec2(v_power * (conic[0] * dx + conic[1] * dy), v_power * (conic[1] * dx + conic[2] * dy))
-                    v_conics[shard, g] = v_conics[shard, g] + v_conic
-                    v_means2d[shard, g] = v_means2d[shard, g] + v_mean
-                    v_opacities[shard, g] = v_opacities[shard, g] + vis * v_alpha
-                    if absgrad != 0:
-                        v_means2d_abs[shard, g] = v_means2d_abs[shard, g] + wp.vec2(wp.abs(v_mean[0]), wp.abs(v_mean[1]))
+                v_mean, v_conic, v_opacity = splat_alpha_vjp(s, raw_alpha, dx, dy, v_alpha)
+                v_conics[shard, g] = v_conics[shard, g] + v_conic
+                v_means2d[shard, g] = v_means2d[shard, g] + v_mean
+                v_opacities[shard, g] = v_opacities[shard, g] + v_opacity
+                if absgrad != 0:
+                    v_means2d_abs[shard, g] = v_means2d_abs[shard, g] + wp.vec2(wp.abs(v_mean[0]), wp.abs(v_mean[1]))
                 behind += color * weight
             j -= 1
 
     _kernel_cache[D] = (vecD, composite_fwd, composite_bwd)
     return _kernel_cache[D]
+
+
+def _use_tile_kernels(device: torch.device) -> bool:
+    return KERNEL_VARIANT.get(device.type, "pixel") == "tile"
 
 
 def _channel_view(t: torch.Tensor, D: int) -> torch.Tensor:
@@ -229,24 +227,27 @@ class _RasterizeToPixels(torch.autograd.Function):
         out_T = torch.empty((C, height, width), dtype=torch.float32, device=dev)
         last_ids = torch.empty((C, height, width), dtype=torch.int32, device=dev)
         bg = backgrounds if backgrounds is not None else torch.zeros((1, D), dtype=torch.float32, device=dev)
+        splats = pack_splats(means2d, conics, opacities)
         A = _warp.array
+        per_tile = _use_tile_kernels(dev)
+        kernel = tile_kernels(D)[1] if per_tile else fwd
         _warp.launch(
-            fwd,
-            C * tile_width * tile_height * tile_size * tile_size,
-            [A(means2d.view(-1, 2), wp.vec2), A(conics.view(-1, 3), wp.vec3), A(opacities.view(-1)),
-             A(_channel_view(colors, D), vecD), int(colors.dim() == 3), A(bg, vecD), int(backgrounds is not None),
-             A(isect_offsets.view(-1)), A(flatten_ids), flatten_ids.shape[0], N, C, width, height, tile_size,
-             tile_width, tile_height, A(out_colors.view(-1, D), vecD), A(out_alphas.view(-1)), A(out_T.view(-1)),
-             A(last_ids.view(-1))],
+            kernel,
+            C * tile_width * tile_height * (1 if per_tile else tile_size * tile_size),
+            [A(splats, splat2d), A(_channel_view(colors, D), vecD), int(colors.dim() == 3), A(bg, vecD),
+             int(backgrounds is not None), A(isect_offsets.view(-1)), A(flatten_ids), flatten_ids.shape[0], N, C,
+             width, height, tile_size, tile_width, tile_height, A(out_colors.view(-1, D), vecD),
+             A(out_alphas.view(-1)), A(out_T.view(-1)), A(last_ids.view(-1))],
             dev,
+            grain=TILE_GRAIN if per_tile else _warp.DEFAULT_GRAIN,
         )  # fmt: skip
-        ctx.save_for_backward(means2d, conics, colors, opacities, backgrounds, isect_offsets, flatten_ids, out_T, last_ids)
+        ctx.save_for_backward(means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_T, last_ids)
         ctx.config = (width, height, tile_size, absgrad)
         return out_colors, out_alphas
 
     @staticmethod
     def backward(ctx, v_out_colors, v_out_alphas):
-        means2d, conics, colors, opacities, backgrounds, isect_offsets, flatten_ids, out_T, last_ids = ctx.saved_tensors
+        means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_T, last_ids = ctx.saved_tensors
         width, height, tile_size, absgrad = ctx.config
         C, N = means2d.shape[:2]
         D = colors.shape[-1]
@@ -269,18 +270,20 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_abs = torch.zeros((S if absgrad else 1, C * N if absgrad else 1, 2), dtype=torch.float32, device=dev)
         bg = backgrounds if backgrounds is not None else torch.zeros((1, D), dtype=torch.float32, device=dev)
         A = _warp.array
-        _warp.launch(
-            bwd,
-            C * tile_width * tile_height * tile_size * tile_size,
-            [A(means2d.view(-1, 2), wp.vec2), A(conics.view(-1, 3), wp.vec3), A(opacities.view(-1)),
-             A(_channel_view(colors, D), vecD), int(colors.dim() == 3), A(bg, vecD), int(backgrounds is not None),
-             A(isect_offsets.view(-1)), A(flatten_ids), N, width, height, tile_size, tile_width, tile_height,
-             A(out_T.view(-1)), A(last_ids.view(-1)), A(v_out_colors.view(-1, D), vecD), A(v_out_alphas.view(-1)),
-             A(v_means2d, wp.vec2, 2), A(v_conics, wp.vec3, 2), A(v_opacities, None, 2), A(v_colors, vecD, 2),
-             int(absgrad), A(v_abs, wp.vec2, 2)],
-            dev,
-            sharded=True,
-        )  # fmt: skip
+        head = [A(splats, splat2d), A(_channel_view(colors, D), vecD), int(colors.dim() == 3), A(bg, vecD),
+                int(backgrounds is not None), A(isect_offsets.view(-1)), A(flatten_ids), N, width, height, tile_size,
+                tile_width, tile_height, A(out_T.view(-1)), A(last_ids.view(-1)), A(v_out_colors.view(-1, D), vecD),
+                A(v_out_alphas.view(-1))]  # fmt: skip
+        tail = [A(v_means2d, wp.vec2, 2), A(v_conics, wp.vec3, 2), A(v_opacities, None, 2), A(v_colors, vecD, 2),
+                int(absgrad), A(v_abs, wp.vec2, 2)]  # fmt: skip
+        if _use_tile_kernels(dev):
+            scratch_T = torch.empty((C * height * width,), dtype=torch.float32, device=dev)
+            scratch_behind = torch.empty((C * height * width, D), dtype=torch.float32, device=dev)
+            scratch = [A(scratch_T), A(scratch_behind, vecD)]
+            _warp.launch(tile_kernels(D)[2], C * tile_width * tile_height, head + scratch + tail, dev, sharded=True,
+                         grain=TILE_GRAIN)  # fmt: skip
+        else:
+            _warp.launch(bwd, C * tile_width * tile_height * tile_size * tile_size, head + tail, dev, sharded=True)
         v_means2d = v_means2d.sum(0).view(C, N, 2)
         if absgrad:
             means2d.absgrad = v_abs.sum(0).view(C, N, 2)

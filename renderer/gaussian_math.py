@@ -14,6 +14,8 @@ mat23 = wp.types.matrix(shape=(2, 3), dtype=wp.float32)
 vec6 = wp.types.vector(length=6, dtype=wp.float32)
 
 ALPHA_THRESHOLD = wp.constant(1.0 / 255.0)  # splats fainter than this at a pixel are skipped
+ALPHA_MAX = wp.constant(0.99)  # alpha clamp (INRIA 3DGS; gsplat uses 0.999)
+TRANSMITTANCE_MIN = wp.constant(1e-4)  # a pixel stops before its transmittance would reach this
 MAX_EXTENT_SIGMAS = wp.constant(3.33)  # bounding-box half-size cap, in standard deviations
 
 
@@ -255,3 +257,44 @@ def extent_sigmas(opacity: float) -> float:
     nothing the compositing would have kept (tighter boxes than a fixed 3 sigma, as in gsplat).
     """
     return wp.min(MAX_EXTENT_SIGMAS, wp.sqrt(2.0 * wp.log(opacity / ALPHA_THRESHOLD)))
+
+
+# ---------------------------------------------------------------------------------------------
+# A projected splat at a pixel (shared by every compositing kernel)
+# ---------------------------------------------------------------------------------------------
+
+# Per (camera, Gaussian) record read by the compositing loop, packed so one 32-byte load brings
+# everything: mean x, y; conic a, b, c; opacity; log(255 * opacity); padding.
+splat2d = wp.types.vector(length=8, dtype=wp.float32)
+
+
+@wp.func
+def splat_alpha(s: splat2d, px: float, py: float):
+    """(unclamped alpha, dx, dy) of one splat at a pixel centre; alpha 0 when it is skipped.
+
+    `power > log(255 * opacity)` means alpha < 1/255: that test rejects most (splat, pixel) pairs
+    before the exponential. Forward and backward call this same function, so they always agree
+    on which splats a pixel blends.
+    """
+    dx = s[0] - px
+    dy = s[1] - py
+    power = 0.5 * (s[2] * dx * dx + s[4] * dy * dy) + s[3] * dx * dy
+    raw_alpha = float(0.0)
+    if power <= s[6] and power >= 0.0:
+        raw_alpha = s[5] * wp.exp(-power)
+        if raw_alpha < ALPHA_THRESHOLD:
+            raw_alpha = 0.0
+    return raw_alpha, dx, dy
+
+
+@wp.func
+def splat_alpha_vjp(s: splat2d, raw_alpha: float, dx: float, dy: float, v_alpha: float):
+    """Gradients (mean2d, conic, opacity) of one splat's alpha at a pixel, given d loss / d alpha.
+
+    Zero where alpha was clamped at ALPHA_MAX (the clamp's gradient is zero there)."""
+    if raw_alpha > ALPHA_MAX:
+        return wp.vec2(0.0), wp.vec3(0.0), 0.0
+    v_power = -raw_alpha * v_alpha
+    v_mean = wp.vec2(v_power * (s[2] * dx + s[3] * dy), v_power * (s[3] * dx + s[4] * dy))
+    v_conic = wp.vec3(0.5 * v_power * dx * dx, v_power * dx * dy, 0.5 * v_power * dy * dy)
+    return v_mean, v_conic, raw_alpha / s[5] * v_alpha

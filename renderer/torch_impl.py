@@ -274,3 +274,25 @@ def rasterize_to_pixels_torch(
     if backgrounds is not None:
         render = render + T_img * backgrounds[:, None, None, :]
     return render, 1 - T_img
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole pipeline in torch (the benchmark's peer)
+# ---------------------------------------------------------------------------------------------
+
+
+def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, tile_size=16,
+                    backgrounds=None, **projection_kwargs):  # fmt: skip
+    """Pure-torch counterpart of `splat.rasterize` for plain features (no SH, RGB mode)."""
+    C, N = viewmats.shape[0], means.shape[0]
+    radii, means2d, depths, conics, _ = project_gaussians(
+        means, quats, scales, viewmats, Ks, width, height, opacities=opacities, **projection_kwargs
+    )
+    tile_width = -(-width // tile_size)
+    tile_height = -(-height // tile_size)
+    _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height)
+    offsets = isect_offset_encode(isect_ids, C, tile_width, tile_height)
+    return rasterize_to_pixels_torch(
+        means2d, conics, colors, opacities[None].expand(C, N), width, height, tile_size, offsets, flatten_ids,
+        backgrounds=backgrounds,
+    )  # fmt: skip

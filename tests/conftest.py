@@ -37,3 +37,13 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "cuda" in item.keywords:
                 item.add_marker(skip_cuda)
+
+
+@pytest.fixture(params=["tile", "pixel"])
+def compositing_variant(request, monkeypatch):
+    """Run a test with both compositing kernel sets on the CPU: "tile" (the CPU default) and
+    "pixel" (the kernels CUDA runs), so the CUDA path's arithmetic is tested here too."""
+    from splat.renderer import compositing
+
+    monkeypatch.setitem(compositing.KERNEL_VARIANT, "cpu", request.param)
+    return request.param

@@ -34,6 +34,11 @@ def render_warp(s, colors, width, height, tile_size=16, backgrounds=None, absgra
     )  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _both_compositing_variants(compositing_variant):
+    """Every test here runs with the CPU tile kernels and with the per-pixel (CUDA) kernels."""
+
+
 @pytest.mark.parametrize("D,per_camera", [(3, False), (1, True), (32, False)])
 def test_compositing_matches_brute_force(gen, D, per_camera):
     C, N, W, H = 2, 200, 40, 30

@@ -91,6 +91,11 @@ def check(gen, inputs, views, Ks, width, height, min_coverage=0.2, unused=(), **
     return out, alpha, meta
 
 
+@pytest.fixture(autouse=True)
+def _both_compositing_variants(compositing_variant):
+    """Every test here runs with the CPU tile kernels and with the per-pixel (CUDA) kernels."""
+
+
 @pytest.mark.parametrize("rasterize_mode", ["classic", "antialiased"])
 @pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
 def test_rgb_matches_reference(gen, rasterize_mode, camera_model):
