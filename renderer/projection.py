@@ -36,33 +36,42 @@ wp.set_module_options(_warp.KERNEL_OPTIONS)
 CAMERA_MODELS = {"pinhole": 0, "ortho": 1}
 
 
+@wp.struct
+class Gaussians3D:
+    means: wp.array(dtype=wp.vec3)
+    quats: wp.array(dtype=wp.vec4)  # unused when use_covars
+    scales: wp.array(dtype=wp.vec3)  # unused when use_covars
+    covars: wp.array(dtype=vec6)  # upper triangles, used when use_covars
+    use_covars: int
+
+
+@wp.struct
+class Cameras:
+    viewmats: wp.array(dtype=wp.mat44)  # world to camera, OpenCV axes
+    Ks: wp.array(dtype=wp.mat33)
+    width: int
+    height: int
+    ortho: int
+    eps2d: float
+
+
 @wp.func
-def world_covariance(n: int, use_covars: int, quats: wp.array(dtype=wp.vec4), scales: wp.array(dtype=wp.vec3), covars: wp.array(dtype=vec6)) -> wp.mat33:
-    if use_covars != 0:
-        return covar_from_triu(covars[n])
-    return covar_from_quat_scale(quats[n], scales[n])
+def world_covariance(gs: Gaussians3D, n: int) -> wp.mat33:
+    if gs.use_covars != 0:
+        return covar_from_triu(gs.covars[n])
+    return covar_from_quat_scale(gs.quats[n], gs.scales[n])
 
 
 @wp.kernel
 def project_gaussians_fwd(
     offset: int,
-    means: wp.array(dtype=wp.vec3),
-    quats: wp.array(dtype=wp.vec4),
-    scales: wp.array(dtype=wp.vec3),
-    covars: wp.array(dtype=vec6),
-    use_covars: int,
+    gs: Gaussians3D,
+    cams: Cameras,
     opacities: wp.array(dtype=float),
     use_opacities: int,
-    viewmats: wp.array(dtype=wp.mat44),
-    Ks: wp.array(dtype=wp.mat33),
-    num_gaussians: int,
-    width: int,
-    height: int,
-    eps2d: float,
     near_plane: float,
     far_plane: float,
     radius_clip: float,
-    ortho: int,
     calc_compensations: int,
     # outputs, (C * N) each
     radii: wp.array(dtype=wp.vec2i),
@@ -72,19 +81,20 @@ def project_gaussians_fwd(
     compensations: wp.array(dtype=float),
 ):
     i = wp.tid() + offset
+    num_gaussians = gs.means.shape[0]
     cam = i // num_gaussians
     n = i - cam * num_gaussians
     radii[i] = wp.vec2i(0, 0)
 
-    view = viewmats[cam]
+    view = cams.viewmats[cam]
     R = view_rotation(view)
-    p = R @ means[n] + view_translation(view)
+    p = R @ gs.means[n] + view_translation(view)
     if p[2] < near_plane or p[2] > far_plane:
         return
 
-    cov_c = R @ world_covariance(n, use_covars, quats, scales, covars) @ wp.transpose(R)
-    mean2d, cov2d = project(p, cov_c, Ks[cam], float(width), float(height), ortho)
-    conic, det, compensation = blurred_conic(cov2d, eps2d)
+    cov_c = R @ world_covariance(gs, n) @ wp.transpose(R)
+    mean2d, cov2d = project(p, cov_c, cams.Ks[cam], float(cams.width), float(cams.height), cams.ortho)
+    conic, det, compensation = blurred_conic(cov2d, cams.eps2d)
     if not (det > 0.0):
         return
 
@@ -97,15 +107,15 @@ def project_gaussians_fwd(
             return
         extent = extent_sigmas(opacity)
     # the blurred covariance's diagonal: 1D variances along x and y
-    radius_x = wp.ceil(extent * wp.sqrt(cov2d[0, 0] + eps2d))
-    radius_y = wp.ceil(extent * wp.sqrt(cov2d[1, 1] + eps2d))
+    radius_x = wp.ceil(extent * wp.sqrt(cov2d[0, 0] + cams.eps2d))
+    radius_y = wp.ceil(extent * wp.sqrt(cov2d[1, 1] + cams.eps2d))
     if radius_x <= radius_clip and radius_y <= radius_clip:
         return
     if (
         mean2d[0] + radius_x <= 0.0
-        or mean2d[0] - radius_x >= float(width)
+        or mean2d[0] - radius_x >= float(cams.width)
         or mean2d[1] + radius_y <= 0.0
-        or mean2d[1] - radius_y >= float(height)
+        or mean2d[1] - radius_y >= float(cams.height)
     ):
         return
 
@@ -119,19 +129,8 @@ def project_gaussians_fwd(
 @wp.kernel
 def project_gaussians_bwd(
     offset: int,
-    means: wp.array(dtype=wp.vec3),
-    quats: wp.array(dtype=wp.vec4),
-    scales: wp.array(dtype=wp.vec3),
-    covars: wp.array(dtype=vec6),
-    use_covars: int,
-    viewmats: wp.array(dtype=wp.mat44),
-    Ks: wp.array(dtype=wp.mat33),
-    num_gaussians: int,
-    num_cameras: int,
-    width: int,
-    height: int,
-    eps2d: float,
-    ortho: int,
+    gs: Gaussians3D,
+    cams: Cameras,
     radii: wp.array(dtype=wp.vec2i),
     v_means2d: wp.array(dtype=wp.vec2),
     v_depths: wp.array(dtype=float),
@@ -145,32 +144,34 @@ def project_gaussians_bwd(
     v_covars: wp.array(dtype=vec6),
 ):
     n = wp.tid() + offset
-    cov = world_covariance(n, use_covars, quats, scales, covars)
+    num_gaussians = gs.means.shape[0]
+    cov = world_covariance(gs, n)
     v_mean = wp.vec3(0.0)
     v_cov = wp.mat33(0.0)
-    for cam in range(num_cameras):
+    for cam in range(cams.viewmats.shape[0]):
         i = cam * num_gaussians + n
         r = radii[i]
         if r[0] == 0 and r[1] == 0:
             continue
-        view = viewmats[cam]
+        view = cams.viewmats[cam]
         R = view_rotation(view)
-        p = R @ means[n] + view_translation(view)
+        p = R @ gs.means[n] + view_translation(view)
         cov_c = R @ cov @ wp.transpose(R)
-        mean2d, cov2d = project(p, cov_c, Ks[cam], float(width), float(height), ortho)
+        K = cams.Ks[cam]
+        mean2d, cov2d = project(p, cov_c, K, float(cams.width), float(cams.height), cams.ortho)
         v_comp = float(0.0)
         if use_v_compensations != 0:
             v_comp = v_compensations[i]
-        v_cov2d = blurred_conic_vjp(cov2d, eps2d, v_conics[i], v_comp)
-        v_p, v_cov_c = project_vjp(p, cov_c, Ks[cam], float(width), float(height), ortho, v_means2d[i], v_cov2d)
+        v_cov2d = blurred_conic_vjp(cov2d, cams.eps2d, v_conics[i], v_comp)
+        v_p, v_cov_c = project_vjp(p, cov_c, K, float(cams.width), float(cams.height), cams.ortho, v_means2d[i], v_cov2d)
         v_p = v_p + wp.vec3(0.0, 0.0, v_depths[i])
         v_mean += wp.transpose(R) @ v_p
         v_cov += wp.transpose(R) @ v_cov_c @ R
     v_means[n] = v_mean
-    if use_covars != 0:
+    if gs.use_covars != 0:
         v_covars[n] = covar_from_triu_vjp(v_cov)
     else:
-        v_q, v_s = covar_from_quat_scale_vjp(quats[n], scales[n], v_cov)
+        v_q, v_s = covar_from_quat_scale_vjp(gs.quats[n], gs.scales[n], v_cov)
         v_quats[n] = v_q
         v_scales[n] = v_s
 
@@ -178,6 +179,20 @@ def project_gaussians_bwd(
 def _placeholder(like: torch.Tensor, width: int) -> torch.Tensor:
     """A one-row stand-in for an optional input the kernel will not read."""
     return torch.zeros((1, width), dtype=like.dtype, device=like.device)
+
+
+def _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, height, ortho, eps2d):
+    gs = Gaussians3D()
+    gs.means = _warp.array(means, wp.vec3)
+    gs.quats = _warp.array(quats, wp.vec4)
+    gs.scales = _warp.array(scales, wp.vec3)
+    gs.covars = _warp.array(covars, vec6)
+    gs.use_covars = int(use_covars)
+    cams = Cameras()
+    cams.viewmats = _warp.array(viewmats, wp.mat44)
+    cams.Ks = _warp.array(Ks, wp.mat33)
+    cams.width, cams.height, cams.ortho, cams.eps2d = width, height, ortho, eps2d
+    return gs, cams
 
 
 class _FullyFusedProjection(torch.autograd.Function):
@@ -188,37 +203,34 @@ class _FullyFusedProjection(torch.autograd.Function):
         dev = means.device
         use_covars = covars is not None
         if use_covars:
-            quats_, scales_, covars_ = _placeholder(means, 4), _placeholder(means, 3), covars
+            quats, scales = _placeholder(means, 4), _placeholder(means, 3)
         else:
-            quats_, scales_, covars_ = quats, scales, _placeholder(means, 6)
-        opac_ = opacities if opacities is not None else _placeholder(means, 1).view(-1)
+            covars = _placeholder(means, 6)
+        opac = opacities if opacities is not None else _placeholder(means, 1).view(-1)
         radii = torch.empty((C, N, 2), dtype=torch.int32, device=dev)
         means2d = torch.zeros((C, N, 2), dtype=torch.float32, device=dev)
         depths = torch.zeros((C, N), dtype=torch.float32, device=dev)
         conics = torch.zeros((C, N, 3), dtype=torch.float32, device=dev)
         compensations = torch.zeros((C, N), dtype=torch.float32, device=dev)
         ortho = CAMERA_MODELS[camera_model]
+        gs, cams = _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, height, ortho, eps2d)
         A = _warp.array
         _warp.launch(
             project_gaussians_fwd,
             C * N,
-            [
-                A(means, wp.vec3), A(quats_, wp.vec4), A(scales_, wp.vec3), A(covars_, vec6), int(use_covars),
-                A(opac_), int(opacities is not None), A(viewmats, wp.mat44), A(Ks, wp.mat33),
-                N, width, height, eps2d, near_plane, far_plane, radius_clip, ortho, int(calc_compensations),
-                A(radii, wp.vec2i), A(means2d, wp.vec2), A(depths), A(conics, wp.vec3), A(compensations),
-            ],
+            [gs, cams, A(opac), int(opacities is not None), near_plane, far_plane, radius_clip, int(calc_compensations),
+             A(radii, wp.vec2i), A(means2d, wp.vec2), A(depths), A(conics, wp.vec3), A(compensations)],
             dev,
         )  # fmt: skip
-        ctx.save_for_backward(means, quats_, scales_, covars_, viewmats, Ks, radii)
-        ctx.config = (width, height, eps2d, ortho, use_covars, calc_compensations)
+        ctx.save_for_backward(means, quats, scales, covars, viewmats, Ks, radii)
+        ctx.config = (width, height, eps2d, ortho, calc_compensations, use_covars)
         ctx.mark_non_differentiable(radii)
         return radii, means2d, depths, conics, (compensations if calc_compensations else None)
 
     @staticmethod
     def backward(ctx, _v_radii, v_means2d, v_depths, v_conics, v_compensations):
         means, quats, scales, covars, viewmats, Ks, radii = ctx.saved_tensors
-        width, height, eps2d, ortho, use_covars, calc_compensations = ctx.config
+        width, height, eps2d, ortho, calc_compensations, use_covars = ctx.config
         N = means.shape[0]
         C = viewmats.shape[0]
         dev = means.device
@@ -235,16 +247,13 @@ class _FullyFusedProjection(torch.autograd.Function):
         v_quats = torch.zeros_like(quats)
         v_scales = torch.zeros_like(scales)
         v_covars = torch.zeros_like(covars)
+        gs, cams = _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, height, ortho, eps2d)
         A = _warp.array
         _warp.launch(
             project_gaussians_bwd,
             N,
-            [
-                A(means, wp.vec3), A(quats, wp.vec4), A(scales, wp.vec3), A(covars, vec6), int(use_covars),
-                A(viewmats, wp.mat44), A(Ks, wp.mat33), N, C, width, height, eps2d, ortho, A(radii, wp.vec2i),
-                A(v_means2d, wp.vec2), A(v_depths), A(v_conics, wp.vec3), A(v_comp), int(use_v_comp),
-                A(v_means, wp.vec3), A(v_quats, wp.vec4), A(v_scales, wp.vec3), A(v_covars, vec6),
-            ],
+            [gs, cams, A(radii, wp.vec2i), A(v_means2d, wp.vec2), A(v_depths), A(v_conics, wp.vec3), A(v_comp),
+             int(use_v_comp), A(v_means, wp.vec3), A(v_quats, wp.vec4), A(v_scales, wp.vec3), A(v_covars, vec6)],
             dev,
         )  # fmt: skip
         needs = ctx.needs_input_grad

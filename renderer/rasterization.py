@@ -117,7 +117,9 @@ def rasterize(
     opacities_cn = opacities[None, :].expand(C, N)
     opacities_cn = (opacities_cn * compensations) if antialiased else opacities_cn.contiguous()
 
-    if sh_degree is not None:
+    if render_mode in ("D", "ED"):
+        features = None  # depth only: colours are not evaluated
+    elif sh_degree is not None:
         features = sh_colors(sh_degree, means, camera_centers(viewmats), _f32(colors), radii)
     else:
         features = _f32(colors)

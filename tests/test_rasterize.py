@@ -53,27 +53,29 @@ def make_inputs(gen, *, C, N, width, height, sh_degree=None, D=3, per_camera_col
     return inputs, views, Ks
 
 
-def run_both(gen, inputs, views, Ks, width, height, **kw):
-    """Render with splat (fp32) and the reference (fp64) from identical values; backprop the same
-    random loss through both (ambiguous pixels weighted 0). Returns outputs and leaves."""
-    leaves32 = {k: leaf32(v) for k, v in inputs.items()}
+def run_both(gen, inputs, views, Ks, width, height, device="cpu", **kw):
+    """Render with splat (fp32, on `device`) and the reference (fp64, CPU) from identical values;
+    backprop the same random loss through both (ambiguous pixels weighted 0)."""
+    leaves32 = {k: leaf32(v).to(device).detach().requires_grad_(True) for k, v in inputs.items()}
     leaves64 = {k: leaf64(v) for k, v in inputs.items()}
-    args = dict(viewmats=views.float(), Ks=Ks.float(), width=width, height=height, **kw)
+    args = dict(viewmats=views.float().to(device), Ks=Ks.float().to(device), width=width, height=height, **kw)
     args64 = dict(args, viewmats=views.float().double(), Ks=Ks.float().double())
     q32 = dict(quats=None, scales=None)
     out, alpha, meta = splat.rasterize(**{**q32, **leaves32}, **args)
+    assert out.device.type == torch.device(device).type and alpha.device == out.device
     ref, ref_alpha, margin = reference_rasterize(**{**q32, **leaves64}, **args64)
     quiet = quiet_pixels(margin)
     assert fraction(quiet) > 0.99, f"too many ambiguous pixels ({1 - fraction(quiet):.2%}): margin logic broken?"
     w = torch.rand(out.shape, generator=gen, dtype=torch.float64) * quiet[..., None]
     wa = torch.rand(alpha.shape, generator=gen, dtype=torch.float64) * quiet[..., None]
-    ((out.double() * w).sum() + (alpha.double() * wa).sum()).backward()
+    ((out.double().cpu() * w).sum() + (alpha.double().cpu() * wa).sum()).backward()
     ((ref * w).sum() + (ref_alpha * wa).sum()).backward()
     return out, alpha, meta, ref, ref_alpha, quiet, leaves32, leaves64
 
 
 def check(gen, inputs, views, Ks, width, height, min_coverage=0.2, unused=(), **kw):
     out, alpha, meta, ref, ref_alpha, quiet, l32, l64 = run_both(gen, inputs, views, Ks, width, height, **kw)
+    out, alpha = out.cpu(), alpha.cpu()
     assert out.shape == ref.shape and alpha.shape == (views.shape[0], height, width, 1)
     assert torch.isfinite(out).all() and torch.isfinite(alpha).all()
     assert ref_alpha.mean() > min_coverage, "degenerate test scene: almost nothing on screen"
@@ -87,7 +89,7 @@ def check(gen, inputs, views, Ks, width, height, min_coverage=0.2, unused=(), **
             continue
         assert g32 is not None, f"no gradient reached {name}"
         assert g64.abs().max() > 0, f"degenerate test: zero reference gradient for {name}"
-        assert_close_rel(g32, g64, GRAD_TOL, f"d loss / d {name}")
+        assert_close_rel(g32.cpu(), g64, GRAD_TOL, f"d loss / d {name}")
     return out, alpha, meta
 
 
@@ -175,3 +177,15 @@ def test_meta_exposes_means2d_gradient_and_absgrad(gen):
     for key in ("radii", "depths", "conics", "opacities", "isect_ids", "flatten_ids", "isect_offsets", "tiles_per_gauss"):
         assert key in meta
     assert meta["n_cameras"] == 2 and meta["width"] == 32 and meta["height"] == 24
+
+
+@pytest.mark.parametrize("use_covars", [False, True])
+def test_single_gaussian(gen, use_covars):
+    inputs, views, Ks = make_inputs(gen, C=2, N=1, width=24, height=20, use_covars=use_covars)
+    inputs["means"] = 0.05 * inputs["means"]
+    inputs["opacities"] = torch.tensor([0.9], dtype=torch.float64)
+    if use_covars:
+        inputs["covars"] = torch.eye(3, dtype=torch.float64)[None] * 0.04 + 0.01
+    else:
+        inputs["scales"] = torch.tensor([[0.25, 0.15, 0.1]], dtype=torch.float64)  # anisotropic: quats matter
+    check(gen, inputs, views, Ks, 24, 20, min_coverage=0.01)
