@@ -2,6 +2,9 @@
 """Rasterizer benchmark: forward and forward+backward time and peak memory of `splat.rasterize`
 against a peer measured in the same run.
 
+On the CPU, `splat-pixel` is splat with its per-pixel compositing kernels (the ones CUDA runs)
+in place of the CPU per-tile kernels.
+
 Peers: on the CPU, the vectorised pure-torch rasterizer (`splat.renderer.torch_impl.rasterize_torch`,
 the same pipeline in torch ops, autograd for the backward); on CUDA, gsplat's `rasterization()`
 (and the torch rasterizer is skipped: it is a CPU reference).
@@ -106,9 +109,12 @@ class PeakMemory:
 def make_renderer(method: str, scene: dict):
     import torch
 
-    if method == "splat":
+    if method in ("splat", "splat-pixel"):
         import splat
+        from splat.renderer import compositing
 
+        if method == "splat-pixel":  # the per-pixel (CUDA-path) compositing kernels, run on the CPU
+            compositing.KERNEL_VARIANT["cpu"] = "pixel"
         return lambda p: splat.rasterize(**p, **scene["static"])[:2]
     if method == "torch":
         from splat.renderer.torch_impl import rasterize_torch
@@ -283,11 +289,14 @@ def main(argv=None) -> int:
     # The torch peer has nothing to compile or load; on the CPU its warm-up run would only double
     # a long measurement, so it runs cold once. splat always warms up (kernel load).
     peer_warmup = 1 if device == "cuda" else 0
+    methods = [("splat", args.repeats, 1), (peer, peer_repeats, peer_warmup)]
+    if device == "cpu":
+        methods.insert(1, ("splat-pixel", args.repeats, 1))
     rows, comparisons = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for scene in args.scenes.split(","):
             images = {}
-            for method, reps, warm in (("splat", args.repeats, 1), (peer, peer_repeats, peer_warmup)):
+            for method, reps, warm in methods:
                 out = f"{tmp}/{scene}-{method}.pt"
                 print(f"[{scene}] {method}: running ...", file=sys.stderr, flush=True)
                 rows.append(run_worker(scene, method, device, reps, warm, out, allocator))
@@ -311,7 +320,7 @@ def main(argv=None) -> int:
             }
 
     by = {(r["scene"], r["method"]): r for r in rows}
-    header = f"{'scene':14s} {'method':7s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'fwd MB':>8s} {'f+b MB':>8s} {'fwd x':>7s} {'f+b x':>7s}"
+    header = f"{'scene':14s} {'method':11s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'fwd MB':>8s} {'f+b MB':>8s} {'fwd x':>7s} {'f+b x':>7s}"
     print(f"\nrasterize benchmark on {device_name(device)} ({device}, {allocator}); ratios: peer time / splat time")
     print(header)
     print("-" * len(header))
@@ -322,7 +331,7 @@ def main(argv=None) -> int:
         r["speedup_forward_backward_vs_peer"] = theirs["forward_backward_ms"] / ours["forward_backward_ms"]
         sx = f"{r['speedup_forward_vs_peer']:7.1f}" if r["method"] == "splat" else f"{'':7s}"
         sfb = f"{r['speedup_forward_backward_vs_peer']:7.1f}" if r["method"] == "splat" else f"{'':7s}"
-        print(f"{r['scene']:14s} {r['method']:7s} {r['forward_ms']:9.1f} {r['forward_backward_ms']:11.1f} "
+        print(f"{r['scene']:14s} {r['method']:11s} {r['forward_ms']:9.1f} {r['forward_backward_ms']:11.1f} "
               f"{r['forward_peak_mb']:8.1f} {r['forward_backward_peak_mb']:8.1f} {sx} {sfb}")  # fmt: skip
     for scene, c in comparisons.items():
         print(f"{scene}: splat vs {peer} images: max |diff| {c['max_abs_diff']:.2e}, mean |diff| "
