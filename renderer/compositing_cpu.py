@@ -11,6 +11,8 @@ Pair by pair, the decisions and arithmetic are those of the per-pixel kernels (`
 `splat_alpha_vjp`), so both variants render the same image; the tests run both.
 """
 
+import functools
+
 import warp as wp
 
 from . import _warp
@@ -56,13 +58,9 @@ def ellipse_span(s: splat2d, y: int, x0: int, x1: int) -> wp.vec2i:
     return wp.vec2i(first, last)
 
 
-_kernels: dict = {}
-
-
+@functools.cache
 def tile_kernels(D: int):
     """(forward, backward) per-tile compositing kernels for D channels."""
-    if D in _kernels:
-        return _kernels[D]
     vecD, Splats, Image, Grads = composite_types(D)
 
     @wp.kernel(module="unique", enable_backward=False)
@@ -199,5 +197,4 @@ def tile_kernels(D: int):
                     wp.atomic_add(grads.means2d_abs, shard, g, g_abs)
             j -= 1
 
-    _kernels[D] = (composite_tiles_fwd, composite_tiles_bwd)
-    return _kernels[D]
+    return (composite_tiles_fwd, composite_tiles_bwd)

@@ -10,6 +10,8 @@ Kernels and structs are generated per channel count D and cached. `compositing_c
 CPU variant over the same structs; `compositing.py` the autograd function that launches them.
 """
 
+import functools
+
 import warp as wp
 
 from . import _warp
@@ -82,13 +84,9 @@ def color_row(grid: TileGrid, g: int, colors_per_camera: int) -> int:
     return g - (g // grid.num_gaussians) * grid.num_gaussians
 
 
-_types: dict = {}
-
-
+@functools.cache
 def composite_types(D: int):
     """(vecD, Splats, Image, Grads): the structs of D-channel compositing kernels."""
-    if D in _types:
-        return _types[D]
     vecD = wp.types.vector(length=D, dtype=wp.float32)
 
     @wp.struct
@@ -116,17 +114,12 @@ def composite_types(D: int):
         absgrad: int
         means2d_abs: wp.array2d(dtype=wp.vec2)
 
-    _types[D] = (vecD, Splats, Image, Grads)
-    return _types[D]
+    return (vecD, Splats, Image, Grads)
 
 
-_kernels: dict = {}
-
-
+@functools.cache
 def pixel_kernels(D: int):
     """(forward, backward) per-pixel compositing kernels for D channels."""
-    if D in _kernels:
-        return _kernels[D]
     vecD, Splats, Image, Grads = composite_types(D)
 
     @wp.kernel(module="unique", enable_backward=False)
@@ -210,5 +203,4 @@ def pixel_kernels(D: int):
                 behind += color * weight
             j -= 1
 
-    _kernels[D] = (composite_pixels_fwd, composite_pixels_bwd)
-    return _kernels[D]
+    return (composite_pixels_fwd, composite_pixels_bwd)
