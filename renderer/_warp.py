@@ -141,12 +141,14 @@ def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool =
         return
 
     workers = cpu_workers()
-    key = (kernel, wdev.alias)
-    if workers == 1 or dim < 2 * grain or key not in _warm:
-        # First launch of a kernel compiles/loads its module: do it on this thread, unsplit.
+    key = (kernel.module, wdev.alias)
+    if key not in _warm:
+        # compile/load the module here, once, before worker threads launch from it
+        wp.load_module(kernel.module, device=wdev)
+        _warm.add(key)
+    if workers == 1 or dim < 2 * grain:
         head = [0, 0] if sharded else [0]
         wp.launch(kernel, dim=dim, inputs=head + inputs, device=wdev)
-        _warm.add(key)
         return
 
     n_chunks = min(workers * _CHUNKS_PER_WORKER, max(1, dim // grain))
@@ -154,12 +156,21 @@ def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool =
     next_chunk = iter(range(n_chunks))
     lock = threading.Lock()
 
-    def worker(shard: int) -> None:
-        while True:
+    def chunks_of(shard: int):
+        if sharded:
+            # fixed chunks per worker, in order: each private slice sums the same terms in the same
+            # order every run, so accumulated gradients are bit-for-bit reproducible
+            yield from range(shard, n_chunks, workers)
+            return
+        while True:  # otherwise first come, first served: better balance
             with lock:
                 k = next(next_chunk, None)
             if k is None:
                 return
+            yield k
+
+    def worker(shard: int) -> None:
+        for k in chunks_of(shard):
             start, stop = bounds[k], bounds[k + 1]
             head = [start, shard] if sharded else [start]
             wp.launch(kernel, dim=stop - start, inputs=head + inputs, device=wdev)

@@ -1,4 +1,4 @@
-"""The `splat` command line. Subcommands arrive with their features; today: `demo`.
+"""The `splat` command line: train, eval, export, demo.
 
 Errors a user can cause (bad paths, bad arguments, bad data) print one line and exit non-zero.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from splat import __version__
 
@@ -16,32 +17,212 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, no traceback."""
 
 
-def _cmd_demo(args) -> None:
+# ----------------------------------------------------------------------------------------------
+# train / eval / export
+# ----------------------------------------------------------------------------------------------
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return name
+
+
+def _config_overrides(args) -> dict:
+    over = {}
+    for flag, key in (("steps", "steps"), ("strategy", "strategy"), ("downscale", "downscale"), ("seed", "seed"),
+                      ("max_seconds", "max_train_seconds"),
+                      ("background", "background"), ("max_gaussians", "max_gaussians"), ("sh_degree", "sh_degree"),
+                      ("init_points", "init_points"), ("eval_subset", "eval_subset")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            over[key] = value
+    if args.device is not None:
+        over["device"] = _device(args.device)
+    if args.resolution_schedule:
+        try:
+            over["resolution_schedule"] = [[int(a), int(b)] for a, b in (e.split(":") for e in args.resolution_schedule.split(","))]
+        except ValueError:
+            raise UserError("--resolution-schedule: expected STEP:FACTOR[,STEP:FACTOR...], e.g. 0:2,1500:1") from None
+    return over
+
+
+def _eval_steps(args, steps: int, current: list) -> list:
+    if args.eval_every:
+        if args.eval_every < 1:
+            raise UserError("--eval-every must be positive")
+        return list(range(args.eval_every, steps + 1, args.eval_every))
+    return [s for s in current if s <= steps]
+
+
+class _Progress:
+    """A rich progress bar with loss, PSNR, Gaussian count, steps/s and ETA (plain lines when the
+    output is not a terminal)."""
+
+    def __init__(self, total: int, start: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.total = total
+        self.t0 = time.perf_counter()
+        self.start_step = start
+        self.last_print = 0.0
+        if self.live:
+            self.bar = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(), console=self.console,
+            )  # fmt: skip
+            self.task = self.bar.add_task("train", total=total, completed=start, stats="")
+            self.bar.start()
+
+    def __call__(self, trainer, out) -> None:
+        step = trainer.step
+        rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
+        stats = f"loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.num_gaussians:,} G  {rate:.2f} it/s"
+        if self.live:
+            self.bar.update(self.task, completed=step, stats=stats)
+        elif time.perf_counter() - self.last_print > 10 or step == self.total:
+            self.last_print = time.perf_counter()
+            eta = (self.total - step) / max(rate, 1e-9)
+            print(f"step {step}/{self.total}  {stats}  eta {eta:.0f}s", flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            self.bar.stop()
+
+
+def _run(trainer, run_dir: Path) -> dict | None:
+    """Train with a progress bar; None when interrupted (the checkpoint is saved by then)."""
+    progress = _Progress(trainer.cfg.steps, trainer.step)
+    try:
+        result = trainer.train(progress)
+    finally:
+        progress.close()
+    if trainer.interrupted:
+        print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: splat train --resume {run_dir}")
+        return None
+    return result
+
+
+def _print_eval(result: dict) -> None:
+    if result:
+        e = result["eval"]
+        print(f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f} on {e['num_images']} "
+              f"{e['split']} images (LPIPS: not available offline)")  # fmt: skip
+
+
+def _cmd_train(args) -> int:
+    from splat.train.config import preset_config
+    from splat.train.runs import new_trainer, read_run_config, restore_trainer
+
+    over = _config_overrides(args)
+    if args.resume:
+        run_dir = Path(args.resume)
+        info = read_run_config(run_dir)
+        steps = over.get("steps", info["config"]["steps"])
+        over["eval_steps"] = _eval_steps(args, steps, info["config"]["eval_steps"])
+        trainer = restore_trainer(run_dir, over, data_path=args.data)
+        print(f"resuming {run_dir} at step {trainer.step} of {trainer.cfg.steps}")
+    else:
+        if args.data is None:
+            raise UserError("DATA is required (or --resume RUN)")
+        cfg = preset_config(args.preset, **over)
+        cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
+        run_dir = Path(args.out) if args.out else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
+        if (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
+        trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)
+        print(f"{trainer.data.summary()}\n{trainer.num_gaussians:,} initial Gaussians -> {run_dir}")
+    result = _run(trainer, run_dir)
+    if result is None:
+        return 130
+    _print_eval(result)
+    print(f"done: {run_dir}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from splat.train.runs import restore_trainer
+
+    over = {"device": _device(args.device)} if args.device else {}
+    trainer = restore_trainer(Path(args.run), over)
+    _print_eval(trainer.evaluate(full=True, save_renders=not args.no_renders))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from splat.train.runs import export_ply
+
+    if args.format != "ply":
+        raise UserError(f"--format {args.format}: only 'ply' is supported")
+    out, n = export_ply(Path(args.run), Path(args.out) if args.out else None)
+    print(f"wrote {n:,} Gaussians to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# demo
+# ----------------------------------------------------------------------------------------------
+
+
+def _cmd_demo(args) -> int:
+    """The main job on the built-in scene: photograph it, train on the photographs, report test
+    PSNR, export a PLY and render novel views from the trained model."""
     import torch
 
     import splat
     from splat.io_utils import write_image
-    from splat.scenes import still_life, still_life_cameras
+    from splat.scenes import dome_cameras, still_life, still_life_cameras, write_blender_dataset
+    from splat.train.config import preset_config
+    from splat.train.model import activated
+    from splat.train.runs import export_ply, new_trainer
 
-    if args.frames < 1 or args.width < 1 or args.height < 1:
-        raise UserError("--frames, --width and --height must be positive")
+    if args.steps < 1 or args.width < 8 or args.height < 8 or args.views < 4:
+        raise UserError("--steps must be positive, --width/--height at least 8, --views at least 4")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty (choose another --out or delete it)")
+    data_dir, run_dir = out / "data", out / "run"
     scene = still_life()
-    views, Ks = still_life_cameras(args.frames, args.width, args.height)
-    background = torch.ones(1, 3)
-    print(f"splat demo: procedural still life, {scene['means'].shape[0]:,} Gaussians, "
-          f"{args.frames} views at {args.width}x{args.height} -> {args.out}/")  # fmt: skip
-    times = []
-    for k in range(args.frames):
-        t0 = time.perf_counter()
-        image, _, _ = splat.rasterize(
-            **scene, viewmats=views[k : k + 1], Ks=Ks[k : k + 1], width=args.width, height=args.height,
-            backgrounds=background,
-        )  # fmt: skip
-        times.append(time.perf_counter() - t0)
-        write_image(f"{args.out}/frame_{k:04d}.png", image[0])
-    steady = times[1:] or times
-    print(f"rendered {args.frames} frames; first {times[0] * 1000:.0f} ms (includes kernel compile/load), "
-          f"then {1000 * sum(steady) / len(steady):.1f} ms per frame")  # fmt: skip
+    views, K = dome_cameras(args.views, args.width, args.height)
+    n_test = max(1, args.views // 8)
+    write_blender_dataset(scene, data_dir, views, K, args.width, args.height, n_test)
+    print(f"1/4 photographed the procedural still life ({scene['means'].shape[0]:,} Gaussians) from {args.views} "
+          f"cameras at {args.width}x{args.height} -> {data_dir} (Blender format)")  # fmt: skip
+
+    cfg = preset_config("fast", steps=args.steps, eval_steps=[], device=_device(args.device), log_every=100,
+                        refine_start=200, resolution_schedule=[[0, 2], [args.steps // 3, 1]])  # fmt: skip
+    trainer = new_trainer(str(data_dir), run_dir, cfg)
+    print(f"2/4 training {args.steps} steps from {trainer.num_gaussians:,} random Gaussians -> {run_dir}")
+    result = _run(trainer, run_dir)
+    if result is None:
+        return 130
+    e = result["eval"]
+    print(f"   test PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f} on {e['num_images']} held-out views "
+          f"({trainer.train_seconds:.0f} s of training, {trainer.num_gaussians:,} Gaussians)")  # fmt: skip
+
+    ply, n = export_ply(run_dir)
+    print(f"3/4 exported {n:,} Gaussians to {ply}")
+
+    frames = 8
+    orbit_views, orbit_Ks = still_life_cameras(frames, args.width * 2, args.height * 2)
+    n_ = trainer.data.normalization
+    c = torch.from_numpy(n_.center).float()
+    orbit_views = orbit_views.clone()  # world -> normalised world: scale the camera translation
+    orbit_views[:, :3, 3] = n_.scale * (orbit_views[:, :3, :3] @ c + orbit_views[:, :3, 3])
+    with torch.no_grad():
+        p = activated(trainer.params)
+        images, _, _ = splat.rasterize(**p, viewmats=orbit_views.to(trainer.device), Ks=orbit_Ks.to(trainer.device),
+                                       width=args.width * 2, height=args.height * 2, sh_degree=cfg.sh_degree,
+                                       backgrounds=torch.ones(frames, 3, device=trainer.device))  # fmt: skip
+    for k in range(frames):
+        write_image(out / "novel_views" / f"view_{k:02d}.png", images[k].cpu())
+    print(f"4/4 rendered {frames} novel views at {args.width * 2}x{args.height * 2} -> {out / 'novel_views'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +233,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"splat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="render the built-in procedural scene to PNG images")
+    t = sub.add_parser("train", help="train 3D Gaussians on a folder of posed images")
+    t.add_argument("data", nargs="?", help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected)")
+    t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
+    t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
+    t.add_argument("--format", choices=["blender", "nerfstudio", "colmap", "llff"], help="override format detection")
+    t.add_argument("--preset", choices=["inria", "fast"], default="inria",
+                   help="inria: the published 3DGS schedule (default); fast: resolution warm-up and a lighter "
+                        "initialisation, for CPUs and quick results")  # fmt: skip
+    t.add_argument("--steps", type=int, help="training steps (default 30000)")
+    t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
+    t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
+    t.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")
+    t.add_argument("--downscale", type=int, help="image downscale factor (uses images_N/ when present)")
+    t.add_argument("--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)")
+    t.add_argument("--eval-subset", type=int, help="intermediate evaluations use N evenly spaced test images")
+    t.add_argument("--background", choices=["auto", "white", "black", "random"], help="training background")
+    t.add_argument("--max-gaussians", type=int, help="hard cap on the number of Gaussians (default 3,000,000)")
+    t.add_argument("--sh-degree", type=int, help="maximum spherical-harmonics degree (default 3)")
+    t.add_argument("--init-points", type=int, help="random initial points when the data has none (default 100000)")
+    t.add_argument("--resolution-schedule", help="resolution warm-up, e.g. 0:2,2000:1 (step:downscale factor)")
+    t.add_argument("--seed", type=int)
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="re-compute test metrics of a run")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--device", choices=["cpu", "cuda"])
+    e.add_argument("--no-renders", action="store_true", help="do not write test renders")
+    e.set_defaults(func=_cmd_eval)
+
+    x = sub.add_parser("export", help="export a run's Gaussians (INRIA 3DGS PLY)")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--format", default="ply", help="output format (ply)")
+    x.add_argument("--out", help="output file (default: RUN/point_cloud.ply)")
+    x.set_defaults(func=_cmd_export)
+
+    demo = sub.add_parser("demo", help="train on the built-in procedural scene and render it (no downloads)")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--frames", type=int, default=8, help="number of orbit views (default: 8)")
-    demo.add_argument("--width", type=int, default=640)
-    demo.add_argument("--height", type=int, default=480)
+    demo.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    demo.add_argument("--views", type=int, default=48, help="photographs of the scene (default 48, 1 in 8 held out)")
+    demo.add_argument("--width", type=int, default=160)
+    demo.add_argument("--height", type=int, default=120)
+    demo.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
@@ -68,14 +286,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        args.func(args)
-    except (UserError, ValueError, OSError) as e:
-        print(f"splat {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return args.func(args)
     except KeyboardInterrupt:
         print(f"splat {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as e:  # noqa: BLE001 - user-facing errors are one line; bugs keep their traceback
+        from splat.errors import is_user_error
+
+        if isinstance(e, UserError) or is_user_error(e):
+            print(f"splat {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -50,18 +50,21 @@ def test_cli_version_and_help():
     assert h.returncode == 0 and "demo" in h.stdout
 
 
-def test_demo_renders_the_procedural_scene(tmp_path):
-    r = run_cli("demo", "--out", str(tmp_path), "--frames", "2", "--width", "96", "--height", "64")
+def test_demo_trains_on_the_procedural_scene(tmp_path):
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--out", str(out), "--steps", "60", "--views", "8", "--width", "48", "--height", "36")
     assert r.returncode == 0, r.stderr
-    frames = sorted(tmp_path.glob("frame_*.png"))
-    assert len(frames) == 2
+    assert "test PSNR" in r.stdout
+    assert (out / "data" / "transforms_train.json").exists() and (out / "run" / "point_cloud.ply").exists()
+    frames = sorted((out / "novel_views").glob("view_*.png"))
+    assert len(frames) == 8
     img = iio.imread(frames[0])
-    assert img.shape == (64, 96, 3)
-    assert img.std() > 20, "demo frame is blank"
-    assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "temporary files left behind"
+    assert img.shape == (72, 96, 3) and img.std() > 10, "novel view is blank"
+    again = run_cli("demo", "--out", str(out))
+    assert again.returncode == 2 and "not empty" in again.stderr
 
 
 def test_cli_bad_input_is_one_line():
-    r = run_cli("demo", "--frames", "0")
+    r = run_cli("demo", "--steps", "0")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "error" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,114 @@
+"""The common in-memory form of every posed-image dataset.
+
+Every loader turns its format into `Frame`s (one image, its camera, its split) plus optional sparse
+points. Cameras are stored the renderer's way: world-to-camera 4x4 with OpenCV axes (x right,
+y down, z forward) and a pixel intrinsic matrix whose pixel centres sit at integer + 0.5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+DISTORTION_PARAMS = {
+    "PINHOLE": (),
+    "SIMPLE_RADIAL": ("k1",),
+    "RADIAL": ("k1", "k2"),
+    "OPENCV": ("k1", "k2", "p1", "p2", "k3"),
+    "OPENCV_FISHEYE": ("k1", "k2", "k3", "k4"),
+}
+
+
+class DatasetError(ValueError):
+    """Bad or unreadable input data; the message names the file."""
+
+
+@dataclasses.dataclass
+class Camera:
+    width: int
+    height: int
+    K: np.ndarray  # (3, 3) float64, pixels
+    viewmat: np.ndarray  # (4, 4) float64, world -> camera, OpenCV axes
+    model: str = "PINHOLE"  # lens distortion of the stored image (undistorted on load)
+    distortion: tuple[float, ...] = ()  # values for DISTORTION_PARAMS[model]
+    time: float | None = None  # dynamic scenes: normalised time in [0, 1]
+
+    @property
+    def center(self) -> np.ndarray:
+        R, t = self.viewmat[:3, :3], self.viewmat[:3, 3]
+        return -R.T @ t
+
+    def scaled(self, width: int, height: int) -> Camera:
+        """The same camera for an image resized to width x height."""
+        K = self.K.copy()
+        K[0] *= width / self.width
+        K[1] *= height / self.height
+        return dataclasses.replace(self, width=width, height=height, K=K)
+
+
+@dataclasses.dataclass
+class Frame:
+    name: str
+    image_path: Path
+    camera: Camera
+    split: str  # "train" or "test"
+    mask_path: Path | None = None
+    depth_path: Path | None = None
+
+
+def check_pose(pose: np.ndarray, where: str) -> np.ndarray:
+    """A finite rigid 4x4 pose (rotation block orthonormal with det +1), or a DatasetError naming
+    `where` (NaN, singular or scaled matrices cannot be inverted into a camera)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape == (3, 4):
+        pose = np.vstack([pose, [0.0, 0.0, 0.0, 1.0]])
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise DatasetError(f"{where}: pose contains NaN/Inf or is not 4x4")
+    R = pose[:3, :3]
+    det = np.linalg.det(R)
+    if not abs(det - 1.0) < 1e-3 or not np.allclose(R @ R.T, np.eye(3), atol=1e-3):
+        raise DatasetError(f"{where}: pose is not a rigid transform (rotation determinant {det:.4g}): singular or scaled")
+    return pose
+
+
+def viewmat_from_c2w_opengl(c2w: np.ndarray, where: str) -> np.ndarray:
+    """Blender / nerfstudio camera-to-world (OpenGL axes: y up, looking down -z) -> world-to-camera
+    with OpenCV axes: flip the camera's y and z, then invert (rigidly)."""
+    c2w_cv = check_pose(c2w, where) @ np.diag([1.0, -1.0, -1.0, 1.0])
+    view = np.eye(4)
+    view[:3, :3] = c2w_cv[:3, :3].T
+    view[:3, 3] = -c2w_cv[:3, :3].T @ c2w_cv[:3, 3]
+    return view
+
+
+def pinhole_if_undistorted(model: str, distortion: tuple) -> tuple[str, tuple]:
+    """Lens models whose coefficients are all zero are plain pinholes (no resampling needed)."""
+    if model != "PINHOLE" and not any(distortion):
+        return "PINHOLE", ()
+    return model, tuple(distortion)
+
+
+def check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
+    K = np.asarray(K, dtype=np.float64)
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DatasetError(f"{where}: invalid intrinsics (focal lengths must be finite and positive)")
+    if width <= 0 or height <= 0:
+        raise DatasetError(f"{where}: invalid image size {width}x{height}")
+    return K
+
+
+def intrinsic_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def every_nth_test_split(names: list[str], every: int = 8) -> list[str]:
+    """LLFF / Mip-NeRF 360 convention: every 8th image (sorted by name) is held out."""
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    split = ["train"] * len(names)
+    if every > 0:
+        for rank, i in enumerate(order):
+            if rank % every == 0:
+                split[i] = "test"
+    return split

@@ -1,0 +1,75 @@
+"""The trainable Gaussian scene: pre-activation parameters, their initialisation and rendering.
+
+Parameters (a torch ParameterDict, one Adam per entry so strategies can edit rows):
+means (N, 3), scales (N, 3) log, quats (N, 4) wxyz unnormalised, opacities (N,) logit,
+sh0 (N, 1, 3) DC coefficients, shN (N, (D+1)^2 - 1, 3) higher bands.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SH_C0 = 0.28209479177387814
+PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+
+
+def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:
+    return (rgb - 0.5) / SH_C0
+
+
+def sh_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
+    return sh0 * SH_C0 + 0.5
+
+
+def knn_mean_distance(points: torch.Tensor, k: int = 3, chunk: int = 4096) -> torch.Tensor:
+    """sqrt of the mean squared distance to each point's k nearest neighbours (exact, chunked)."""
+    n = points.shape[0]
+    if n <= 1:
+        return torch.ones(n)
+    k = min(k, n - 1)
+    out = torch.empty(n)
+    for start in range(0, n, chunk):
+        d2 = torch.cdist(points[start : start + chunk], points).pow(2)
+        nearest = d2.topk(k + 1, dim=1, largest=False).values[:, 1:]  # drop the point itself
+        out[start : start + chunk] = nearest.mean(dim=1).sqrt()
+    return out
+
+
+def init_params(
+    points: torch.Tensor,
+    colors: torch.Tensor,
+    sh_degree: int,
+    init_opacity: float = 0.1,
+    init_scale: float = 1.0,
+) -> torch.nn.ParameterDict:
+    """Gaussians on `points` with kNN-sized isotropic scales, identity rotations, `init_opacity`."""
+    n = points.shape[0]
+    dist = knn_mean_distance(points).clamp(min=1e-7)
+    scales = torch.log(dist * init_scale)[:, None].repeat(1, 3)
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1.0
+    opacities = torch.full((n,), math.log(init_opacity / (1 - init_opacity)))
+    sh0 = rgb_to_sh(colors.float())[:, None, :]
+    shN = torch.zeros(n, (sh_degree + 1) ** 2 - 1, 3)
+    tensors = dict(means=points.float(), scales=scales, quats=quats, opacities=opacities, sh0=sh0, shN=shN)
+    return torch.nn.ParameterDict({k: torch.nn.Parameter(v.contiguous()) for k, v in tensors.items()})
+
+
+def random_points(n: int, extent: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n points uniform in the cube [-extent, extent]^3 with random colours."""
+    points = (torch.rand(n, 3, generator=generator) * 2 - 1) * extent
+    colors = torch.rand(n, 3, generator=generator)
+    return points, colors
+
+
+def activated(params: torch.nn.ParameterDict) -> dict[str, torch.Tensor]:
+    """Render-ready tensors: activated scales and opacities, SH coefficients (N, K, 3)."""
+    return {
+        "means": params["means"],
+        "quats": params["quats"],
+        "scales": torch.exp(params["scales"]),
+        "opacities": torch.sigmoid(params["opacities"]),
+        "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
+    }

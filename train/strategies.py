@@ -1,0 +1,146 @@
+"""Densification strategies as small objects with explicit state (after gsplat's `strategy/`).
+
+The trainer calls `step_pre_backward` before `loss.backward()` and `step_post_backward` after the
+optimiser step; a strategy may add a regularisation term to the loss. Both strategies obey a
+hard `max_gaussians` cap so no run dies of memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from . import ops
+
+
+@dataclasses.dataclass
+class DefaultStrategy:
+    """INRIA 3DGS adaptive density control: clone small / split large Gaussians whose average
+    screen-space position gradient exceeds `grow_grad2d`, prune transparent (and, after the first
+    opacity reset, oversized) ones, reset opacities periodically. Gradients are scaled by half
+    the image size and the camera count, as gsplat, so the 2e-4 threshold carries over."""
+
+    prune_opa: float = 0.005
+    grow_grad2d: float = 0.0002
+    grow_scale3d: float = 0.01
+    prune_scale3d: float = 0.1
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    absgrad: bool = False
+    revised_opacity: bool = False
+    max_gaussians: int = 3_000_000
+
+    def initialize_state(self, scene_scale: float, n: int) -> dict[str, Any]:
+        # running sums are (re)sized lazily on the parameters' device
+        return {"scene_scale": scene_scale, "grad2d": None, "count": None}
+
+    def regularization(self, params) -> torch.Tensor | float:
+        return 0.0
+
+    def step_pre_backward(self, params, optimizers, state, step, info) -> None:
+        info["means2d"].retain_grad()
+
+    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None) -> dict:
+        stats = {}
+        if step >= self.refine_stop_iter:
+            return stats
+        self._accumulate(state, info)
+        if step > self.refine_start_iter and step % self.refine_every == 0:
+            stats.update(self._grow(params, optimizers, state, generator))
+            stats.update(self._prune(params, optimizers, state, step))
+            state["grad2d"] = state["count"] = None
+        if step % self.reset_every == 0 and step > 0:
+            ops.reset_opacity(params, optimizers, value=self.prune_opa * 2.0)
+            stats["opacity_reset"] = True
+        return stats
+
+    def _accumulate(self, state, info) -> None:
+        means2d = info["means2d"]
+        grads = (means2d.absgrad if self.absgrad else means2d.grad).detach().clone()
+        grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
+        grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
+        if state["grad2d"] is None:
+            n = grads.shape[1]
+            state["grad2d"] = torch.zeros(n, device=grads.device)
+            state["count"] = torch.zeros(n, device=grads.device)
+        visible = (info["radii"] > 0).all(dim=-1)  # (C, N)
+        ids = visible.nonzero(as_tuple=True)[1]
+        state["grad2d"].index_add_(0, ids, grads[visible].norm(dim=-1))
+        state["count"].index_add_(0, ids, torch.ones(ids.shape[0], device=grads.device))
+
+    def _grow(self, params, optimizers, state, generator) -> dict:
+        grads = state["grad2d"] / state["count"].clamp(min=1)
+        high = grads > self.grow_grad2d
+        small = torch.exp(params["scales"].data).max(dim=-1).values <= self.grow_scale3d * state["scene_scale"]
+        dupli, split = high & small, high & ~small
+        # respect the cap: keep the candidates with the largest gradients that fit
+        n = params["means"].shape[0]
+        room = self.max_gaussians - n
+        n_dupli, n_split = int(dupli.sum()), int(split.sum())
+        if n_dupli + n_split > room:
+            budget = max(room, 0)
+            order = torch.argsort(torch.where(high, grads, torch.full_like(grads, -1.0)), descending=True)
+            chosen = torch.zeros_like(high)
+            chosen[order[:budget]] = True
+            dupli, split = dupli & chosen, split & chosen
+            n_dupli, n_split = int(dupli.sum()), int(split.sum())
+        if n_dupli:
+            ops.duplicate(params, optimizers, dupli)
+        if n_split:
+            split = torch.cat([split, split.new_zeros(n_dupli)])  # clones are not split
+            ops.split(params, optimizers, split, generator, self.revised_opacity)
+        return {"duplicated": n_dupli, "split": n_split}
+
+    def _prune(self, params, optimizers, state, step) -> dict:
+        prune = torch.sigmoid(params["opacities"].data) < self.prune_opa
+        if step > self.reset_every:
+            prune |= torch.exp(params["scales"].data).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+        n_prune = int(prune.sum())
+        if n_prune and n_prune < prune.numel():
+            ops.remove(params, optimizers, prune)
+        return {"pruned": n_prune}
+
+
+@dataclasses.dataclass
+class MCMCStrategy:
+    """3DGS as MCMC (Kheradmand et al. 2024, gsplat's defaults): relocate dead Gaussians onto live
+    ones, grow 5% per refinement up to `cap_max`, add opacity-gated position noise every step,
+    regularise opacity and scale."""
+
+    cap_max: int = 1_000_000
+    noise_lr: float = 5e5
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 25_000
+    refine_every: int = 100
+    min_opacity: float = 0.005
+    opacity_reg: float = 0.01
+    scale_reg: float = 0.01
+    max_gaussians: int = 3_000_000
+
+    def initialize_state(self, scene_scale: float, n: int) -> dict[str, Any]:
+        return {"binoms": ops.binomial_table()}
+
+    def regularization(self, params) -> torch.Tensor:
+        return self.opacity_reg * torch.sigmoid(params["opacities"]).mean() + self.scale_reg * torch.exp(params["scales"]).mean()
+
+    def step_pre_backward(self, params, optimizers, state, step, info) -> None:
+        pass
+
+    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None) -> dict:
+        stats = {}
+        if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:
+            dead = torch.sigmoid(params["opacities"].data) <= self.min_opacity
+            stats["relocated"] = ops.relocate(params, optimizers, dead, state["binoms"], generator, self.min_opacity)
+            n = params["means"].shape[0]
+            target = min(self.cap_max, self.max_gaussians, int(1.05 * n))
+            stats["added"] = ops.sample_add(params, optimizers, max(0, target - n), state["binoms"], generator, self.min_opacity)
+        if lr_means is not None:
+            ops.inject_position_noise(params, lr_means * self.noise_lr, generator)
+        return stats
+
+
+STRATEGIES = {"default": DefaultStrategy, "mcmc": MCMCStrategy}
