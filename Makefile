@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,23 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	rm -rf outputs/demo
 	$(VENV)/bin/splat demo --out outputs/demo
 
+# The viewer's real-browser test needs Debian's chromium; install it when we can (root + apt),
+# otherwise that one test skips with a message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+		echo "note: chromium not installed; the browser test will be skipped"
+
 # pytest exits 5 when it collects no tests (e.g. everything deselected): not a failure here.
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 bench: setup
 	$(PY) bench/rasterize.py
+	$(PY) bench/viewer.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

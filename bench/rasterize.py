@@ -31,13 +31,14 @@ import ctypes
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from common import device_name, versions, write_result
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -107,7 +108,6 @@ class PeakMemory:
 
 
 def make_renderer(method: str, scene: dict):
-    import torch
 
     if method in ("splat", "splat-pixel"):
         import splat
@@ -207,40 +207,6 @@ def worker(args) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def versions() -> dict:
-    import torch
-    import warp
-
-    import splat
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "warp": warp.__version__,
-         "splat": splat.__version__}  # fmt: skip
-    try:
-        import gsplat
-
-        v["gsplat"] = gsplat.__version__
-    except ImportError:
-        pass
-    return v
 
 
 def run_worker(scene, method, device, repeats, warmup, image_out, allocator, extra=()) -> dict:
@@ -352,11 +318,7 @@ def main(argv=None) -> int:
         "notes": "times are medians; memory is peak growth above the loaded scene (CPU: malloc bytes in use); "
         "the loss is sum(random weights * colors) + sum(alphas)",
     }
-    out = Path(args.out or HERE / "results" / f"rasterize-{device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    out = write_result(Path(args.out or HERE / "results" / f"rasterize-{device}.json"), result)
     print(f"wrote {out}")
     return 0
 

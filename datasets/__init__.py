@@ -11,6 +11,8 @@ files raises `DatasetError` (a ValueError) whose one-line message names the file
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from pathlib import Path
 
@@ -71,6 +73,22 @@ class Normalization:
     @staticmethod
     def from_dict(d: dict) -> Normalization:
         return Normalization(np.asarray(d["center"], dtype=np.float64), float(d["scale"]))
+
+    def gaussians_to_original(self, params: dict) -> dict:
+        """Gaussian parameters (means, log-scales, ...) from the normalised frame back to the
+        dataset's frame: positions and sizes change; rotations, opacity and SH do not."""
+        import torch
+
+        out = dict(params)
+        out["means"] = (params["means"].double() / self.scale + torch.from_numpy(self.center)).float()
+        out["scales"] = params["scales"] - math.log(self.scale)
+        return out
+
+    def viewmat_to_original(self, viewmat: np.ndarray) -> np.ndarray:
+        """A world-to-camera matrix of the normalised frame, re-expressed in the dataset's frame."""
+        view = np.array(viewmat, dtype=np.float64)
+        view[:3, 3] = view[:3, 3] / self.scale - view[:3, :3] @ self.center
+        return view
 
 
 def focus_point(centers: np.ndarray, forwards: np.ndarray) -> np.ndarray:

@@ -12,7 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Camera, DatasetError, Frame, check_intrinsics, check_pose, every_nth_test_split, intrinsic_matrix, pinhole_if_undistorted
+from splat.camera import quat_to_rotmat
+
+from .base import (
+    Camera,
+    DatasetError,
+    Frame,
+    check_intrinsics,
+    check_pose,
+    every_nth_test_split,
+    intrinsic_matrix,
+    pinhole_if_undistorted,
+)
 
 # model id -> (name, number of params)
 MODELS = {
@@ -110,21 +121,12 @@ def read_cameras(model_dir: Path) -> dict[int, tuple]:
     return out
 
 
-def qvec_to_rotmat(q) -> np.ndarray:
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
-
-
 def _pose(q, t, where: str) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     if not np.isfinite(q).all() or not np.isfinite(t).all() or np.linalg.norm(q) < 1e-12:
         raise DatasetError(f"{where}: pose contains NaN/Inf or a zero quaternion")
     view = np.eye(4)
-    view[:3, :3] = qvec_to_rotmat(q)
+    view[:3, :3] = quat_to_rotmat(q)  # COLMAP qvec is wxyz
     view[:3, 3] = t
     return check_pose(view, where)
 

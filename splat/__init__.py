@@ -2,6 +2,9 @@
 
     import splat
     colors, alphas, meta = splat.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
+
+    scene = splat.load("runs/lego")            # a run folder, checkpoint or PLY
+    out = scene.render(splat.Camera.look_at((0, -4, 2), (0, 0, 0)), outputs=("rgb", "depth"))
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -12,13 +15,26 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 
+_LAZY = {
+    "rasterize": ("splat.renderer", "rasterize"),
+    "load": ("splat.scene", "load"),
+    "GaussianScene": ("splat.scene", "GaussianScene"),
+    "Camera": ("splat.camera", "Camera"),
+    "load_ply": ("splat.ply", "load_ply"),
+    "save_ply": ("splat.ply", "save_ply"),
+    "trajectories": ("splat.trajectories", None),
+}
+
+
 def __getattr__(name):
     # Lazy: `import splat` (and `splat --help`) stays fast; Warp and torch load on first use.
-    if name == "rasterize":
-        from splat.renderer import rasterize
+    if name in _LAZY:
+        import importlib
 
-        return rasterize
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
     raise AttributeError(f"module 'splat' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "rasterize"]
+__all__ = ["__version__", *_LAZY]

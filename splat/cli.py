@@ -95,13 +95,31 @@ class _Progress:
             self.bar.stop()
 
 
-def _run(trainer, run_dir: Path) -> dict | None:
-    """Train with a progress bar; None when interrupted (the checkpoint is saved by then)."""
+def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: str = "127.0.0.1") -> dict | None:
+    """Train with a progress bar (and a live viewer); None when interrupted (checkpoint saved)."""
     progress = _Progress(trainer.cfg.steps, trainer.step)
+    hook = progress
+    viewer = None
+    if viewer_port is not None:
+        from splat.viewer import live_scene
+        from splat.viewer.app import Viewer
+
+        viewer = Viewer(live_scene(trainer), host=viewer_host, port=viewer_port, title=f"training {run_dir.name}",
+                        trainer=trainer)  # fmt: skip
+        trainer.step_lock = viewer.lock
+        print(f"live viewer at {viewer.url}")
+
+        def hook(tr, out):
+            progress(tr, out)
+            while viewer.paused and not tr.interrupted:
+                time.sleep(0.1)
+
     try:
-        result = trainer.train(progress)
+        result = trainer.train(hook)
     finally:
         progress.close()
+        if viewer is not None:
+            viewer.close()
     if trainer.interrupted:
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: splat train --resume {run_dir}")
         return None
@@ -137,7 +155,7 @@ def _cmd_train(args) -> int:
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)
         print(f"{trainer.data.summary()}\n{trainer.num_gaussians:,} initial Gaussians -> {run_dir}")
-    result = _run(trainer, run_dir)
+    result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)
     if result is None:
         return 130
     _print_eval(result)
@@ -161,6 +179,60 @@ def _cmd_export(args) -> int:
         raise UserError(f"--format {args.format}: only 'ply' is supported")
     out, n = export_ply(Path(args.run), Path(args.out) if args.out else None)
     print(f"wrote {n:,} Gaussians to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# render / view
+# ----------------------------------------------------------------------------------------------
+
+
+def _cmd_render(args) -> int:
+    import splat
+    from splat.render_dataset import as_tensor_background, build_trajectory, render_to_folder
+
+    if args.frames < 1:
+        raise UserError("--frames must be positive")
+    scene = splat.load(args.scene, device=_device(args.device))
+    cameras = build_trajectory(scene, args.trajectory, args.frames, args.width, args.height)
+    times = None
+    if args.times:
+        t0, t1, n = _parse_times(args.times)
+        times = [t0 + (t1 - t0) * k / max(n - 1, 1) for k in range(n)]
+        cameras = [cameras[k * len(cameras) // n] for k in range(n)]
+    out = Path(args.out)
+    t_start = time.perf_counter()
+    last = [0.0]
+
+    def progress(done, total):
+        if time.perf_counter() - last[0] > 5 or done == total:
+            last[0] = time.perf_counter()
+            print(f"rendered {done}/{total} frames", flush=True)
+
+    transforms = render_to_folder(scene, cameras, out, depth=args.depth, alpha=args.alpha, video=args.video,
+                                  background=as_tensor_background(args.background), times=times, progress=progress)  # fmt: skip
+    dt = time.perf_counter() - t_start
+    print(f"{len(cameras)} frames at {cameras[0].width}x{cameras[0].height} in {dt:.1f} s -> {out} "
+          f"({transforms.name}{', video.mp4' if args.video else ''})")  # fmt: skip
+    return 0
+
+
+def _parse_times(spec: str):
+    try:
+        t0, t1, n = spec.split(":")
+        return float(t0), float(t1), int(n)
+    except ValueError:
+        raise UserError(f"--times: expected START:END:COUNT, e.g. 0:1:120, got {spec!r}") from None
+
+
+def _cmd_view(args) -> int:
+    import splat
+    from splat.viewer.app import Viewer
+
+    scene = splat.load(args.scene, device=_device(args.device))
+    viewer = Viewer(scene, host=args.host, port=args.port, title=Path(args.scene).name)
+    print(f"splat viewer: {scene.num_gaussians:,} Gaussians from {args.scene} at {viewer.url} (Ctrl-C to stop)")
+    viewer.wait()
     return 0
 
 
@@ -254,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-points", type=int, help="random initial points when the data has none (default 100000)")
     t.add_argument("--resolution-schedule", help="resolution warm-up, e.g. 0:2,2000:1 (step:downscale factor)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
+    t.add_argument("--viewer-port", type=int, default=8080)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="re-compute test metrics of a run")
@@ -261,6 +335,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["cpu", "cuda"])
     e.add_argument("--no-renders", action="store_true", help="do not write test renders")
     e.set_defaults(func=_cmd_eval)
+
+    r = sub.add_parser("render", help="render a scene along a camera path: images, depth, masks, transforms.json, video")
+    r.add_argument("scene", help="run folder, checkpoint (.pt) or PLY")
+    r.add_argument("--trajectory", default="orbit", help="orbit, spiral, train (through the training cameras) or PATH.json")
+    r.add_argument("--frames", type=int, default=120)
+    r.add_argument("--width", type=int)
+    r.add_argument("--height", type=int)
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--depth", action="store_true", help="also write depth (16-bit PNG in mm and float .npy)")
+    r.add_argument("--alpha", action="store_true", help="also write alpha masks")
+    r.add_argument("--video", action="store_true", help="also write video.mp4")
+    r.add_argument("--background", default="white", help="white, black or R,G,B in [0, 1]")
+    r.add_argument("--times", help="dynamic scenes: START:END:COUNT, e.g. 0:1:120")
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    r.set_defaults(func=_cmd_render)
+
+    v = sub.add_parser("view", help="open a scene or run in the web viewer")
+    v.add_argument("scene", help="run folder, checkpoint (.pt) or PLY")
+    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
+    v.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    v.set_defaults(func=_cmd_view)
 
     x = sub.add_parser("export", help="export a run's Gaussians (INRIA 3DGS PLY)")
     x.add_argument("run", help="run folder")

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import imageio.v3 as iio
-import numpy as np
 import pytest
 
 import splat

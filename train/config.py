@@ -30,7 +30,7 @@ class TrainConfig:
     max_gaussians: int = 3_000_000
 
     # optimisation (Adam, eps 1e-15)
-    lr_means: float = 1.6e-4  # times the scene extent, decays exponentially to lr_means_final
+    lr_means: float = 1.6e-4  # times the scene extent (1.1 x camera radius), decays exponentially to lr_means_final
     lr_means_final: float = 1.6e-6
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3

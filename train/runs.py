@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -70,10 +69,6 @@ def export_ply(run_dir: Path, out: Path | None = None, checkpoint: Path | None =
     state = load_checkpoint(ckpt_path)
     params = state["params"]
     norm = Normalization.from_dict(state["normalization"])
-    # undo world_norm = scale * (world - center): positions and sizes; rotations, opacity, SH keep
-    splats = dict(params)
-    splats["means"] = params["means"].double() / norm.scale + torch.from_numpy(norm.center)
-    splats["scales"] = params["scales"] - math.log(norm.scale)
     out = out or run_dir / "point_cloud.ply"
-    save_ply(out, splats)
+    save_ply(out, norm.gaussians_to_original(params))
     return out, int(params["means"].shape[0])

@@ -15,6 +15,7 @@ uninterrupted one bit for bit on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -60,6 +61,7 @@ class Trainer:
         self.train_seconds = 0.0
         self._order: list[int] = []
         self._stop_requested = False
+        self.step_lock = contextlib.nullcontext()  # a live viewer swaps in its lock
 
         bg = config.background
         if bg == "auto":
@@ -87,7 +89,7 @@ class Trainer:
         else:
             self.strategy = STRATEGIES["default"](reset_every=config.reset_every, grow_grad2d=config.grow_grad2d,
                                                   absgrad=config.absgrad, **common)  # fmt: skip
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.1 * dataset.extent, n=self.num_gaussians)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent, n=self.num_gaussians)
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -95,19 +97,28 @@ class Trainer:
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
         lrs = {
-            "means": c.lr_means * self.data.extent, "scales": c.lr_scales, "quats": c.lr_quats,
+            "means": c.lr_means * self.scene_extent, "scales": c.lr_scales, "quats": c.lr_quats,
             "opacities": c.lr_opacities, "sh0": c.lr_sh0, "shN": c.lr_shN,
         }  # fmt: skip
         return {name: torch.optim.Adam([self.params[name]], lr=lr, eps=1e-15) for name, lr in lrs.items()}
+
+    @property
+    def scene_extent(self) -> float:
+        """The scene scale of INRIA 3DGS / gsplat: 1.1 x the camera radius (1.1 after normalisation)."""
+        return 1.1 * self.data.extent
 
     @property
     def num_gaussians(self) -> int:
         return int(self.params["means"].shape[0])
 
     def lr_means(self, step: int) -> float:
+        """Exponential decay over the run; with a time budget, over whichever limit comes first
+        (so the schedule completes within the budget; such runs then depend on timing)."""
         c = self.cfg
-        t = min(step / max(c.steps, 1), 1.0)
-        return c.lr_means * self.data.extent * (c.lr_means_final / c.lr_means) ** t
+        t = step / max(c.steps, 1)
+        if c.max_train_seconds > 0:
+            t = max(t, self.train_seconds / c.max_train_seconds)
+        return c.lr_means * self.scene_extent * (c.lr_means_final / c.lr_means) ** min(t, 1.0)
 
     def downscale_at(self, step: int) -> int:
         factor = 1
@@ -212,7 +223,8 @@ class Trainer:
             window_loss, window_psnr, window_n, window_t = 0.0, 0.0, 0, time.perf_counter()
             while self.step < c.steps and not self._stop_requested and not self.out_of_time:
                 t0 = time.perf_counter()
-                out = self.train_step()
+                with self.step_lock:
+                    out = self.train_step()
                 self.train_seconds += time.perf_counter() - t0
                 window_loss += out["loss"]
                 window_psnr += out["psnr"]

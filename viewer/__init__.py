@@ -1,1 +1,20 @@
-"""The viser-based web viewer. Arrives with its own issue."""
+"""The viser web viewer: `splat view` and `splat train --viewer`."""
+
+from __future__ import annotations
+
+
+def live_scene(trainer):
+    """A callable giving the training run's current Gaussians as a GaussianScene (training frame),
+    with the dataset's cameras, for the viewer."""
+    from splat.camera import Camera
+    from splat.scene import GaussianScene
+
+    cams = []
+    for f in trainer.data.frames:
+        K = f.camera.K
+        cams.append(Camera(f.camera.width, f.camera.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], f.camera.viewmat))
+
+    def current():
+        return GaussianScene({k: v for k, v in trainer.params.items()}, cameras=cams, source="training")
+
+    return current

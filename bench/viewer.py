@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Viewer frame-time benchmark: the server-side work per frame (render + JPEG encoding) at
+1280x720 and at the reduced resolution used while the camera moves, for a 100k-Gaussian scene
+(synthetic) and, when a trained run is given, a real scene. Peer: the pure-torch rasterizer
+rendering the same frame (forward only), measured in the same run.
+
+    python bench/viewer.py [--scene RUN_OR_PLY] [--frames 20]
+
+Targets: >= 5 FPS at the moving resolution on the 2-core CPU; >= 30 FPS at 1280x720 on a GPU for
+1M Gaussians. Writes bench/results/viewer-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from common import header, write_result
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def synthetic_scene(n: int):
+    import torch
+
+    from scenes import synthetic
+    from splat.scene import GaussianScene
+    from splat.train.model import rgb_to_sh
+
+    s = synthetic(n=n, width=1280, height=720)
+    splats = {"means": s["means"], "scales": torch.log(s["scales"]), "quats": s["quats"],
+              "opacities": torch.logit(s["opacities"]), "sh0": rgb_to_sh(s["colors"])[:, None, :],
+              "shN": torch.zeros(n, 0, 3)}  # fmt: skip
+    return GaussianScene(splats, source=f"synthetic {n:,}"), s["viewmats"][0].double().numpy(), s["Ks"][0].double().numpy()
+
+
+def time_frames(render, frames: int) -> float:
+    render(0)
+    t0 = time.perf_counter()
+    for k in range(frames):
+        render(k)
+    return (time.perf_counter() - t0) / frames
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", help="a run folder or PLY to measure besides the synthetic scene")
+    p.add_argument("--gaussians", type=int, default=100_000)
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from viser._image_encoding import _encode_image_binary  # the encoding the viewer's frames go through
+
+    import splat
+    from splat.camera import Camera
+    from splat.renderer.torch_impl import rasterize_torch
+    from splat.viewer.app import MOVING_SCALE
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    scenes = []
+    scene, view, K = synthetic_scene(args.gaussians)
+    base = Camera(1280, 720, K[0, 0], K[1, 1], K[0, 2], K[1, 2], view)
+    scenes.append((scene.source, scene.to(device), base))
+    if args.scene:
+        real = splat.load(args.scene, device=device)
+        if real.cameras:
+            c = real.cameras[0]
+            cam = Camera(1280, 720, c.fx * 1280 / c.width, c.fx * 1280 / c.width, 640, 360, c.viewmat)
+        else:
+            lo, hi = real.bounds()
+            cam = Camera.look_at((lo + hi) / 2 + np.array([0, -1.5, 0.7]) * np.linalg.norm(hi - lo), (lo + hi) / 2,
+                                 width=1280, height=720, fov_x=60)  # fmt: skip
+        scenes.append((f"{args.scene} ({real.num_gaussians:,})", real, cam))
+
+    rows = []
+    for name, sc, cam in scenes:
+        for label, scale in (("full 1280x720", 1.0), (f"moving x{MOVING_SCALE}", MOVING_SCALE)):
+            c = cam.scaled(scale)
+
+            def frame(k, sc=sc, c=c):
+                # a slightly different pose every frame, as while orbiting
+                a = 0.002 * k
+                R = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+                v = c.viewmat.copy()
+                v[:3, :3] = R @ v[:3, :3]
+                v[:3, 3] = R @ v[:3, 3]
+                img = sc.render(c.with_pose(v), background=(1, 1, 1))["rgb"]
+                _encode_image_binary((img.cpu().numpy() * 255).astype(np.uint8), "jpeg", jpeg_quality=80)
+
+            seconds = time_frames(frame, args.frames)
+            peer = None
+            if device == "cpu" and scale != 1.0:
+                s = sc.splats
+                view = torch.from_numpy(c.viewmat)[None].float()
+                Kt = torch.from_numpy(c.K)[None].float()
+                colors = (s["sh0"][:, 0] * 0.28209479177387814 + 0.5).clamp(min=0)
+
+                def peer_frame(k, s=s, view=view, Kt=Kt, colors=colors, c=c):
+                    with torch.no_grad():
+                        rasterize_torch(s["means"], s["quats"], torch.exp(s["scales"]), torch.sigmoid(s["opacities"]), colors,
+                                        view, Kt, c.width, c.height, backgrounds=torch.ones(1, 3))  # fmt: skip
+
+                peer = time_frames(peer_frame, max(2, args.frames // 5))
+            rows.append({"scene": name, "resolution": f"{c.width}x{c.height}", "mode": label, "frame_ms": 1000 * seconds,
+                         "fps": 1 / seconds, "torch_peer_frame_ms": None if peer is None else 1000 * peer,
+                         "speedup_vs_torch": None if peer is None else peer / seconds})  # fmt: skip
+
+    print(f"\nviewer frame time (render + JPEG) on {device}")
+    print(f"{'scene':32s} {'mode':14s} {'size':10s} {'ms':>8s} {'FPS':>6s} {'torch ms':>9s} {'x':>6s}")
+    for r in rows:
+        peer = f"{r['torch_peer_frame_ms']:9.0f} {r['speedup_vs_torch']:6.1f}" if r["torch_peer_frame_ms"] else ""
+        print(f"{r['scene'][:32]:32s} {r['mode']:14s} {r['resolution']:10s} {r['frame_ms']:8.1f} {r['fps']:6.1f} {peer}")
+
+    result = {
+        **header("viewer", device),
+        "results": rows,
+        "notes": "server-side time per frame: render with splat + JPEG encoding as the viewer sends it; "
+                 "network and browser decoding excluded",
+    }  # fmt: skip
+    out = write_result(HERE / "results" / f"viewer-{device}.json", result)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`splat.Camera`: intrinsics + pose in the renderer's conventions, with constructors from the
+common conventions (look-at, OpenGL camera-to-world as in Blender / nerfstudio, OpenCV extrinsics).
+
+Stored as the renderer wants it: `viewmat` world-to-camera 4x4 with OpenCV axes (x right, y down,
+z forward) and pixel intrinsics fx, fy, cx, cy (pixel centres at integer + 0.5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
+    """wxyz unit quaternion of a 3x3 rotation matrix (Shepperd: pivot on the largest component,
+    so it stays exact near 180-degree rotations where w is ~0)."""
+    R = np.asarray(R, dtype=np.float64)
+    tr = R[0, 0] + R[1, 1] + R[2, 2]
+    k = int(np.argmax([tr, R[0, 0], R[1, 1], R[2, 2]]))
+    if k == 0:
+        s = 2 * math.sqrt(1 + tr)
+        q = [s / 4, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    elif k == 1:
+        s = 2 * math.sqrt(1 + R[0, 0] - R[1, 1] - R[2, 2])
+        q = [(R[2, 1] - R[1, 2]) / s, s / 4, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
+    elif k == 2:
+        s = 2 * math.sqrt(1 - R[0, 0] + R[1, 1] - R[2, 2])
+        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, s / 4, (R[1, 2] + R[2, 1]) / s]
+    else:
+        s = 2 * math.sqrt(1 - R[0, 0] - R[1, 1] + R[2, 2])
+        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, s / 4]
+    q = np.array(q)
+    q /= np.linalg.norm(q)
+    return q if q[0] >= 0 else -q
+
+
+def quat_to_rotmat(q) -> np.ndarray:
+    """3x3 rotation matrix of a (not necessarily unit) wxyz quaternion."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])  # fmt: skip
+
+
+def _as_matrix(m, shape=(4, 4)) -> np.ndarray:
+    a = np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.float64)
+    if a.shape == (3, 4) and shape == (4, 4):
+        a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
+    if a.shape != shape or not np.isfinite(a).all():
+        raise ValueError(f"expected a finite {shape[0]}x{shape[1]} matrix, got shape {a.shape}")
+    return a
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    viewmat: np.ndarray  # (4, 4) float64 world -> camera, OpenCV axes
+    model: str = "pinhole"  # "pinhole" or "ortho" (fx, fy: pixels per world unit)
+
+    def __post_init__(self):
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
+        if not (self.fx > 0 and self.fy > 0):
+            raise ValueError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+        if self.model not in ("pinhole", "ortho"):
+            raise ValueError(f"camera model must be 'pinhole' or 'ortho', got {self.model!r}")
+        object.__setattr__(self, "viewmat", _as_matrix(self.viewmat))
+
+    # ---- constructors -------------------------------------------------------------------------
+
+    @staticmethod
+    def _focal(width: int, fov_x_degrees: float | None, fx: float | None) -> float:
+        if fx is not None:
+            return float(fx)
+        if fov_x_degrees is None or not 0 < fov_x_degrees < 180:
+            raise ValueError(f"give fx or a horizontal field of view in (0, 180) degrees, got {fov_x_degrees}")
+        return 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
+
+    @classmethod
+    def look_at(cls, eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 0.0, 1.0), *,
+                width: int = 640, height: int = 480, fov_x: float = 60.0) -> Camera:  # fmt: skip
+        """A pinhole camera at `eye` looking at `target`, `up` pointing up in the image."""
+        eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+        forward = target - eye
+        if np.linalg.norm(forward) < 1e-12:
+            raise ValueError("look_at: eye and target coincide")
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, up)
+        if np.linalg.norm(right) < 1e-9:
+            right = np.cross(forward, [1.0, 0.0, 0.0] if abs(forward[0]) < 0.9 else [0.0, 1.0, 0.0])
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        view = np.eye(4)
+        view[:3, :3] = np.stack([right, down, forward])
+        view[:3, 3] = -view[:3, :3] @ eye
+        f = cls._focal(width, fov_x, None)
+        return cls(width, height, f, f, width / 2, height / 2, view)
+
+    @classmethod
+    def from_c2w_opengl(cls, c2w, *, width: int, height: int, fx: float | None = None, fy: float | None = None,
+                        cx: float | None = None, cy: float | None = None, fov_x: float | None = None) -> Camera:  # fmt: skip
+        """From a Blender / nerfstudio `transform_matrix` (camera-to-world, OpenGL axes)."""
+        c2w_cv = _as_matrix(c2w) @ OPENGL_TO_OPENCV
+        fx = cls._focal(width, fov_x, fx)
+        return cls(width, height, fx, fy if fy is not None else fx, width / 2 if cx is None else cx,
+                   height / 2 if cy is None else cy, np.linalg.inv(c2w_cv))  # fmt: skip
+
+    @classmethod
+    def from_opencv(cls, viewmat=None, *, K, width: int, height: int, R=None, t=None) -> Camera:
+        """From OpenCV / COLMAP extrinsics: a world-to-camera 4x4 (or 3x4), or R and t."""
+        if viewmat is None:
+            if R is None or t is None:
+                raise ValueError("from_opencv: give viewmat, or both R and t")
+            viewmat = np.eye(4)
+            viewmat[:3, :3] = _as_matrix(R, (3, 3))
+            viewmat[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
+        K = _as_matrix(K, (3, 3))
+        return cls(width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], viewmat)
+
+    @classmethod
+    def ortho(cls, eye, target, up=(0.0, 0.0, 1.0), *, width: int = 640, height: int = 480,
+              view_width: float = 2.0) -> Camera:  # fmt: skip
+        """An orthographic camera showing `view_width` world units across the image."""
+        cam = cls.look_at(eye, target, up, width=width, height=height)
+        scale = width / view_width
+        return dataclasses.replace(cam, fx=scale, fy=scale, model="ortho")
+
+    # ---- derived ------------------------------------------------------------------------------
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def c2w(self) -> np.ndarray:
+        """Camera-to-world, OpenCV axes."""
+        return np.linalg.inv(self.viewmat)
+
+    @property
+    def c2w_opengl(self) -> np.ndarray:
+        """Camera-to-world, OpenGL axes (a Blender / nerfstudio transform_matrix)."""
+        return self.c2w @ OPENGL_TO_OPENCV
+
+    @property
+    def center(self) -> np.ndarray:
+        return self.c2w[:3, 3]
+
+    @property
+    def fov_x(self) -> float:
+        return math.degrees(2 * math.atan(0.5 * self.width / self.fx))
+
+    def resized(self, width: int, height: int) -> Camera:
+        """The same view on an image of another size (intrinsics scaled per axis)."""
+        sx, sy = width / self.width, height / self.height
+        return dataclasses.replace(self, width=width, height=height, fx=self.fx * sx, fy=self.fy * sy,
+                                   cx=self.cx * sx, cy=self.cy * sy)  # fmt: skip
+
+    def scaled(self, factor: float) -> Camera:
+        return self.resized(max(1, round(self.width * factor)), max(1, round(self.height * factor)))
+
+    def with_pose(self, viewmat) -> Camera:
+        return dataclasses.replace(self, viewmat=_as_matrix(viewmat))
+
+    def project(self, points) -> np.ndarray:
+        """Pixel coordinates (N, 2) of world points (N, 3) (for tests and overlays)."""
+        p = np.asarray(points, dtype=np.float64) @ self.viewmat[:3, :3].T + self.viewmat[:3, 3]
+        if self.model == "ortho":
+            return np.stack([self.fx * p[:, 0] + self.cx, self.fy * p[:, 1] + self.cy], -1)
+        return np.stack([self.fx * p[:, 0] / p[:, 2] + self.cx, self.fy * p[:, 1] / p[:, 2] + self.cy], -1)

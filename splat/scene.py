@@ -1,0 +1,159 @@
+"""Trained scenes for rendering: `splat.load(path)` and `GaussianScene.render(...)`.
+
+    scene = splat.load("runs/lego")                 # a run folder, a checkpoint (.pt) or a PLY
+    cam = splat.Camera.look_at((0, -4, 2), (0, 0, 0), width=800, height=600, fov_x=50)
+    out = scene.render(cam, outputs=("rgb", "depth", "alpha"))   # out["rgb"]: (600, 800, 3)
+
+Scenes live in their dataset's original frame (the frame a PLY export uses), whatever the
+normalisation used in training.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .camera import Camera
+
+OUTPUTS = ("rgb", "depth", "alpha")
+
+
+class SceneLoadError(ValueError):
+    """A path that is not a readable scene (message names it)."""
+
+
+class GaussianScene:
+    """3D Gaussians as pre-activation tensors (the PLY layout): means, log-scales, wxyz quats,
+    opacity logits, SH DC (N,1,3) and higher bands (N,K-1,3)."""
+
+    def __init__(self, splats: dict[str, torch.Tensor], cameras: list[Camera] | None = None, source: str = ""):
+        self.splats = {k: v.detach() for k, v in splats.items()}
+        if self.splats.get("shN") is None:
+            self.splats["shN"] = self.splats["sh0"].new_zeros(self.num_gaussians, 0, 3)
+        self.cameras = cameras or []
+        self.source = source
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.splats["means"].shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        return int(round(math.sqrt(self.splats["shN"].shape[1] + 1))) - 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.splats["means"].device
+
+    @property
+    def is_dynamic(self) -> bool:
+        return False
+
+    def to(self, device) -> GaussianScene:
+        return GaussianScene({k: v.to(device) for k, v in self.splats.items()}, self.cameras, self.source)
+
+    def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
+        """Robust axis-aligned bounds of the Gaussian centres (ignoring the outer 2%)."""
+        m = self.splats["means"].float()
+        q = torch.tensor([1 - quantile, quantile], device=m.device)
+        lo_hi = torch.quantile(m[torch.randperm(m.shape[0], device=m.device)[:200_000]], q, dim=0)
+        return lo_hi[0].cpu().numpy().astype(np.float64), lo_hi[1].cpu().numpy().astype(np.float64)
+
+    def render(self, cameras: Camera | Sequence[Camera], outputs: Sequence[str] = ("rgb",), background=(0.0, 0.0, 0.0),
+               time: float | None = None, tile_size: int = 16) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Render one camera ((H, W, C) outputs) or a list of equally sized cameras ((B, H, W, C)).
+
+        outputs: any of "rgb" (3 channels, composited over `background`), "depth" (expected
+        camera z, 1 channel, 0 where nothing is hit), "alpha" (1 channel).
+        """
+        import splat
+
+        if time is not None and not self.is_dynamic:
+            raise ValueError("time: this scene is static (3D Gaussians); leave time=None")
+        unknown = [o for o in outputs if o not in OUTPUTS]
+        if unknown or not outputs:
+            raise ValueError(f"outputs: choose from {OUTPUTS}, got {tuple(outputs)}")
+        single = isinstance(cameras, Camera)
+        cams = [cameras] if single else list(cameras)
+        if not cams:
+            raise ValueError("cameras: expected a Camera or a non-empty list of cameras")
+        first = cams[0]
+        if any((c.width, c.height, c.model) != (first.width, first.height, first.model) for c in cams):
+            raise ValueError("cameras: a batch must share width, height and camera model (render them one by one)")
+        dev = self.device
+        viewmats = torch.from_numpy(np.stack([c.viewmat for c in cams])).float().to(dev)
+        Ks = torch.from_numpy(np.stack([c.K for c in cams])).float().to(dev)
+        bg = torch.as_tensor(background, dtype=torch.float32, device=dev).reshape(-1)[:3]
+        s = self.splats
+        with torch.no_grad():
+            colors, alphas, _ = splat.rasterize(
+                s["means"], s["quats"], torch.exp(s["scales"]), torch.sigmoid(s["opacities"]),
+                torch.cat([s["sh0"], s["shN"]], 1), viewmats, Ks, first.width, first.height, sh_degree=self.sh_degree,
+                backgrounds=bg.expand(len(cams), 3).contiguous(), render_mode="RGB+ED", camera_model=first.model,
+                tile_size=tile_size,
+            )  # fmt: skip
+        result = {}
+        if "rgb" in outputs:
+            result["rgb"] = colors[..., :3].clamp(0, 1)
+        if "depth" in outputs:
+            result["depth"] = torch.where(alphas > 1e-4, colors[..., 3:], torch.zeros_like(alphas))
+        if "alpha" in outputs:
+            result["alpha"] = alphas
+        return {k: v[0] for k, v in result.items()} if single else result
+
+
+def _training_cameras(run_info: dict) -> list[Camera]:
+    """The run's dataset cameras in the original frame (empty when the data is not at hand)."""
+    from splat.datasets import DatasetError, load_dataset
+
+    try:
+        data = load_dataset(run_info["data"], format=run_info.get("format"),
+                            downscale=int(run_info["config"].get("downscale", 1)))  # fmt: skip
+    except (DatasetError, OSError, KeyError):
+        return []
+    cams = []
+    for f in data.frames:
+        view = data.normalization.viewmat_to_original(f.camera.viewmat)
+        K = f.camera.K
+        cams.append(Camera(f.camera.width, f.camera.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], view))
+    return cams
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True) -> GaussianScene:
+    """Load a trained scene: an INRIA / gsplat / nerfstudio PLY, a splat checkpoint (.pt) or a run
+    folder (its newest checkpoint, with the training cameras when its dataset is reachable)."""
+    import json
+
+    from splat.datasets import Normalization
+    from splat.ply import load_ply
+
+    path = Path(path)
+    if not path.exists():
+        raise SceneLoadError(f"{path}: no such file or folder")
+    if path.is_dir():
+        config = path / "config.json"
+        checkpoints = sorted((path / "checkpoints").glob("step_*.pt"))
+        if not config.is_file() or not checkpoints:
+            raise SceneLoadError(f"{path}: not a run folder with a checkpoint (config.json, checkpoints/step_*.pt)")
+        try:
+            info = json.loads(config.read_text())
+        except json.JSONDecodeError as e:
+            raise SceneLoadError(f"{config}: malformed JSON ({e})") from None
+        scene = load(checkpoints[-1], device, with_cameras=False)
+        scene.cameras = _training_cameras(info) if with_cameras else []
+        scene.source = str(path)
+        return scene
+    if path.suffix.lower() == ".ply":
+        return GaussianScene(load_ply(path), source=str(path)).to(device)
+    if path.suffix.lower() == ".pt":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            params, norm = state["params"], Normalization.from_dict(state["normalization"])
+        except Exception as e:  # noqa: BLE001
+            raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
+        return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)
+    raise SceneLoadError(f"{path}: not a PLY, a checkpoint (.pt) or a run folder")

@@ -1,0 +1,214 @@
+"""The web viewer: its render path, and a real browser (headless Chromium) showing the scene.
+
+The browser tests need Debian's `chromium` (`make test` installs it when it can); without it they
+skip with a message. Chromium is driven over the DevTools protocol with `websockets` (a viser
+dependency), so no extra test package is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from test_render_api import still_life_ply
+
+import splat
+from splat.camera import Camera
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers; fail early if `proc` (the server) exits meanwhile."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[0]} exited: {proc.stderr.read() if proc.stderr else ''}") from None
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# render path (no browser)
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory):
+    from splat.viewer.app import Viewer
+
+    ply = still_life_ply(tmp_path_factory.mktemp("scene") / "s.ply")
+    v = Viewer(splat.load(ply), port=free_port())
+    yield v
+    v.close()
+
+
+def test_viewer_render_modes(viewer):
+    cam = Camera.look_at((0, -3.2, 1.6), (0, 0, 0.25), width=80, height=60, fov_x=55)
+    for mode in ("rgb", "depth", "alpha"):
+        viewer.mode.value = mode
+        img = viewer._render(cam)
+        assert img.shape == (60, 80, 3) and np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1
+        assert img.std() > 0.05, mode
+    viewer.mode.value = "rgb"
+
+
+class _VanishingClient:
+    """A browser that disconnected: every access to its camera fails."""
+
+    client_id = 12345
+
+    @property
+    def camera(self):
+        raise RuntimeError("client disconnected")
+
+
+def test_render_loop_survives_a_vanished_client(viewer):
+    from splat.viewer.app import _ClientState
+
+    with viewer._clients_lock:
+        viewer._clients[_VanishingClient.client_id] = _ClientState(_VanishingClient(), moved_at=time.monotonic())
+    time.sleep(0.5)
+    assert viewer._thread.is_alive()
+    with viewer._clients_lock:
+        viewer._clients.pop(_VanishingClient.client_id, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# real browser
+
+
+class Chromium:
+    """Headless Chromium over the DevTools protocol."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
+             "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic", f"--user-data-dir={tmp / 'profile'}",
+             f"--remote-debugging-port={self.port}", "--window-size=960,640", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_http(f"http://127.0.0.1:{self.port}/json/version", 30, self.proc)
+
+    def open(self, url: str):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?{url}", method="PUT")
+        target = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        return Page(target)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Page:
+    def __init__(self, target: dict):
+        from websockets.sync.client import connect
+
+        self.id = target["id"]
+        self.ws = connect(target["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10)
+        self.n = 0
+
+    def call(self, method: str, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("id") == self.n:
+                return msg.get("result", {})
+
+    def screenshot(self) -> np.ndarray:
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        return iio.imread(io.BytesIO(base64.b64decode(data)))[..., :3]
+
+    def close(self):
+        try:
+            self.call("Page.close")
+        except Exception:  # noqa: BLE001
+            pass
+        self.ws.close()
+
+
+def shows_the_scene(img: np.ndarray) -> bool:
+    """The still life on white: saturated colours (stripes, torus, cube) and a dark checkerboard."""
+    f = img.astype(np.float32) / 255
+    saturation = f.max(-1) - f.min(-1)
+    colourful = (saturation > 0.4).mean()
+    dark = (f.max(-1) < 0.4).mean()
+    return colourful > 0.01 and dark > 0.02
+
+
+def wait_for_scene(page: Page, timeout: float = 90.0) -> np.ndarray:
+    deadline = time.time() + timeout
+    img = None
+    while time.time() < deadline:
+        img = page.screenshot()
+        if shows_the_scene(img):
+            return img
+        time.sleep(1.0)
+    return img
+
+
+@pytest.fixture
+def served_scene(tmp_path):
+    ply = still_life_ply(tmp_path / "s.ply")
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    wait_for_http(f"http://127.0.0.1:{port}/", 60, proc)
+    yield f"http://127.0.0.1:{port}/", proc
+    proc.terminate()
+    _, err = proc.communicate(timeout=20)
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+def test_browser_shows_the_scene_and_survives_a_disconnect(served_scene, tmp_path):
+    url, server = served_scene
+    browser = Chromium(tmp_path)
+    try:
+        first = browser.open(url)
+        img = wait_for_scene(first)
+        iio.imwrite(tmp_path / "first.png", img)
+        assert shows_the_scene(img), f"the page does not show the scene (screenshot: {tmp_path / 'first.png'})"
+        second = browser.open(url)
+        img2 = wait_for_scene(second)
+        assert shows_the_scene(img2), "a second browser does not get frames"
+        # drop the first browser while it is being served, then make the second one re-render
+        first.ws.close()
+        first.close()
+        second.call("Emulation.setDeviceMetricsOverride", width=720, height=480, deviceScaleFactor=1, mobile=False)
+        time.sleep(3)
+        img3 = wait_for_scene(second)
+        assert img3.shape[:2] == (480, 720) and shows_the_scene(img3)
+        assert server.poll() is None, "the server died after a browser disconnected"
+        second.close()
+    finally:
+        browser.close()
