@@ -296,3 +296,41 @@ def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width
         means2d, conics, colors, opacities[None].expand(C, N), width, height, tile_size, offsets, flatten_ids,
         backgrounds=backgrounds,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# 4D slicing (twins of renderer/slicing.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def left_isoclinic(q: torch.Tensor) -> torch.Tensor:
+    a, b, c, d = q.unbind(-1)
+    rows = [a, -b, -c, -d, b, a, -d, c, c, d, a, -b, d, -c, b, a]
+    return torch.stack(rows, -1).reshape(q.shape[:-1] + (4, 4))
+
+
+def right_isoclinic(q: torch.Tensor) -> torch.Tensor:
+    p, r, s, u = q.unbind(-1)
+    rows = [p, -r, -s, -u, r, p, u, -s, s, -u, p, r, u, s, -r, p]
+    return torch.stack(rows, -1).reshape(q.shape[:-1] + (4, 4))
+
+
+def rotation_4d(q_left: torch.Tensor, q_right: torch.Tensor) -> torch.Tensor:
+    return left_isoclinic(F.normalize(q_left, dim=-1)) @ right_isoclinic(F.normalize(q_right, dim=-1))
+
+
+def covariance_4d(scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor, min_time_var: float = 1e-12):
+    """(N, 4) scales, (N, 4) left/right quaternions -> Sigma3 (N, 3, 3), velocity (N, 3), W (N,)."""
+    M = rotation_4d(q_left, q_right) * scales[:, None, :]
+    S = M @ M.transpose(-1, -2)
+    W = S[:, 3, 3].clamp(min=min_time_var)
+    V = S[:, :3, 3]
+    covars3 = S[:, :3, :3] - V[:, :, None] * V[:, None, :] / W[:, None, None]
+    return covars3, V / W[:, None], W
+
+
+def slice_at_times(times: torch.Tensor, means: torch.Tensor, velocities: torch.Tensor, time_vars: torch.Tensor):
+    """(T,) times -> positions (T, N, 3) and temporal weights (T, N)."""
+    dt = times[:, None] - means[None, :, 3]
+    means3 = means[None, :, :3] + velocities[None] * dt[..., None]
+    return means3, torch.exp(-0.5 * dt * dt / time_vars[None])

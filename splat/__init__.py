@@ -17,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 _LAZY = {
     "rasterize": ("splat.renderer", "rasterize"),
+    "rasterize_4d": ("splat.renderer", "rasterize_4d"),
     "load": ("splat.scene", "load"),
     "GaussianScene": ("splat.scene", "GaussianScene"),
     "Camera": ("splat.camera", "Camera"),
