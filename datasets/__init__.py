@@ -1,11 +1,13 @@
 """Posed-image datasets: format detection, loading, normalisation and lazily cached images.
 
     from splat.datasets import load_dataset
-    data = load_dataset("path/to/scene")           # blender, nerfstudio, colmap or llff
+    data = load_dataset("path/to/scene")           # blender, nerfstudio, multiview, colmap or llff
     rgb, mask = data.image(data.train_indices[0])   # float (H, W, 3) in [0, 1], bool (H, W) or None
 
 Formats (auto-detected; `format=` overrides): Blender / NeRF-synthetic (and D-NeRF),
-nerfstudio `transforms.json`, COLMAP `sparse/0`, LLFF `poses_bounds.npy`. Every problem with the
+nerfstudio `transforms.json`, multi-view video folders (`transforms.json` with a "cameras" list and
+one frame folder per camera, see `multiview.py`), COLMAP `sparse/0`, LLFF `poses_bounds.npy`.
+Dynamic scenes give every camera a `time` in [0, 1] (`is_dynamic`). Every problem with the
 files raises `DatasetError` (a ValueError) whose one-line message names the file.
 """
 
@@ -24,9 +26,10 @@ from .blender import load_blender
 from .colmap import find_model_dir, load_colmap
 from .images import ImageCache, read_image, resize, undistort, undistortion_grid
 from .llff import load_llff
+from .multiview import load_multiview, looks_like_multiview
 from .nerfstudio import load_nerfstudio
 
-FORMATS = ("blender", "nerfstudio", "colmap", "llff")
+FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")
 __all__ = ["FORMATS", "Camera", "DatasetError", "Frame", "Normalization", "SceneDataset", "detect_format", "load_dataset"]
 
 
@@ -39,7 +42,7 @@ def detect_format(root: str | Path) -> str:
     if (root / "transforms_train.json").exists():
         return "blender"
     if (root / "transforms.json").exists():
-        return "nerfstudio"
+        return "multiview" if looks_like_multiview(root) else "nerfstudio"
     if (root / "poses_bounds.npy").exists():
         return "llff"
     if find_model_dir(root) is not None:
@@ -76,12 +79,22 @@ class Normalization:
 
     def gaussians_to_original(self, params: dict) -> dict:
         """Gaussian parameters (means, log-scales, ...) from the normalised frame back to the
-        dataset's frame: positions and sizes change; rotations, opacity and SH do not."""
+        dataset's frame: positions and sizes change; opacity and SH do not. 4D Gaussians (means
+        (N, 4)) keep their time axis; their rotation may change too (see scale_space_4d)."""
         import torch
 
         out = dict(params)
-        out["means"] = (params["means"].double() / self.scale + torch.from_numpy(self.center)).float()
-        out["scales"] = params["scales"] - math.log(self.scale)
+        means = params["means"].double().clone()
+        means[:, :3] = means[:, :3] / self.scale + torch.from_numpy(self.center)
+        out["means"] = means.float()
+        if means.shape[1] == 4:
+            from splat.renderer.slicing import scale_space_4d
+
+            out["scales"], out["quats"], out["quats_right"] = scale_space_4d(
+                params["scales"], params["quats"], params["quats_right"], 1.0 / self.scale
+            )
+        else:
+            out["scales"] = params["scales"] - math.log(self.scale)
         return out
 
     def viewmat_to_original(self, viewmat: np.ndarray) -> np.ndarray:
@@ -229,6 +242,8 @@ def load_dataset(root: str | Path, format: str | None = None, downscale: int = 1
         frames, points = load_blender(root)
     elif fmt == "nerfstudio":
         frames, points = load_nerfstudio(root, test_every=test_every)
+    elif fmt == "multiview":
+        frames, points = load_multiview(root)
     elif fmt == "colmap":
         frames, points = load_colmap(root, _images_dir(root, downscale), test_every=test_every)
     else:

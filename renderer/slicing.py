@@ -343,3 +343,40 @@ def embed_3d_rotation(quats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (x k^-1 moves the quaternion's real axis onto t; conjugating q x q^-1 by it gives this pair.)"""
     w, x, y, z = quats.unbind(-1)
     return torch.stack([w, z, -y, x], -1), torch.stack([w, z, -y, -x], -1)
+
+
+def _isoclinic_basis(dtype, device) -> torch.Tensor:
+    """B[i, j] = L(e_i) R(e_j): 16 mutually orthogonal 4x4 matrices (Frobenius norm^2 = 4) that
+    span all 4x4 matrices; a rotation L(a) R(b) has coordinates a_i b_j in this basis."""
+    from .torch_impl import left_isoclinic, right_isoclinic
+
+    eye = torch.eye(4, dtype=dtype, device=device)
+    return left_isoclinic(eye)[:, None] @ right_isoclinic(eye)[None, :]
+
+
+def factor_rotation_4d(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left/right unit quaternions (N, 4) with L(q_l) R(q_r) = R for rotations R (N, 4, 4) in
+    SO(4) (Van Elfrinkhof / Cayley factorisation: the associate matrix q_l q_r^T is rank one)."""
+    basis = _isoclinic_basis(R.dtype, R.device)
+    assoc = torch.einsum("nkl,ijkl->nij", R, basis) / 4.0  # (N, 4, 4) = a b^T
+    col = assoc.norm(dim=1).argmax(dim=-1)  # the strongest column is a multiple of a
+    a = torch.nn.functional.normalize(assoc.gather(2, col[:, None, None].expand(-1, 4, 1))[..., 0], dim=-1)
+    b = torch.nn.functional.normalize(torch.einsum("nij,ni->nj", assoc, a), dim=-1)
+    return a, b
+
+
+def scale_space_4d(log_scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor, factor: float):
+    """The 4D Gaussians whose covariance is D Sigma4 D with D = diag(f, f, f, 1): space scaled by
+    `factor`, time kept. (Scaling the spatial log-scales alone is exact only for rotations that do
+    not mix space and time.) Returns new (log_scales, q_left, q_right); means scale separately."""
+    from .torch_impl import rotation_4d
+
+    dt = torch.float64
+    M = rotation_4d(q_left.to(dt), q_right.to(dt)) * log_scales.to(dt).exp()[:, None, :]
+    M = torch.diag(torch.tensor([factor, factor, factor, 1.0], dtype=dt, device=M.device)) @ M
+    U, S, _ = torch.linalg.svd(M)  # D R S (D R S)^T = U S^2 U^T
+    flip = torch.linalg.det(U) < 0
+    U[flip, :, 3] = -U[flip, :, 3]  # a proper rotation (the sign of an axis does not matter)
+    q_l, q_r = factor_rotation_4d(U)
+    f = log_scales.dtype
+    return S.clamp(min=1e-30).log().to(f), q_l.to(f), q_r.to(f)

@@ -2,6 +2,19 @@
 
 from .cameras import intrinsics, look_at, orbit
 from .dataset import dome_cameras, write_blender_dataset
+from .dynamic import dynamic_scene_at, dynamic_scene_objects, write_dnerf_dataset, write_multiview_video_dataset
 from .still_life import still_life, still_life_cameras
 
-__all__ = ["dome_cameras", "intrinsics", "look_at", "orbit", "still_life", "still_life_cameras", "write_blender_dataset"]
+__all__ = [
+    "dome_cameras",
+    "dynamic_scene_at",
+    "dynamic_scene_objects",
+    "intrinsics",
+    "look_at",
+    "orbit",
+    "still_life",
+    "still_life_cameras",
+    "write_blender_dataset",
+    "write_dnerf_dataset",
+    "write_multiview_video_dataset",
+]

@@ -33,28 +33,45 @@ def dome_cameras(n: int, width: int, height: int, radius: float = 3.2, target=(0
     return np.stack(views), K
 
 
+def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Render `scene` (splat.rasterize keyword tensors) from each world-to-camera view (OpenCV axes)
+    with intrinsics K (3, 3): uint8 RGBA images (n, H, W, 4) with straight (unpremultiplied) alpha."""
+    import splat
+
+    n = len(views)
+    rgb, alpha, _ = splat.rasterize(**scene, viewmats=torch.from_numpy(np.asarray(views)).float(),
+                                    Ks=torch.from_numpy(np.asarray(K)).float().expand(n, 3, 3).contiguous(),
+                                    width=width, height=height)  # fmt: skip
+    alpha = alpha.clamp(0, 1)
+    straight = torch.where(alpha > 1e-6, rgb / alpha.clamp(min=1e-6), torch.zeros_like(rgb)).clamp(0, 1)
+    return (torch.cat([straight, alpha], -1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def c2w_opengl(view: np.ndarray) -> np.ndarray:
+    """World-to-camera (OpenCV axes) -> camera-to-world with OpenGL axes (Blender / nerfstudio)."""
+    return np.linalg.inv(view) @ np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, pixels)
+
+
 def write_blender_dataset(scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int,
                           n_test: int) -> None:  # fmt: skip
     """Render `scene` (splat.rasterize keyword tensors) from each view and write RGBA PNGs
     (straight alpha) with transforms_train.json / transforms_test.json (the last n_test views)."""
-    import imageio.v3 as iio
-
-    import splat
-
     root = Path(root)
     n = len(views)
-    rgb, alpha, _ = splat.rasterize(**scene, viewmats=torch.from_numpy(views).float(),
-                                    Ks=torch.from_numpy(K).float().expand(n, 3, 3).contiguous(), width=width, height=height)  # fmt: skip
-    alpha = alpha.clamp(0, 1)
-    straight = torch.where(alpha > 1e-6, rgb / alpha.clamp(min=1e-6), torch.zeros_like(rgb)).clamp(0, 1)
-    pixels = (torch.cat([straight, alpha], -1).numpy() * 255 + 0.5).astype(np.uint8)
+    pixels = render_rgba(scene, views, K, width, height)
     angle = 2 * math.atan(0.5 * width / K[0, 0])
     splits = {"train": range(n - n_test), "test": range(n - n_test, n)}
     for split, indices in splits.items():
         (root / split).mkdir(parents=True, exist_ok=True)
         frames = []
         for k in indices:
-            iio.imwrite(root / split / f"r_{k}.png", pixels[k])
-            c2w = np.linalg.inv(views[k]) @ np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV -> OpenGL camera axes
-            frames.append({"file_path": f"./{split}/r_{k}", "transform_matrix": c2w.tolist()})
+            write_png(root / split / f"r_{k}.png", pixels[k])
+            frames.append({"file_path": f"./{split}/r_{k}", "transform_matrix": c2w_opengl(views[k]).tolist()})
         (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1))

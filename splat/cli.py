@@ -35,7 +35,7 @@ def _config_overrides(args) -> dict:
     for flag, key in (("steps", "steps"), ("strategy", "strategy"), ("downscale", "downscale"), ("seed", "seed"),
                       ("max_seconds", "max_train_seconds"),
                       ("background", "background"), ("max_gaussians", "max_gaussians"), ("sh_degree", "sh_degree"),
-                      ("init_points", "init_points"), ("eval_subset", "eval_subset")):  # fmt: skip
+                      ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
@@ -197,6 +197,8 @@ def _cmd_render(args) -> int:
     cameras = build_trajectory(scene, args.trajectory, args.frames, args.width, args.height)
     times = None
     if args.times:
+        if not scene.is_dynamic:
+            raise UserError(f"--times: {args.scene} is a static scene (3D Gaussians)")
         t0, t1, n = _parse_times(args.times)
         times = [t0 + (t1 - t0) * k / max(n - 1, 1) for k in range(n)]
         cameras = [cameras[k * len(cameras) // n] for k in range(n)]
@@ -309,13 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", nargs="?", help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected)")
     t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
-    t.add_argument("--format", choices=["blender", "nerfstudio", "colmap", "llff"], help="override format detection")
+    t.add_argument("--format", choices=["blender", "nerfstudio", "colmap", "llff", "multiview"], help="override format detection")
     t.add_argument("--preset", choices=["inria", "fast"], default="inria",
                    help="inria: the published 3DGS schedule (default); fast: resolution warm-up and a lighter "
                         "initialisation, for CPUs and quick results")  # fmt: skip
     t.add_argument("--steps", type=int, help="training steps (default 30000)")
     t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
     t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
+    t.add_argument("--model", choices=["auto", "3d", "4d"],
+                   help="3d Gaussians, or 4d (XYZT) for dynamic scenes; auto (default) picks 4d when frames carry a time")
     t.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")
     t.add_argument("--downscale", type=int, help="image downscale factor (uses images_N/ when present)")
     t.add_argument("--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)")

@@ -7,6 +7,10 @@ and f_rest channel-major (all of R's coefficients, then G's, then B's).
 
 `load_ply` reads INRIA, gsplat and nerfstudio exports (the same layout; extra properties are
 ignored; missing f_rest means SH degree 0).
+
+4D (dynamic) Gaussians add six properties after rot_3: `t` (mean time), `scale_t` (log temporal
+scale), `rotr_0..3` (the right quaternion of the 4D rotation L(q_l) R(q_r); rot_0..3 hold q_l).
+Static viewers that ignore them show the 4D Gaussians' spatial parts, un-sliced.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def sh_degree_of(num_rest: int) -> int:
 
 def save_ply(path: str | os.PathLike, splats: dict[str, torch.Tensor]) -> None:
     """Write pre-activation splats {means (N,3), scales (N,3) log, quats (N,4) wxyz,
-    opacities (N,) logit, sh0 (N,1,3), shN (N,K-1,3)} as an INRIA PLY, atomically."""
+    opacities (N,) logit, sh0 (N,1,3), shN (N,K-1,3)} as an INRIA PLY, atomically; 4D splats
+    (means and scales (N,4), quats_right) add the properties listed in the module docstring."""
     from plyfile import PlyData, PlyElement
 
     means = splats["means"].detach().float().cpu().numpy()
@@ -57,6 +62,9 @@ def save_ply(path: str | os.PathLike, splats: dict[str, torch.Tensor]) -> None:
     quats = splats["quats"].detach().float().cpu().numpy()
     columns += [(f"scale_{i}", scales[:, i]) for i in range(3)]
     columns += [(f"rot_{i}", quats[:, i]) for i in range(4)]
+    if means.shape[1] == 4:  # 4D
+        right = splats["quats_right"].detach().float().cpu().numpy()
+        columns += [("t", means[:, 3]), ("scale_t", scales[:, 3])] + [(f"rotr_{i}", right[:, i]) for i in range(4)]
     vertex = np.empty(N, dtype=[(name, "f4") for name, _ in columns])
     for name, values in columns:
         vertex[name] = values
@@ -105,6 +113,10 @@ def load_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         "opacities": col("opacity")[:, 0],
         "sh0": col("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :],
     }
+    if {"t", "scale_t", "rotr_0", "rotr_1", "rotr_2", "rotr_3"} <= names:  # 4D
+        out["means"] = col("x", "y", "z", "t")
+        out["scales"] = col("scale_0", "scale_1", "scale_2", "scale_t")
+        out["quats_right"] = col("rotr_0", "rotr_1", "rotr_2", "rotr_3")
     if rest:
         out["shN"] = col(*rest).reshape(N, 3, -1).transpose(1, 2).contiguous()
     else:

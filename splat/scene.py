@@ -28,7 +28,8 @@ class SceneLoadError(ValueError):
 
 class GaussianScene:
     """3D Gaussians as pre-activation tensors (the PLY layout): means, log-scales, wxyz quats,
-    opacity logits, SH DC (N,1,3) and higher bands (N,K-1,3)."""
+    opacity logits, SH DC (N,1,3) and higher bands (N,K-1,3). Dynamic scenes hold 4D Gaussians:
+    means and log-scales (N,4) with time last, and `quats_right` (renderer/slicing.py)."""
 
     def __init__(self, splats: dict[str, torch.Tensor], cameras: list[Camera] | None = None, source: str = ""):
         self.splats = {k: v.detach() for k, v in splats.items()}
@@ -51,14 +52,14 @@ class GaussianScene:
 
     @property
     def is_dynamic(self) -> bool:
-        return False
+        return self.splats["means"].shape[1] == 4
 
     def to(self, device) -> GaussianScene:
         return GaussianScene({k: v.to(device) for k, v in self.splats.items()}, self.cameras, self.source)
 
     def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
         """Robust axis-aligned bounds of the Gaussian centres (ignoring the outer 2%)."""
-        m = self.splats["means"].float()
+        m = self.splats["means"][:, :3].float()
         q = torch.tensor([1 - quantile, quantile], device=m.device)
         lo_hi = torch.quantile(m[torch.randperm(m.shape[0], device=m.device)[:200_000]], q, dim=0)
         return lo_hi[0].cpu().numpy().astype(np.float64), lo_hi[1].cpu().numpy().astype(np.float64)
@@ -69,6 +70,8 @@ class GaussianScene:
 
         outputs: any of "rgb" (3 channels, composited over `background`), "depth" (expected
         camera z, 1 channel, 0 where nothing is hit), "alpha" (1 channel).
+        time: for dynamic scenes, the time in [0, 1] (default 0); a list of cameras may come with
+        a list of times (one per camera).
         """
         import splat
 
@@ -89,13 +92,17 @@ class GaussianScene:
         Ks = torch.from_numpy(np.stack([c.K for c in cams])).float().to(dev)
         bg = torch.as_tensor(background, dtype=torch.float32, device=dev).reshape(-1)[:3]
         s = self.splats
+        common = dict(opacities=torch.sigmoid(s["opacities"]), colors=torch.cat([s["sh0"], s["shN"]], 1), viewmats=viewmats,
+                      Ks=Ks, width=first.width, height=first.height, sh_degree=self.sh_degree,
+                      backgrounds=bg.expand(len(cams), 3).contiguous(), render_mode="RGB+ED", camera_model=first.model,
+                      tile_size=tile_size)  # fmt: skip
         with torch.no_grad():
-            colors, alphas, _ = splat.rasterize(
-                s["means"], s["quats"], torch.exp(s["scales"]), torch.sigmoid(s["opacities"]),
-                torch.cat([s["sh0"], s["shN"]], 1), viewmats, Ks, first.width, first.height, sh_degree=self.sh_degree,
-                backgrounds=bg.expand(len(cams), 3).contiguous(), render_mode="RGB+ED", camera_model=first.model,
-                tile_size=tile_size,
-            )  # fmt: skip
+            if self.is_dynamic:
+                times = torch.as_tensor(0.0 if time is None else time, dtype=torch.float32)
+                colors, alphas, _ = splat.rasterize_4d(s["means"], s["quats"], s["quats_right"], torch.exp(s["scales"]),
+                                                       times=times, **common)  # fmt: skip
+            else:
+                colors, alphas, _ = splat.rasterize(s["means"], s["quats"], torch.exp(s["scales"]), **common)
         result = {}
         if "rgb" in outputs:
             result["rgb"] = colors[..., :3].clamp(0, 1)

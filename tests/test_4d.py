@@ -215,3 +215,26 @@ def test_bad_4d_input(gen, change, match):
     change(args)
     with pytest.raises(ValueError, match=match):
         splat.rasterize_4d(**args)
+
+
+def test_factor_rotation_4d_round_trips(gen):
+    from splat.renderer.slicing import factor_rotation_4d
+
+    ql, qr = torch.randn((30, 4), generator=gen, dtype=torch.float64), torch.randn((30, 4), generator=gen, dtype=torch.float64)
+    R = ti.rotation_4d(ql, qr)
+    a, b = factor_rotation_4d(R)
+    assert torch.allclose(ti.rotation_4d(a, b), R, atol=1e-10)
+
+
+def test_scale_space_4d_scales_the_covariance(gen):
+    from splat.renderer.slicing import scale_space_4d
+
+    g = random_4d(gen, 40, mixing=0.8)
+    log_s = g["scales"].log()
+    new_log_s, ql, qr = scale_space_4d(log_s, g["quats_left"], g["quats_right"], 2.5)
+    def sigma(ls, a, b):
+        M = ti.rotation_4d(a, b) * ls.exp()[:, None, :]
+        return M @ M.transpose(1, 2)
+
+    D = torch.diag(torch.tensor([2.5, 2.5, 2.5, 1.0], dtype=torch.float64))
+    assert torch.allclose(sigma(new_log_s, ql, qr), D @ sigma(log_s, g["quats_left"], g["quats_right"]) @ D, atol=1e-9)

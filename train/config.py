@@ -21,6 +21,8 @@ class TrainConfig:
     cache_gb: float = 4.0
 
     # model
+    model: str = "auto"  # "3d", "4d" (dynamic: XYZT Gaussians), or "auto" (4d when frames carry times)
+    init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range
     sh_degree: int = 3
     sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
     init_points: int = 100_000  # random initialisation when the dataset has no sparse points
@@ -72,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"steps: must be positive, got {self.steps}")
         if self.strategy not in ("default", "mcmc"):
             raise ValueError(f"strategy: expected 'default' or 'mcmc', got {self.strategy!r}")
+        if self.model not in ("auto", "3d", "4d"):
+            raise ValueError(f"model: expected auto, 3d or 4d, got {self.model!r}")
         if self.background not in ("auto", "white", "black", "random"):
             raise ValueError(f"background: expected auto, white, black or random, got {self.background!r}")
         if not 0 <= self.sh_degree <= 3:

@@ -3,6 +3,9 @@
 Parameters (a torch ParameterDict, one Adam per entry so strategies can edit rows):
 means (N, 3), scales (N, 3) log, quats (N, 4) wxyz unnormalised, opacities (N,) logit,
 sh0 (N, 1, 3) DC coefficients, shN (N, (D+1)^2 - 1, 3) higher bands.
+
+4D (dynamic) models: means (N, 4) xyzt, scales (N, 4) log, quats (N, 4) the left and quats_right
+(N, 4) the right quaternion of the 4D rotation (renderer/slicing.py); the rest as in 3D.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import torch
 
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+PARAM_NAMES_4D = PARAM_NAMES + ("quats_right",)
+
+
+def is_dynamic(params) -> bool:
+    return params["means"].shape[1] == 4
 
 
 def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:
@@ -43,8 +51,12 @@ def init_params(
     sh_degree: int,
     init_opacity: float = 0.1,
     init_scale: float = 1.0,
+    times: torch.Tensor | None = None,
+    time_scale: float = 0.2,
 ) -> torch.nn.ParameterDict:
-    """Gaussians on `points` with kNN-sized isotropic scales, identity rotations, `init_opacity`."""
+    """Gaussians on `points` with kNN-sized isotropic scales, identity rotations, `init_opacity`.
+    With `times` (N,): 4D Gaussians at those times, lasting `time_scale` (std. dev.), static
+    (identity 4D rotation)."""
     n = points.shape[0]
     dist = knn_mean_distance(points).clamp(min=1e-7)
     scales = torch.log(dist * init_scale)[:, None].repeat(1, 3)
@@ -54,6 +66,10 @@ def init_params(
     sh0 = rgb_to_sh(colors.float())[:, None, :]
     shN = torch.zeros(n, (sh_degree + 1) ** 2 - 1, 3)
     tensors = dict(means=points.float(), scales=scales, quats=quats, opacities=opacities, sh0=sh0, shN=shN)
+    if times is not None:
+        tensors["means"] = torch.cat([points.float(), times.float()[:, None]], 1)
+        tensors["scales"] = torch.cat([scales, torch.full((n, 1), math.log(time_scale))], 1)
+        tensors["quats_right"] = quats.clone()
     return torch.nn.ParameterDict({k: torch.nn.Parameter(v.contiguous()) for k, v in tensors.items()})
 
 
@@ -65,7 +81,17 @@ def random_points(n: int, extent: float, generator: torch.Generator) -> tuple[to
 
 
 def activated(params: torch.nn.ParameterDict) -> dict[str, torch.Tensor]:
-    """Render-ready tensors: activated scales and opacities, SH coefficients (N, K, 3)."""
+    """Render-ready tensors: activated scales and opacities, SH coefficients (N, K, 3); for 4D
+    models the keyword arguments of `splat.rasterize_4d`."""
+    if is_dynamic(params):
+        return {
+            "means": params["means"],
+            "quats_left": params["quats"],
+            "quats_right": params["quats_right"],
+            "scales": torch.exp(params["scales"]),
+            "opacities": torch.sigmoid(params["opacities"]),
+            "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
+        }
     return {
         "means": params["means"],
         "quats": params["quats"],

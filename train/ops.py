@@ -24,6 +24,22 @@ def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
     ], dim=-1).reshape(q.shape[:-1] + (3, 3))  # fmt: skip
 
 
+def covariance_factor(params) -> torch.Tensor:
+    """M = R diag(exp(scales)) per Gaussian, (N, d, d), so the covariance is M M^T: d = 3, or 4 for
+    4D Gaussians (xyzt; split and noise then act in space-time)."""
+    scales = torch.exp(params["scales"].data)
+    if params["means"].shape[1] == 4:
+        from splat.renderer.torch_impl import rotation_4d
+
+        return rotation_4d(params["quats"].data, params["quats_right"].data) * scales[:, None, :]
+    return quat_to_rotmat(params["quats"].data) * scales[:, None, :]
+
+
+def spatial_scale_max(params) -> torch.Tensor:
+    """The largest spatial (x, y, z) scale of each Gaussian; a 4D one's time scale is not a size."""
+    return torch.exp(params["scales"].data[:, :3]).max(dim=-1).values
+
+
 @torch.no_grad()
 def update_rows(
     params: torch.nn.ParameterDict,
@@ -64,9 +80,10 @@ def split(params, optimizers, mask: torch.Tensor, generator: torch.Generator, re
     rest = (~mask).nonzero(as_tuple=True)[0]
     n = idx.numel()
     scales = torch.exp(params["scales"].data[idx])
-    R = quat_to_rotmat(params["quats"].data[idx])
-    samples = torch.randn(2, n, 3, generator=generator).to(scales)
-    offsets = torch.einsum("nij,bnj->bni", R, scales[None] * samples).reshape(2 * n, 3)
+    d = scales.shape[1]
+    M = covariance_factor(params)[idx]
+    samples = torch.randn(2, n, d, generator=generator).to(scales)
+    offsets = torch.einsum("nij,bnj->bni", M, samples).reshape(2 * n, d)
 
     def param_fn(name, p):
         if name == "means":
@@ -203,9 +220,7 @@ def sample_add(params, optimizers, n: int, binoms, generator, min_opacity: float
 def inject_position_noise(params, scaler: float, generator: torch.Generator) -> None:
     """MCMC exploration: move nearly transparent Gaussians along their own covariance."""
     op = torch.sigmoid(params["opacities"].data)
-    scales = torch.exp(params["scales"].data)
-    R = quat_to_rotmat(params["quats"].data)
-    M = R * scales[:, None, :]
+    M = covariance_factor(params)
     cov = M @ M.transpose(1, 2)
     gate = 1.0 / (1.0 + torch.exp(-100.0 * ((1.0 - op) - 0.995)))
     noise = torch.randn(params["means"].shape, generator=generator).to(op) * gate[:, None] * scaler

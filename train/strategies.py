@@ -64,18 +64,20 @@ class DefaultStrategy:
         grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
         grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
         if state["grad2d"] is None:
-            n = grads.shape[1]
+            n = info["num_gaussians"] if "num_gaussians" in info else grads.shape[1]
             state["grad2d"] = torch.zeros(n, device=grads.device)
             state["count"] = torch.zeros(n, device=grads.device)
-        visible = (info["radii"] > 0).all(dim=-1)  # (C, N)
+        visible = (info["radii"] > 0).all(dim=-1)  # (C, N rendered)
         ids = visible.nonzero(as_tuple=True)[1]
+        if info.get("gaussian_ids") is not None:  # 4D: only the Gaussians alive at this time were rendered
+            ids = info["gaussian_ids"][ids]
         state["grad2d"].index_add_(0, ids, grads[visible].norm(dim=-1))
         state["count"].index_add_(0, ids, torch.ones(ids.shape[0], device=grads.device))
 
     def _grow(self, params, optimizers, state, generator) -> dict:
         grads = state["grad2d"] / state["count"].clamp(min=1)
         high = grads > self.grow_grad2d
-        small = torch.exp(params["scales"].data).max(dim=-1).values <= self.grow_scale3d * state["scene_scale"]
+        small = ops.spatial_scale_max(params) <= self.grow_scale3d * state["scene_scale"]
         dupli, split = high & small, high & ~small
         # respect the cap: keep the candidates with the largest gradients that fit
         n = params["means"].shape[0]
@@ -98,7 +100,7 @@ class DefaultStrategy:
     def _prune(self, params, optimizers, state, step) -> dict:
         prune = torch.sigmoid(params["opacities"].data) < self.prune_opa
         if step > self.reset_every:
-            prune |= torch.exp(params["scales"].data).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+            prune |= ops.spatial_scale_max(params) > self.prune_scale3d * state["scene_scale"]
         n_prune = int(prune.sum())
         if n_prune and n_prune < prune.numel():
             ops.remove(params, optimizers, prune)
@@ -125,7 +127,7 @@ class MCMCStrategy:
         return {"binoms": ops.binomial_table()}
 
     def regularization(self, params) -> torch.Tensor:
-        return self.opacity_reg * torch.sigmoid(params["opacities"]).mean() + self.scale_reg * torch.exp(params["scales"]).mean()
+        return self.opacity_reg * torch.sigmoid(params["opacities"]).mean() + self.scale_reg * torch.exp(params["scales"][:, :3]).mean()
 
     def step_pre_backward(self, params, optimizers, state, step, info) -> None:
         pass

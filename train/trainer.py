@@ -69,6 +69,9 @@ class Trainer:
         self.background_mode = bg
         self.eval_background = torch.ones(3) if bg in ("white", "random") else torch.zeros(3)
 
+        self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
+        if self.dynamic and not dataset.is_dynamic:
+            raise ValueError(f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none")
         mcmc = config.strategy == "mcmc"
         if dataset.points is not None:
             points, colors = dataset.points, dataset.point_colors
@@ -79,7 +82,9 @@ class Trainer:
             points, colors = points[keep], colors[keep]
         init_opacity = config.init_opacity if config.init_opacity is not None else (0.5 if mcmc else 0.1)
         init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
-        self.params = init_params(points, colors, config.sh_degree, init_opacity, init_scale).to(self.device)
+        times = torch.rand(points.shape[0], generator=self.generator) if self.dynamic else None
+        self.params = init_params(points, colors, config.sh_degree, init_opacity, init_scale, times,
+                                  config.init_time_scale).to(self.device)  # fmt: skip
         self.optimizers = self._make_optimizers()
         refine_stop = config.refine_stop if config.refine_stop is not None else (25_000 if mcmc else 15_000)
         common = dict(refine_start_iter=config.refine_start, refine_stop_iter=refine_stop,
@@ -100,6 +105,8 @@ class Trainer:
             "means": c.lr_means * self.scene_extent, "scales": c.lr_scales, "quats": c.lr_quats,
             "opacities": c.lr_opacities, "sh0": c.lr_sh0, "shN": c.lr_shN,
         }  # fmt: skip
+        if "quats_right" in self.params:
+            lrs["quats_right"] = c.lr_quats
         return {name: torch.optim.Adam([self.params[name]], lr=lr, eps=1e-15) for name, lr in lrs.items()}
 
     @property
@@ -140,11 +147,14 @@ class Trainer:
             K[0] *= width / cam.width
             K[1] *= height / cam.height
         p = activated(self.params)
-        colors, alphas, info = splat.rasterize(
-            p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], self.data.viewmat(index)[None].to(self.device),
-            K[None].to(self.device), width, height, sh_degree=sh_degree, backgrounds=background[None].to(self.device),
-            absgrad=self.cfg.strategy == "default" and self.cfg.absgrad,
-        )  # fmt: skip
+        view = dict(viewmats=self.data.viewmat(index)[None].to(self.device), Ks=K[None].to(self.device), width=width,
+                    height=height, sh_degree=sh_degree, backgrounds=background[None].to(self.device),
+                    absgrad=self.cfg.strategy == "default" and self.cfg.absgrad)  # fmt: skip
+        if self.dynamic:
+            colors, alphas, info = splat.rasterize_4d(**p, **view, times=float(cam.time))
+            info["num_gaussians"] = self.num_gaussians
+        else:
+            colors, alphas, info = splat.rasterize(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], **view)
         return colors[0], alphas[0], info
 
     def ground_truth(self, index: int, background: torch.Tensor, downscale: int = 1):
