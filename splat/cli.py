@@ -243,6 +243,32 @@ def _cmd_view(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+def _cmd_fit_image(args) -> int:
+    import json
+
+    from splat.fields.image_fit import fit_image, load_image, reconstruct
+    from splat.io_utils import atomic_path, write_image
+
+    if args.steps < 1 or args.batch < 1:
+        raise UserError("--steps and --batch must be positive")
+    image = load_image(args.image)
+    H, W = image.shape[:2]
+    print(f"{args.image}: {W}x{H}, fitting a 16-level 2D hash grid + 64-wide MLP for {args.steps} steps")
+
+    def progress(h):
+        print(f"step {h['step']:6d}  {h['seconds']:7.1f} s  PSNR {h['psnr']:.2f} dB", flush=True)
+
+    net, history = fit_image(image, args.steps, args.batch, log2_hashmap_size=args.log2_hashmap_size, progress=progress,
+                             device=_device(args.device))  # fmt: skip
+    src = Path(args.image)
+    out = Path(args.out) if args.out else src.with_name(src.stem + ".fit.png")
+    write_image(out, reconstruct(net, W, H).cpu())
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"image": str(src), "width": W, "height": H, "history": history}, indent=1) + "\n")
+    print(f"PSNR {history[-1]['psnr']:.2f} dB after {history[-1]['seconds']:.1f} s -> {out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     """The main job on the built-in scene: photograph it, train on the photographs, report test
     PSNR, export a PLY and render novel views from the trained model."""
@@ -367,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="ply", help="output format (ply)")
     x.add_argument("--out", help="output file (default: RUN/point_cloud.ply)")
     x.set_defaults(func=_cmd_export)
+
+    fi = sub.add_parser("fit-image", help="fit a 2D hash grid + MLP to an image (the hash-encoding demo)")
+    fi.add_argument("image", help="PNG / JPEG image")
+    fi.add_argument("--out", help="reconstruction image (default: IMAGE_STEM.fit.png next to the input)")
+    fi.add_argument("--steps", type=int, default=2000)
+    fi.add_argument("--batch", type=int, default=1 << 16, help="pixels per step (default 65536)")
+    fi.add_argument("--log2-hashmap-size", type=int, default=19)
+    fi.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    fi.set_defaults(func=_cmd_fit_image)
 
     demo = sub.add_parser("demo", help="train on the built-in procedural scene and render it (no downloads)")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")

@@ -124,3 +124,27 @@ def test_bad_arguments():
         HashGridEncoding(3, n_levels=2, log2_hashmap_size=8)(torch.rand(10, 2))
     with pytest.raises(ValueError, match="at most 64"):
         HashGridMLP(3, n_levels=16, n_features_per_level=8)
+
+
+def test_fit_image_cli(tmp_path):
+    """The hash-encoding demo on a procedural 96x64 image: sharp stripes and a smooth gradient."""
+    import json
+    import subprocess
+    import sys
+
+    import imageio.v3 as iio
+    import numpy as np
+
+    y, x = np.mgrid[0:64, 0:96] / 64.0
+    img = np.stack([0.5 + 0.5 * np.sin(20 * x), y, ((x * 8).astype(int) % 2) * 0.8 + 0.1], -1)
+    iio.imwrite(tmp_path / "pattern.png", (img * 255).astype(np.uint8))
+    r = subprocess.run([sys.executable, "-m", "splat.cli", "fit-image", str(tmp_path / "pattern.png"), "--steps", "150",
+                        "--batch", "4096", "--log2-hashmap-size", "14"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "pattern.fit.png"
+    history = json.loads(out.with_suffix(".json").read_text())["history"]
+    assert iio.imread(out).shape == (64, 96, 3)
+    assert history[-1]["psnr"] > 28.0, history
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    r = subprocess.run([sys.executable, "-m", "splat.cli", "fit-image", str(tmp_path / "bad.png")], capture_output=True, text=True)
+    assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
