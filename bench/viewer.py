@@ -46,17 +46,51 @@ def time_frames(render, frames: int) -> float:
     return (time.perf_counter() - t0) / frames
 
 
+def training_overhead(steps: int, device: str) -> dict:
+    """Training steps/s on the procedural still life, plain and with a live viewer attached (no
+    browser connected), alternating runs, best of two each: `splat train --viewer`'s cost."""
+    import tempfile
+
+    from splat.scenes import dome_cameras, still_life, write_blender_dataset
+    from splat.train.config import TrainConfig
+    from splat.train.runs import new_trainer
+    from splat.viewer import live_scene
+    from splat.viewer.app import Viewer
+
+    tmp = Path(tempfile.mkdtemp(prefix="splat-viewer-bench-"))
+    views, K = dome_cameras(24, 128, 96)
+    write_blender_dataset(still_life(), tmp / "data", views, K, 128, 96, n_test=3)
+    rates = {"plain": [], "viewer": []}
+    for k, kind in enumerate(["plain", "viewer"] * 2):
+        cfg = TrainConfig(steps=steps, init_points=5000, eval_steps=[], save_renders=False, checkpoint_every=10**9,
+                          sh_degree=1, device=device, log_every=10**9)  # fmt: skip
+        trainer = new_trainer(str(tmp / "data"), tmp / f"run{k}", cfg)
+        viewer = None
+        if kind == "viewer":
+            viewer = Viewer(live_scene(trainer), port=8093 + k, trainer=trainer)
+            trainer.step_lock = viewer.lock
+        t0 = time.perf_counter()
+        trainer.train()
+        rates[kind].append(steps / (time.perf_counter() - t0))
+        if viewer is not None:
+            viewer.close()
+    plain, with_viewer = max(rates["plain"]), max(rates["viewer"])
+    return {"steps": steps, "plain_steps_per_s": plain, "viewer_steps_per_s": with_viewer,
+            "slowdown_percent": 100 * (plain / with_viewer - 1), "runs": rates}  # fmt: skip
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", help="a run folder or PLY to measure besides the synthetic scene")
     p.add_argument("--gaussians", type=int, default=100_000)
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--training-steps", type=int, default=300, help="steps per run of the training-overhead test (0: skip)")
     args = p.parse_args(argv)
 
     import numpy as np
     import torch
-    from viser._image_encoding import _encode_image_binary  # the encoding the viewer's frames go through
+    from viser._image_encoding import cv2_imencode_with_fallback  # what set_background_image encodes with
 
     import splat
     from splat.camera import Camera
@@ -92,7 +126,7 @@ def main(argv=None) -> int:
                 v[:3, :3] = R @ v[:3, :3]
                 v[:3, 3] = R @ v[:3, 3]
                 img = sc.render(c.with_pose(v), background=(1, 1, 1))["rgb"]
-                _encode_image_binary((img.cpu().numpy() * 255).astype(np.uint8), "jpeg", jpeg_quality=80)
+                cv2_imencode_with_fallback("jpeg", (img.cpu().numpy() * 255).astype(np.uint8), 80, "rgb")
 
             seconds = time_frames(frame, args.frames)
             peer = None
@@ -118,9 +152,16 @@ def main(argv=None) -> int:
         peer = f"{r['torch_peer_frame_ms']:9.0f} {r['speedup_vs_torch']:6.1f}" if r["torch_peer_frame_ms"] else ""
         print(f"{r['scene'][:32]:32s} {r['mode']:14s} {r['resolution']:10s} {r['frame_ms']:8.1f} {r['fps']:6.1f} {peer}")
 
+    overhead = None
+    if args.training_steps > 0:
+        overhead = training_overhead(args.training_steps, device)
+        print(f"\ntraining with --viewer and no browser: {overhead['viewer_steps_per_s']:.2f} steps/s vs "
+              f"{overhead['plain_steps_per_s']:.2f} plain ({overhead['slowdown_percent']:+.1f}%)")  # fmt: skip
+
     result = {
         **header("viewer", device),
         "results": rows,
+        "training_overhead": overhead,
         "notes": "server-side time per frame: render with splat + JPEG encoding as the viewer sends it; "
                  "network and browser decoding excluded",
     }  # fmt: skip

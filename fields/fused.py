@@ -230,11 +230,18 @@ class _FusedHashMLP(torch.autograd.Function):
 
 class HashGridMLP(torch.nn.Module):
     """`HashGridEncoding` followed by a ReLU MLP of width 64 (`n_hidden_layers` hidden layers, no
-    biases, linear output), evaluated by the fused Warp kernels. `encoding` is the usual module, so
-    `.encoding.embeddings` are the hash tables; `weights` are [w_in, w_hidden, w_out]."""
+    biases, linear output). `encoding` is the usual module, so `.encoding.embeddings` are the hash
+    tables; the weights are `w_in` (64, L*F), `w_hidden` (n_hidden_layers - 1, 64, 64), `w_out`.
 
-    def __init__(self, n_output_dims: int, n_hidden_layers: int = 1, generator: torch.Generator | None = None, **encoding):
+    `fused`: True evaluates encoding + MLP in the fused Warp kernels; False runs the encoding kernel
+    and the MLP as torch matrix products; None (default) picks fused on CUDA and unfused on the
+    CPU, where Warp runs scalar code and torch's GEMMs are faster (bench/fields.py measures both).
+    """
+
+    def __init__(self, n_output_dims: int, n_hidden_layers: int = 1, generator: torch.Generator | None = None,
+                 fused: bool | None = None, **encoding):  # fmt: skip
         super().__init__()
+        self.fused = fused
         if n_hidden_layers < 1:
             raise ValueError(f"n_hidden_layers: expected >= 1, got {n_hidden_layers}")
         self.encoding = HashGridEncoding(generator=generator, **encoding)
@@ -253,6 +260,9 @@ class HashGridMLP(torch.nn.Module):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         if positions.dim() != 2 or positions.shape[1] != self.encoding.n_input_dims:
             raise ValueError(f"positions: expected shape (N, {self.encoding.n_input_dims}), got {tuple(positions.shape)}")
+        fused = self.fused if self.fused is not None else positions.device.type == "cuda"
+        if not fused:
+            return mlp_torch(self.encoding(positions), self.w_in, self.w_hidden, self.w_out)
         flat = torch.cat([t.reshape(-1) for t in self.encoding.embeddings])
         return _FusedHashMLP.apply(positions.detach().float().contiguous(), self.encoding, flat, self.w_in,
                                    self.w_hidden, self.w_out)  # fmt: skip

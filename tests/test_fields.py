@@ -84,10 +84,11 @@ def clear_of_relu_kinks(x: torch.Tensor, net, margin: float = 1e-4) -> torch.Ten
     return x[ok]
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dims, hidden, outputs", [(3, 1, 16), (2, 2, 3), (3, 3, 4)])
-def test_fused_mlp_matches_twin(gen, dims, hidden, outputs):
+def test_fused_mlp_matches_twin(gen, dims, hidden, outputs, fused):
     net = HashGridMLP(outputs, n_hidden_layers=hidden, n_input_dims=dims, n_levels=8, n_features_per_level=2,
-                      log2_hashmap_size=9, base_resolution=4, per_level_scale=1.6, generator=gen)  # fmt: skip
+                      log2_hashmap_size=9, base_resolution=4, per_level_scale=1.6, generator=gen, fused=fused)  # fmt: skip
     with torch.no_grad():
         for t in net.encoding.embeddings:
             t.copy_(torch.randn(t.shape, generator=gen) * 0.5)

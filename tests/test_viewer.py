@@ -22,6 +22,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from test_render_api import still_life_ply
 
 import splat
@@ -73,6 +74,33 @@ def test_viewer_render_modes(viewer):
         assert img.shape == (60, 80, 3) and np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1
         assert img.std() > 0.05, mode
     viewer.mode.value = "rgb"
+
+
+def test_viewer_time_slider_for_dynamic_scenes():
+    """A 4D scene gets a time slider; frames at different times differ (a splat moving in x)."""
+    from splat.scene import GaussianScene
+    from splat.viewer.app import Viewer
+
+    n = 400
+    g = torch.Generator().manual_seed(0)
+    means = torch.cat([torch.rand(n, 3, generator=g) - 0.5, torch.rand(n, 1, generator=g)], 1)
+    ident = torch.tensor([1.0, 0, 0, 0]).expand(n, 4).contiguous()
+    splats = {"means": means, "scales": torch.log(torch.tensor([0.05, 0.05, 0.05, 0.15])).expand(n, 4).contiguous(),
+              "quats": ident, "quats_right": ident.clone(), "opacities": torch.full((n,), 2.0),
+              "sh0": torch.randn(n, 1, 3, generator=g), "shN": torch.zeros(n, 0, 3)}  # fmt: skip
+    scene = GaussianScene(splats)
+    assert scene.is_dynamic
+    v = Viewer(scene, port=free_port())
+    try:
+        assert v.time is not None and v.playing is not None
+        cam = Camera.look_at((0, -3.0, 1.0), (0, 0, 0), width=48, height=36, fov_x=50)
+        v.time.value = 0.0
+        a = v._render(cam)
+        v.time.value = 1.0
+        b = v._render(cam)
+        assert np.abs(a - b).max() > 0.1
+    finally:
+        v.close()
 
 
 class _VanishingClient:
