@@ -95,6 +95,19 @@ def fake_info(n, grads, width=64, height=48):
     return {"means2d": means2d, "width": width, "height": height, "n_cameras": 1, "radii": torch.ones(1, n, 2, dtype=torch.int32)}
 
 
+def test_no_opacity_reset_late_in_a_run():
+    g = torch.Generator().manual_seed(0)
+    strat = DefaultStrategy(refine_start_iter=10**6, reset_every=10)
+    for progress, expect_reset in ((0.5, True), (0.85, False)):
+        params, opts = make_params(50)
+        before = params["opacities"].detach().clone()
+        state = strat.initialize_state(scene_scale=1.0, n=50)
+        stats = strat.step_post_backward(params, opts, state, step=10, info=fake_info(50, torch.zeros(50, 2)), generator=g,
+                                         progress=progress)  # fmt: skip
+        assert stats.get("opacity_reset", False) == expect_reset
+        assert torch.equal(params["opacities"], before) != expect_reset
+
+
 def test_default_strategy_clones_splits_prunes_and_caps():
     params, opts = make_params(200)
     g = torch.Generator().manual_seed(1)

@@ -33,6 +33,7 @@ class DefaultStrategy:
     absgrad: bool = False
     revised_opacity: bool = False
     max_gaussians: int = 3_000_000
+    last_reset_before: float = 0.8  # no opacity reset in the last 20% of a run (it needs ~1k steps to recover)
 
     def initialize_state(self, scene_scale: float, n: int) -> dict[str, Any]:
         # running sums are (re)sized lazily on the parameters' device
@@ -44,7 +45,8 @@ class DefaultStrategy:
     def step_pre_backward(self, params, optimizers, state, step, info) -> None:
         info["means2d"].retain_grad()
 
-    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None) -> dict:
+    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None, progress=0.0) -> dict:
+        """`progress`: the run's completed fraction (by steps, or by time under a time budget)."""
         stats = {}
         if step >= self.refine_stop_iter:
             return stats
@@ -53,7 +55,7 @@ class DefaultStrategy:
             stats.update(self._grow(params, optimizers, state, generator))
             stats.update(self._prune(params, optimizers, state, step))
             state["grad2d"] = state["count"] = None
-        if step % self.reset_every == 0 and step > 0:
+        if step % self.reset_every == 0 and step > 0 and progress < self.last_reset_before:
             ops.reset_opacity(params, optimizers, value=self.prune_opa * 2.0)
             stats["opacity_reset"] = True
         return stats
@@ -132,7 +134,7 @@ class MCMCStrategy:
     def step_pre_backward(self, params, optimizers, state, step, info) -> None:
         pass
 
-    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None) -> dict:
+    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None, progress=0.0) -> dict:
         stats = {}
         if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:
             dead = torch.sigmoid(params["opacities"].data) <= self.min_opacity

@@ -122,10 +122,14 @@ class Trainer:
         """Exponential decay over the run; with a time budget, over whichever limit comes first
         (so the schedule completes within the budget; such runs then depend on timing)."""
         c = self.cfg
-        t = step / max(c.steps, 1)
-        if c.max_train_seconds > 0:
-            t = max(t, self.train_seconds / c.max_train_seconds)
-        return c.lr_means * self.scene_extent * (c.lr_means_final / c.lr_means) ** min(t, 1.0)
+        return c.lr_means * self.scene_extent * (c.lr_means_final / c.lr_means) ** self.progress(step)
+
+    def progress(self, step: int) -> float:
+        """Completed fraction of the run: by steps, or by training time when that limit comes first."""
+        t = step / max(self.cfg.steps, 1)
+        if self.cfg.max_train_seconds > 0:
+            t = max(t, self.train_seconds / self.cfg.max_train_seconds)
+        return min(t, 1.0)
 
     def downscale_at(self, step: int) -> int:
         factor = 1
@@ -206,7 +210,8 @@ class Trainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
         stats = self.strategy.step_post_backward(
-            self.params, self.optimizers, self.strategy_state, step + 1, info, self.generator, lr_means=lr
+            self.params, self.optimizers, self.strategy_state, step + 1, info, self.generator, lr_means=lr,
+            progress=self.progress(step + 1),
         )
         self.step = step + 1
         return {"loss": loss.item(), "psnr": losses.psnr(image, gt, mask), **stats}
