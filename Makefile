@@ -34,9 +34,12 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
+# The quick benchmarks; the training ones (bench/train_lego.py, bench/train_4d.py) take 10-20 min each.
 bench: setup
 	$(PY) bench/rasterize.py
 	$(PY) bench/viewer.py
+	$(PY) bench/render_4d.py
+	$(PY) bench/fields.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     }  # fmt: skip
     rows = []
     for name, (ours, peer) in cases.items():
-        grad = "backward" in name
+        grad = "backward" in name or "bwd" in name
         with torch.set_grad_enabled(grad):
             t_ours = timed(ours, args.repeats, dev)
             t_peer = timed(peer, max(2, args.repeats // 2), dev)
