@@ -35,7 +35,8 @@ def _config_overrides(args) -> dict:
     for flag, key in (("steps", "steps"), ("strategy", "strategy"), ("downscale", "downscale"), ("seed", "seed"),
                       ("max_seconds", "max_train_seconds"),
                       ("background", "background"), ("max_gaussians", "max_gaussians"), ("sh_degree", "sh_degree"),
-                      ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model")):  # fmt: skip
+                      ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model"),
+                      ("batch_size", "batch_size")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="training steps (default 30000)")
     t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
     t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
+    t.add_argument("--batch-size", type=int, help="images per step, loss averaged (4D: frames at several times; default 1)")
     t.add_argument("--model", choices=["auto", "3d", "4d"],
                    help="3d Gaussians, or 4d (XYZT) for dynamic scenes; auto (default) picks 4d when frames carry a time")
     t.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")

@@ -32,6 +32,7 @@ class TrainConfig:
     max_gaussians: int = 3_000_000
 
     # optimisation (Adam, eps 1e-15)
+    batch_size: int = 1  # images per step (4D: frames at different times), loss averaged
     lr_means: float = 1.6e-4  # times the scene extent (1.1 x camera radius), decays exponentially to lr_means_final
     lr_means_final: float = 1.6e-6
     lr_scales: float = 5e-3
@@ -80,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"background: expected auto, white, black or random, got {self.background!r}")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError(f"sh_degree: expected 0..3, got {self.sh_degree}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be positive, got {self.batch_size}")
         if self.max_gaussians < 1:
             raise ValueError(f"max_gaussians: must be positive, got {self.max_gaussians}")
         for entry in self.resolution_schedule:

@@ -43,7 +43,7 @@ class DefaultStrategy:
         return 0.0
 
     def step_pre_backward(self, params, optimizers, state, step, info) -> None:
-        info["means2d"].retain_grad()
+        info["means2d"].retain_grad()  # called once per rendered image of the step
 
     def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None, progress=0.0) -> dict:
         """`progress`: the run's completed fraction (by steps, or by time under a time budget)."""
@@ -61,6 +61,12 @@ class DefaultStrategy:
         return stats
 
     def _accumulate(self, state, info) -> None:
+        """Add each visible Gaussian's screen-space gradient norm; `info` is one render's meta or a
+        list of them (a batch rendered separately)."""
+        if isinstance(info, list):
+            for one in info:
+                self._accumulate(state, one)
+            return
         means2d = info["means2d"]
         grads = (means2d.absgrad if self.absgrad else means2d.grad).detach().clone()
         grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]

@@ -183,23 +183,30 @@ class Trainer:
         return self._order.pop()
 
     def train_step(self) -> dict:
+        """One optimiser step on `batch_size` images (for 4D data: frames at different times),
+        the loss averaged over them."""
         c = self.cfg
         step = self.step
-        index = self.next_image()
-        if self.background_mode == "random":
-            background = torch.rand(3, generator=self.generator)
-        else:
-            background = self.eval_background
         downscale = self.downscale_at(step)
         sh_degree = sh_degree_at(step, c)
-        gt, mask = self.ground_truth(index, background, downscale)
         lr = self.lr_means(step)
         for g in self.optimizers["means"].param_groups:
             g["lr"] = lr
 
-        image, _, info = self.render(index, background, sh_degree, downscale)
-        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
-        loss = losses.photometric_loss(image, gt, mask, c.ssim_lambda) + self.strategy.regularization(self.params)
+        frames = []
+        for _ in range(c.batch_size):
+            index = self.next_image()
+            if self.background_mode == "random":
+                background = torch.rand(3, generator=self.generator)
+            else:
+                background = self.eval_background
+            gt, mask = self.ground_truth(index, background, downscale)
+            image, _, info = self.render(index, background, sh_degree, downscale)
+            info["n_cameras"] = c.batch_size  # the loss averages over the batch: densification rescales by it
+            self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
+            frames.append((image, gt, mask, info))
+        loss = sum(losses.photometric_loss(image, gt, mask, c.ssim_lambda) for image, gt, mask, _ in frames) / len(frames)
+        loss = loss + self.strategy.regularization(self.params)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at step {step}; lower the learning rates or check the data "
@@ -209,12 +216,14 @@ class Trainer:
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        infos = [f[3] for f in frames]
         stats = self.strategy.step_post_backward(
-            self.params, self.optimizers, self.strategy_state, step + 1, info, self.generator, lr_means=lr,
-            progress=self.progress(step + 1),
-        )
+            self.params, self.optimizers, self.strategy_state, step + 1, infos if len(infos) > 1 else infos[0],
+            self.generator, lr_means=lr, progress=self.progress(step + 1),
+        )  # fmt: skip
         self.step = step + 1
-        return {"loss": loss.item(), "psnr": losses.psnr(image, gt, mask), **stats}
+        psnr = sum(losses.psnr(image, gt, mask) for image, gt, mask, _ in frames) / len(frames)
+        return {"loss": loss.item(), "psnr": psnr, **stats}
 
     def train(self, progress=None) -> dict:
         """Run to `steps`, evaluating at `eval_steps`; returns the last evaluation (or {})."""
