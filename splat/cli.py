@@ -271,15 +271,12 @@ def _cmd_fit_image(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    """The main job on the built-in scene: photograph it, train on the photographs, report test
-    PSNR, export a PLY and render novel views from the trained model."""
-    import torch
-
+    """The main job on the built-in scene: photograph it (or, with --dynamic, film the moving
+    scene), train on the images, report held-out PSNR, export a PLY and render novel views."""
     import splat
     from splat.io_utils import write_image
-    from splat.scenes import dome_cameras, still_life, still_life_cameras, write_blender_dataset
+    from splat.scenes import dome_cameras, still_life, still_life_cameras, write_blender_dataset, write_multiview_video_dataset
     from splat.train.config import preset_config
-    from splat.train.model import activated
     from splat.train.runs import export_ply, new_trainer
 
     if args.steps < 1 or args.width < 8 or args.height < 8 or args.views < 4:
@@ -288,17 +285,23 @@ def _cmd_demo(args) -> int:
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty (choose another --out or delete it)")
     data_dir, run_dir = out / "data", out / "run"
-    scene = still_life()
-    views, K = dome_cameras(args.views, args.width, args.height)
-    n_test = max(1, args.views // 8)
-    write_blender_dataset(scene, data_dir, views, K, args.width, args.height, n_test)
-    print(f"1/4 photographed the procedural still life ({scene['means'].shape[0]:,} Gaussians) from {args.views} "
-          f"cameras at {args.width}x{args.height} -> {data_dir} (Blender format)")  # fmt: skip
+    if args.dynamic:
+        n_cameras, n_times = max(4, args.views // 6), 12
+        write_multiview_video_dataset(data_dir, n_cameras, n_times, args.width, args.height)
+        print(f"1/4 filmed the procedural dynamic scene with {n_cameras} cameras at {n_times} instants, "
+              f"{args.width}x{args.height} -> {data_dir} (multi-view video; cam00 held out)")  # fmt: skip
+    else:
+        scene = still_life()
+        views, K = dome_cameras(args.views, args.width, args.height)
+        write_blender_dataset(scene, data_dir, views, K, args.width, args.height, max(1, args.views // 8))
+        print(f"1/4 photographed the procedural still life ({scene['means'].shape[0]:,} Gaussians) from {args.views} "
+              f"cameras at {args.width}x{args.height} -> {data_dir} (Blender format)")  # fmt: skip
 
     cfg = preset_config("fast", steps=args.steps, eval_steps=[], device=_device(args.device), log_every=100,
-                        refine_start=200, resolution_schedule=[[0, 2], [args.steps // 3, 1]])  # fmt: skip
+                        refine_start=200, resolution_schedule=[[0, 2], [args.steps // 3, 1]], background="white")  # fmt: skip
     trainer = new_trainer(str(data_dir), run_dir, cfg)
-    print(f"2/4 training {args.steps} steps from {trainer.num_gaussians:,} random Gaussians -> {run_dir}")
+    kind = "4D (XYZT)" if trainer.dynamic else "3D"
+    print(f"2/4 training {args.steps} steps from {trainer.num_gaussians:,} random {kind} Gaussians -> {run_dir}")
     result = _run(trainer, run_dir)
     if result is None:
         return 130
@@ -309,20 +312,16 @@ def _cmd_demo(args) -> int:
     ply, n = export_ply(run_dir)
     print(f"3/4 exported {n:,} Gaussians to {ply}")
 
-    frames = 8
-    orbit_views, orbit_Ks = still_life_cameras(frames, args.width * 2, args.height * 2)
-    n_ = trainer.data.normalization
-    c = torch.from_numpy(n_.center).float()
-    orbit_views = orbit_views.clone()  # world -> normalised world: scale the camera translation
-    orbit_views[:, :3, 3] = n_.scale * (orbit_views[:, :3, :3] @ c + orbit_views[:, :3, 3])
-    with torch.no_grad():
-        p = activated(trainer.params)
-        images, _, _ = splat.rasterize(**p, viewmats=orbit_views.to(trainer.device), Ks=orbit_Ks.to(trainer.device),
-                                       width=args.width * 2, height=args.height * 2, sh_degree=cfg.sh_degree,
-                                       backgrounds=torch.ones(frames, 3, device=trainer.device))  # fmt: skip
+    frames, W, H = 8, args.width * 2, args.height * 2
+    scene = splat.load(ply, device=trainer.device)
+    orbit_views, orbit_Ks = still_life_cameras(frames, W, H)
     for k in range(frames):
-        write_image(out / "novel_views" / f"view_{k:02d}.png", images[k].cpu())
-    print(f"4/4 rendered {frames} novel views at {args.width * 2}x{args.height * 2} -> {out / 'novel_views'}")
+        K = orbit_Ks[k].double().numpy()
+        cam = splat.Camera(W, H, K[0, 0], K[1, 1], K[0, 2], K[1, 2], orbit_views[k].double().numpy())
+        t = k / (frames - 1) if scene.is_dynamic else None
+        write_image(out / "novel_views" / f"view_{k:02d}.png", scene.render(cam, background=(1, 1, 1), time=t)["rgb"].cpu())
+    what = "novel views over time (t = 0 .. 1)" if scene.is_dynamic else "novel views"
+    print(f"4/4 rendered {frames} {what} at {W}x{H} from the exported PLY -> {out / 'novel_views'}")
     return 0
 
 
@@ -412,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--width", type=int, default=160)
     demo.add_argument("--height", type=int, default=120)
     demo.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    demo.add_argument("--dynamic", action="store_true",
+                      help="the moving scene instead: film it with several cameras over time and train 4D Gaussians")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -63,6 +63,18 @@ def test_demo_trains_on_the_procedural_scene(tmp_path):
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
+def test_dynamic_demo_trains_4d_gaussians(tmp_path):
+    out = tmp_path / "demo4d"
+    r = run_cli("demo", "--dynamic", "--out", str(out), "--steps", "60", "--views", "24", "--width", "48", "--height", "36")
+    assert r.returncode == 0, r.stderr
+    assert "4D (XYZT)" in r.stdout and "test PSNR" in r.stdout
+    assert (out / "data" / "transforms.json").exists() and (out / "data" / "cam00").is_dir()
+    frames = sorted((out / "novel_views").glob("view_*.png"))
+    assert len(frames) == 8
+    first = iio.imread(frames[0])
+    assert first.shape == (72, 96, 3) and first.std() > 10, "novel view is blank"
+
+
 def test_cli_bad_input_is_one_line():
     r = run_cli("demo", "--steps", "0")
     assert r.returncode == 2
