@@ -128,15 +128,14 @@ class _CompositeRays(torch.autograd.Function):
         R = ray_offsets.shape[0] - 1
         dev = sigmas.device
 
-        def grad(g, shape):
-            return torch.zeros(shape, dtype=torch.float32, device=dev) if g is None else g.contiguous().float()
-
+        v_colors = _warp.grad_or_zeros(v_colors, (R, 3), dev)
+        v_opacities = _warp.grad_or_zeros(v_opacities, (R,), dev)
+        v_depths = _warp.grad_or_zeros(v_depths, (R,), dev)
         v_sigmas, v_rgbs = torch.empty_like(sigmas), torch.empty_like(rgbs)
         A = _warp.array
         _warp.launch(composite_rays_bwd, R,
                      [A(ray_offsets), A(used), A(sigmas), A(rgbs, wp.vec3), A(t_starts), A(t_ends),
-                      A(grad(v_colors, (R, 3)), wp.vec3), A(grad(v_opacities, (R,))), A(grad(v_depths, (R,))),
-                      A(v_sigmas), A(v_rgbs, wp.vec3)], dev)  # fmt: skip
+                      A(v_colors, wp.vec3), A(v_opacities), A(v_depths), A(v_sigmas), A(v_rgbs, wp.vec3)], dev)  # fmt: skip
         return None, v_sigmas, v_rgbs, None, None
 
 

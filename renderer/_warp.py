@@ -90,6 +90,12 @@ def array(t: torch.Tensor, dtype=None, dims: int = 1) -> wp.array:
     return wp.from_torch(flat, dtype=dtype, requires_grad=False)
 
 
+def grad_or_zeros(g: torch.Tensor | None, shape, device) -> torch.Tensor:
+    """An incoming gradient as a contiguous float32 tensor, or zeros when autograd passed None
+    (the output did not reach the loss): backward kernels always read a full buffer."""
+    return torch.zeros(shape, dtype=torch.float32, device=device) if g is None else g.contiguous().float()
+
+
 # ----------------------------------------------------------------------------------------------
 # Launching
 # ----------------------------------------------------------------------------------------------

@@ -235,12 +235,9 @@ class _FullyFusedProjection(torch.autograd.Function):
         C = viewmats.shape[0]
         dev = means.device
 
-        def grad_or_zeros(g, shape):
-            return torch.zeros(shape, dtype=torch.float32, device=dev) if g is None else g.contiguous().float()
-
-        v_means2d = grad_or_zeros(v_means2d, (C, N, 2))
-        v_depths = grad_or_zeros(v_depths, (C, N))
-        v_conics = grad_or_zeros(v_conics, (C, N, 3))
+        v_means2d = _warp.grad_or_zeros(v_means2d, (C, N, 2), dev)
+        v_depths = _warp.grad_or_zeros(v_depths, (C, N), dev)
+        v_conics = _warp.grad_or_zeros(v_conics, (C, N, 3), dev)
         use_v_comp = calc_compensations and v_compensations is not None
         v_comp = v_compensations.contiguous().float() if use_v_comp else _placeholder(means, 1).view(-1)
         v_means = torch.zeros_like(means)

@@ -214,16 +214,15 @@ class _Covariance4D(torch.autograd.Function):
         N = scales.shape[0]
         dev = scales.device
 
-        def grad(g, shape):
-            return torch.zeros(shape, dtype=torch.float32, device=dev) if g is None else g.contiguous().float()
-
+        v_covars3 = _warp.grad_or_zeros(v_covars3, (N, 3, 3), dev)
+        v_velocities = _warp.grad_or_zeros(v_velocities, (N, 3), dev)
+        v_time_vars = _warp.grad_or_zeros(v_time_vars, (N,), dev)
         v_scales, v_ql, v_qr = torch.empty_like(scales), torch.empty_like(q_left), torch.empty_like(q_right)
         A = _warp.array
         _warp.launch(
             covariance_4d_bwd, N,
-            [A(scales, wp.vec4), A(q_left, wp.vec4), A(q_right, wp.vec4), A(grad(v_covars3, (N, 3, 3)), wp.mat33),
-             A(grad(v_velocities, (N, 3)), wp.vec3), A(grad(v_time_vars, (N,))), A(v_scales, wp.vec4),
-             A(v_ql, wp.vec4), A(v_qr, wp.vec4)],
+            [A(scales, wp.vec4), A(q_left, wp.vec4), A(q_right, wp.vec4), A(v_covars3, wp.mat33),
+             A(v_velocities, wp.vec3), A(v_time_vars), A(v_scales, wp.vec4), A(v_ql, wp.vec4), A(v_qr, wp.vec4)],
             dev,
         )  # fmt: skip
         return v_scales, v_ql, v_qr
@@ -316,15 +315,14 @@ class _SliceAtTimes(torch.autograd.Function):
         T, N = times.shape[0], means.shape[0]
         dev = means.device
 
-        def grad(g, shape):
-            return torch.zeros(shape, dtype=torch.float32, device=dev) if g is None else g.contiguous().float()
-
+        v_means3 = _warp.grad_or_zeros(v_means3, (T, N, 3), dev)
+        v_weights = _warp.grad_or_zeros(v_weights, (T, N), dev)
         v_means, v_vel, v_W = torch.empty_like(means), torch.empty_like(velocities), torch.empty_like(time_vars)
         A = _warp.array
         _warp.launch(
             slice_at_times_bwd, N,
-            [T, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(grad(v_means3, (T, N, 3)), wp.vec3),
-             A(grad(v_weights, (T, N))), A(v_means, wp.vec4), A(v_vel, wp.vec3), A(v_W)],
+            [T, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(v_means3, wp.vec3),
+             A(v_weights), A(v_means, wp.vec4), A(v_vel, wp.vec3), A(v_W)],
             dev,
         )  # fmt: skip
         return None, v_means, v_vel, v_W

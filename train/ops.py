@@ -12,16 +12,8 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(q.shape[:-1] + (3, 3))  # fmt: skip
+from splat.renderer.torch_impl import quat_to_rotmat, rotation_4d
 
 
 def covariance_factor(params) -> torch.Tensor:
@@ -29,8 +21,6 @@ def covariance_factor(params) -> torch.Tensor:
     4D Gaussians (xyzt; split and noise then act in space-time)."""
     scales = torch.exp(params["scales"].data)
     if params["means"].shape[1] == 4:
-        from splat.renderer.torch_impl import rotation_4d
-
         return rotation_4d(params["quats"].data, params["quats_right"].data) * scales[:, None, :]
     return quat_to_rotmat(params["quats"].data) * scales[:, None, :]
 
