@@ -34,14 +34,17 @@ def _mean_up(cameras: list[Camera]) -> np.ndarray:
 
 
 def _focus(cameras: list[Camera]) -> np.ndarray:
-    """The point nearest to all optical axes (centroid when the axes are near parallel)."""
+    """What the cameras look at (`datasets.focus_point`); for near-parallel axes (forward-facing
+    captures), a point ahead of the cameras rather than their centroid, so paths keep a direction."""
+    from splat.datasets import focus_point
+
     centers = np.stack([c.center for c in cameras])
     d = np.stack([c.c2w[:3, 2] for c in cameras])
-    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
-    A = P.sum(0)
-    if len(cameras) < 2 or np.linalg.cond(A) > 1e4:
-        return centers.mean(0) + d.mean(0) * np.linalg.norm(centers - centers.mean(0), axis=1).mean()
-    return np.linalg.solve(A, np.einsum("nij,nj->i", P, centers))
+    centroid = centers.mean(0)
+    p = focus_point(centers, d)
+    if np.array_equal(p, centroid):
+        return centroid + d.mean(0) * np.linalg.norm(centers - centroid, axis=1).mean()
+    return p
 
 
 def orbit_around(cameras: list[Camera], n: int, **kw) -> list[Camera]:
