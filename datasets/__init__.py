@@ -97,6 +97,13 @@ class Normalization:
             out["scales"] = params["scales"] - math.log(self.scale)
         return out
 
+    def viewmat_to_normalized(self, viewmat: np.ndarray) -> np.ndarray:
+        """A world-to-camera matrix of the dataset's frame, re-expressed in the normalised frame
+        (rotation kept; camera coordinates scale with the world)."""
+        view = np.array(viewmat, dtype=np.float64)
+        view[:3, 3] = self.scale * (view[:3, :3] @ self.center + view[:3, 3])
+        return view
+
     def viewmat_to_original(self, viewmat: np.ndarray) -> np.ndarray:
         """A world-to-camera matrix of the normalised frame, re-expressed in the dataset's frame."""
         view = np.array(viewmat, dtype=np.float64)
@@ -152,8 +159,7 @@ class SceneDataset:
             cam = f.camera
             if downscale > 1:
                 cam = cam.scaled(max(1, round(cam.width / downscale)), max(1, round(cam.height / downscale)))
-            view = cam.viewmat.copy()
-            view[:3, 3] = s * (view[:3, :3] @ c + view[:3, 3])
+            view = self.normalization.viewmat_to_normalized(cam.viewmat)
             self.frames.append(dataclasses.replace(f, camera=dataclasses.replace(cam, viewmat=view)))
         self.extent = float(radius * s) if radius > 0 else 1.0  # camera distance from their centroid
 
