@@ -161,24 +161,31 @@ def fused_bwd(
                 wp.atomic_add(v_tables, shard, row * F + f, w * v_x[level * F + f])
 
 
-def _grid_struct(enc: HashGridEncoding, flat_tables: torch.Tensor) -> tuple[Grid, list]:
-    """The Grid struct, and the index tensors it views (keep them alive while it is in use)."""
-    dev = flat_tables.device
-    layout = enc.layout
-    rows = [entries for _, _, entries, _ in layout]
-    keep = [
-        torch.tensor([0] + rows[:-1], dtype=torch.int64).cumsum(0).to(device=dev, dtype=torch.int32),
-        torch.tensor(rows, dtype=torch.int32, device=dev),
-        torch.tensor([r for _, r, _, _ in layout], dtype=torch.int32, device=dev),
-        torch.tensor([s for s, _, _, _ in layout], dtype=torch.float32, device=dev),
-        torch.tensor([int(d) for _, _, _, d in layout], dtype=torch.int32, device=dev),
-    ]
+def _layout_tensors(enc: HashGridEncoding, device) -> list[torch.Tensor]:
+    """Per-level row offsets, entries, resolutions, scales and dense flags on `device`: built once
+    per encoding and device (the layout never changes), not on every forward and backward."""
+    cache = enc.layout_tensor_cache
+    key = str(device)
+    if key not in cache:
+        layout = enc.layout
+        rows = [entries for _, _, entries, _ in layout]
+        cache[key] = [
+            torch.tensor([0] + rows[:-1], dtype=torch.int64).cumsum(0).to(device=device, dtype=torch.int32),
+            torch.tensor(rows, dtype=torch.int32, device=device),
+            torch.tensor([r for _, r, _, _ in layout], dtype=torch.int32, device=device),
+            torch.tensor([s for s, _, _, _ in layout], dtype=torch.float32, device=device),
+            torch.tensor([int(d) for _, _, _, d in layout], dtype=torch.int32, device=device),
+        ]
+    return cache[key]
+
+
+def _grid_struct(enc: HashGridEncoding, flat_tables: torch.Tensor) -> Grid:
     g = Grid()
     A = _warp.array
     g.tables = A(flat_tables)
-    g.row_offsets, g.entries, g.res, g.scale, g.dense = (A(t) for t in keep)
+    g.row_offsets, g.entries, g.res, g.scale, g.dense = (A(t) for t in _layout_tensors(enc, flat_tables.device))
     g.n_levels, g.n_features = enc.n_levels, enc.n_features_per_level
-    return g, keep
+    return g
 
 
 def _mlp_struct(w_in, w_hidden, w_out) -> tuple[MLP, torch.Tensor]:
@@ -199,7 +206,7 @@ class _FusedHashMLP(torch.autograd.Function):
         encoded = torch.empty((N if save else 1, w_in.shape[1]), dtype=torch.float32, device=dev)
         acts = torch.empty((N if save else 1, n_hidden, WIDTH), dtype=torch.float32, device=dev)
         out = torch.empty((N, w_out.shape[0]), dtype=torch.float32, device=dev)
-        (grid, _keep), (mlp, _hidden) = _grid_struct(enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
+        grid, (mlp, _hidden) = _grid_struct(enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
         A = _warp.array
         _warp.launch(fused_fwd, N, [A(positions, dims=2), grid, mlp, int(save), A(encoded, dims=2), A(acts, dims=3),
                                     A(out, dims=2)], dev, grain=256)  # fmt: skip
@@ -216,7 +223,7 @@ class _FusedHashMLP(torch.autograd.Function):
         deltas = torch.empty((N, n_hidden, WIDTH), dtype=torch.float32, device=dev)
         shards = _warp.num_shards(dev)
         v_tables = torch.zeros((shards, flat_tables.numel()), dtype=torch.float32, device=dev)
-        (grid, _keep), (mlp, _hidden) = _grid_struct(ctx.enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
+        grid, (mlp, _hidden) = _grid_struct(ctx.enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
         A = _warp.array
         _warp.launch(fused_bwd, N, [A(positions, dims=2), grid, mlp, A(acts, dims=3), A(v_out, dims=2), A(deltas, dims=3),
                                     A(v_tables, dims=2)], dev, sharded=True, grain=256)  # fmt: skip

@@ -190,6 +190,7 @@ class HashGridEncoding(torch.nn.Module):
         self.base_resolution = base_resolution
         self.per_level_scale = per_level_scale
         self.layout = level_layout(n_input_dims, n_levels, log2_hashmap_size, base_resolution, per_level_scale)
+        self.layout_tensor_cache: dict = {}  # device -> the layout as index tensors (fused kernels)
         self.embeddings = torch.nn.ParameterList(
             torch.nn.Parameter((torch.rand((entries, n_features_per_level), generator=generator) * 2 - 1) * 1e-4)
             for _, _, entries, _ in self.layout
