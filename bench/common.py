@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,6 +49,25 @@ def versions() -> dict:
 def header(benchmark: str, device: str) -> dict:
     return {"benchmark": benchmark, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": device, "device_name": device_name(device), "versions": versions()}  # fmt: skip
+
+
+def frame_times(fn, n: int, device) -> list[float]:
+    """Seconds of each of n calls fn(1) .. fn(n) after a warm-up call fn(0) (kernel compilation,
+    allocator), synchronising CUDA around each so GPU time is counted."""
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+    fn(0)
+    out = []
+    for k in range(1, n + 1):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(k)
+        if cuda:
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def write_result(out: Path, result: dict) -> Path:

@@ -16,28 +16,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from common import header, write_result
+from common import frame_times, header, write_result
 
 HERE = Path(__file__).resolve().parent
-
-
-def timed(fn, repeats: int, device) -> float:
-    import torch
-
-    fn()  # warm-up: compilation, allocations
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv=None) -> int:
@@ -91,8 +74,8 @@ def main(argv=None) -> int:
     for name, (ours, peer) in cases.items():
         grad = "backward" in name or "bwd" in name
         with torch.set_grad_enabled(grad):
-            t_ours = timed(ours, args.repeats, dev)
-            t_peer = timed(peer, max(2, args.repeats // 2), dev)
+            t_ours = statistics.median(frame_times(lambda k: ours(), args.repeats, dev))
+            t_peer = statistics.median(frame_times(lambda k: peer(), max(2, args.repeats // 2), dev))
         net.zero_grad(set_to_none=True)
         rows.append({"case": name, "points": args.points, "ms": 1000 * t_ours, "queries_per_s": args.points / t_ours,
                      "torch_ms": 1000 * t_peer, "torch_queries_per_s": args.points / t_peer, "speedup": t_peer / t_ours})  # fmt: skip

@@ -17,10 +17,9 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from common import header, write_result
+from common import frame_times, header, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,22 +70,6 @@ def torch_sliced_render(scene, viewmats, Ks, width, height, t):
                            covars=cov3[ids])  # fmt: skip
 
 
-def time_frames(fn, frames: int, device) -> list[float]:
-    import torch
-
-    fn(0)  # warm-up (kernel compilation, allocator)
-    out = []
-    for k in range(1, frames + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(k)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
@@ -123,9 +106,9 @@ def main(argv=None) -> int:
                 cov3, vel, tv = covariance_4d(scene["scales"], scene["quats_left"], scene["quats_right"])
                 slice_at_times(torch.tensor([times[k]], device=dev), scene["means"], vel, tv)
 
-            t_ours = statistics.median(time_frames(ours, args.frames, dev))
-            t_slice = statistics.median(time_frames(slicing_only, args.frames, dev))
-            t_peer = statistics.median(time_frames(peer, max(2, args.frames // 2), dev))
+            t_ours = statistics.median(frame_times(ours, args.frames, dev))
+            t_slice = statistics.median(frame_times(slicing_only, args.frames, dev))
+            t_peer = statistics.median(frame_times(peer, max(2, args.frames // 2), dev))
             rows.append({"gaussians": n, "resolution": f"{W}x{H}", "frame_ms": 1000 * t_ours, "fps": 1 / t_ours,
                          "slicing_ms": 1000 * t_slice, "alive_fraction": statistics.mean(alive) / n,
                          "torch_slicing_frame_ms": 1000 * t_peer, "speedup_vs_torch_slicing": t_peer / t_ours})  # fmt: skip
