@@ -4,11 +4,13 @@
     python bench/train_lego.py                                  # lego_400, INRIA schedule, eval at 7k and 30k
     python bench/train_lego.py --preset fast --max-seconds 1200 # the 20-minute CPU run, PSNR-vs-time curve
     python bench/train_lego.py --scene beer --preset fast --downscale 2 --steps 7000
+    python bench/train_lego.py --model field --max-seconds 1800 --samples-per-step 65536  # hash-grid NeRF
 
 Reads ../shared/datasets/<scene> (lego_400: Blender, white background; beer: COLMAP, black).
 Intermediate evaluations use `--eval-subset` evenly spaced test images (all at the end) and never
-land on an opacity-reset step. Writes bench/results/train_<scene>-<preset>-<device>.json with the
-curve, final metrics, wall and training time, peak memory, Gaussian count, device and versions.
+land on an opacity-reset step. Writes bench/results/train_<scene>-<preset>-<device>.json (fields:
+train_<scene>-field-<device>.json) with the curve, final metrics, wall and training time, peak
+memory, model size (Gaussians, or occupancy and samples per ray), device and versions.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-subset", type=int, default=25)
     p.add_argument("--downscale", type=int, default=1)
     p.add_argument("--strategy", choices=["default", "mcmc"], default="default")
+    p.add_argument("--model", choices=["gaussians", "field"], default="gaussians")
+    p.add_argument("--samples-per-step", type=int, default=1 << 18, help="field: target samples per step")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--out", default=None, help="run folder (default: a temporary folder under outputs/bench)")
     args = p.parse_args(argv)
@@ -58,25 +62,30 @@ def main(argv=None) -> int:
         print(f"{data} is absent: nothing to benchmark (see ../shared/datasets/README.md)", file=sys.stderr)
         return 1
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    field = {"model": "field", "field_samples": args.samples_per_step} if args.model == "field" else {}
     cfg = preset_config(args.preset, steps=args.steps, max_train_seconds=args.max_seconds, device=device,
                         downscale=args.downscale, strategy=args.strategy, eval_subset=args.eval_subset,
-                        save_renders=False, log_every=100, checkpoint_every=10**9)  # fmt: skip
+                        save_renders=False, log_every=100, checkpoint_every=10**9, **field)  # fmt: skip
     cfg.eval_steps = eval_schedule(args.eval_every, args.steps, cfg.reset_every, [7000, 30000])
-    tag = f"{args.scene}-{args.preset}" + (f"-{args.strategy}" if args.strategy != "default" else "")
+    if field:
+        tag = f"{args.scene}-field"
+    else:
+        tag = f"{args.scene}-{args.preset}" + (f"-{args.strategy}" if args.strategy != "default" else "")
     run_dir = Path(args.out or f"outputs/bench/train_{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
     trainer = new_trainer(str(data), run_dir, cfg)
-    print(f"{trainer.data.summary()}; {trainer.num_gaussians:,} initial Gaussians; preset {args.preset}; -> {run_dir}")
+    print(f"{trainer.data.summary()}; {trainer.model_text()} at the start; {args.model}; -> {run_dir}")
 
     def progress(tr, out):
         if tr.step % 500 == 0:
-            print(f"step {tr.step}: train {tr.train_seconds:.0f} s, loss {out['loss']:.4f}, {tr.num_gaussians:,} G", flush=True)
+            print(f"step {tr.step}: train {tr.train_seconds:.0f} s, loss {out['loss']:.4f}, {tr.model_text()}", flush=True)
 
     final = trainer.train(progress)
     wall = time.perf_counter() - t0
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    size_keys = list(trainer.model_stats())
     curve = [{"step": r["step"], "train_seconds": r["train_seconds"], "psnr": r["eval"]["psnr"], "ssim": r["eval"]["ssim"],
-              "num_images": r["eval"]["num_images"], "num_gaussians": r["num_gaussians"]} for r in curve if "eval" in r]  # fmt: skip
+              "num_images": r["eval"]["num_images"], **{k: r[k] for k in size_keys}} for r in curve if "eval" in r]  # fmt: skip
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device == "cuda":
         gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -86,12 +95,13 @@ def main(argv=None) -> int:
         **header("train", device),
         "scene": args.scene,
         "data": str(data),
+        "model": args.model,
         "preset": args.preset,
         "strategy": args.strategy,
         "config": cfg.to_json(),
         "final": {"step": final["step"], "train_seconds": final["train_seconds"], "psnr": final["eval"]["psnr"],
                   "ssim": final["eval"]["ssim"], "lpips": None, "num_images": final["eval"]["num_images"],
-                  "num_gaussians": final["num_gaussians"]},  # fmt: skip
+                  **{k: final[k] for k in size_keys}},  # fmt: skip
         "wall_seconds": wall,
         "peak_rss_mb": peak_mb,
         "curve": curve,
@@ -101,9 +111,10 @@ def main(argv=None) -> int:
     if device == "cuda":
         result["peak_gpu_mb"] = gpu_peak_mb
     out = write_result(HERE / "results" / f"train_{tag}-{device}.json", result)
-    print(f"\n{'step':>6} {'train s':>8} {'PSNR':>7} {'SSIM':>7} {'images':>6} {'Gaussians':>10}")
+    print(f"\n{'step':>6} {'train s':>8} {'PSNR':>7} {'SSIM':>7} {'images':>6}  " + "  ".join(size_keys))
     for r in curve:
-        print(f"{r['step']:6d} {r['train_seconds']:8.0f} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['num_images']:6d} {r['num_gaussians']:10,d}")
+        print(f"{r['step']:6d} {r['train_seconds']:8.0f} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['num_images']:6d}  "
+              + "  ".join(f"{r[k]:,}" for k in size_keys))  # fmt: skip
     print(f"final: {result['final']['psnr']:.2f} dB PSNR, SSIM {result['final']['ssim']:.4f} after "
           f"{result['final']['train_seconds']:.0f} s of training ({wall:.0f} s wall), peak RSS {peak_mb:.0f} MB -> {out}")  # fmt: skip
     return 0

@@ -190,13 +190,17 @@ class SceneDataset:
     def image(self, i: int, background: torch.Tensor | None = None):
         """(rgb float32 (H, W, 3) in [0, 1], valid mask bool (H, W) or None). RGBA images are
         composited over `background` (default: the dataset's background colour)."""
-        pixels, mask = self._cache.get(i, lambda: self._load(i))
+        pixels, mask = self.pixels(i)
         rgb = pixels.float() / 255.0
         if rgb.shape[-1] == 4:
             bg = self.background if background is None else background
             alpha = rgb[..., 3:]
             rgb = rgb[..., :3] * alpha + bg.to(rgb) * (1 - alpha)
         return rgb, mask
+
+    def pixels(self, i: int):
+        """(uint8 (H, W, 3 or 4) as stored (undistorted, resized), valid mask bool (H, W) or None)."""
+        return self._cache.get(i, lambda: self._load(i))
 
     def verify_images(self, workers: int = 2) -> None:
         """Decode every image once (filling the cache as far as it goes), so that a missing or

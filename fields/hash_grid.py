@@ -11,7 +11,8 @@ Points outside [0, 1]^d are clamped onto it.
 
 One launch per level, one thread per point: each level's table is its own parameter
 (`HashGridEncoding.embeddings`). The backward pass scatters into the table gradients; on the CPU
-each worker thread adds into a private copy (Warp's CPU atomics are plain adds), summed after.
+(where Warp's atomics are plain adds) the levels run side by side, each level's launch on one
+worker thread, so no table is written by two threads and no private copies are needed.
 """
 
 from __future__ import annotations
@@ -154,14 +155,14 @@ class _HashEncode(torch.autograd.Function):
         N = positions.shape[0]
         dev = positions.device
         v_out = v_out.contiguous().float()
-        shards = _warp.num_shards(dev)
         A = _warp.array
-        grads = []
-        for level, ((scale, res, _, dense), shape) in enumerate(zip(ctx.layout, ctx.table_shapes)):
-            v_table = torch.zeros((shards, *shape), dtype=torch.float32, device=dev)
-            _warp.launch(hash_encode_bwd, N, [A(positions, dims=2), A(v_out, dims=2), float(scale), int(res), int(dense),
-                                              level * ctx.n_features, A(v_table, dims=3)], dev, sharded=True)  # fmt: skip
-            grads.append(v_table.sum(0) if shards > 1 else v_table[0])
+        # one level per worker thread: each level's table is written by one thread, no private copies
+        grads = [torch.zeros((1, *shape), dtype=torch.float32, device=dev) for shape in ctx.table_shapes]
+        _warp.launch_side_by_side([(hash_encode_bwd, N, [A(positions, dims=2), A(v_out, dims=2), float(scale), int(res),
+                                                         int(dense), level * ctx.n_features, A(v_table, dims=3)], True)
+                                   for level, ((scale, res, _, dense), v_table) in enumerate(zip(ctx.layout, grads))],
+                                  dev)  # fmt: skip
+        grads = [g[0] for g in grads]
         return (None, None, None, *grads)
 
 

@@ -184,3 +184,29 @@ def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool =
     futures = [_get_pool(workers).submit(worker, s) for s in range(workers)]
     for f in futures:
         f.result()
+
+
+def launch_side_by_side(launches: list[tuple], device: torch.device) -> None:
+    """Run independent launches [(kernel, dim, inputs), ...] that write disjoint outputs: on the CPU
+    each whole launch on one worker thread, several at once (e.g. one hash-grid level each, so
+    scatters into a level's table need no private copies); on CUDA one after another. `sharded`
+    kernels get shard 0."""
+    if device.type != "cpu" or cpu_workers() == 1:
+        for kernel, dim, inputs, sharded in launches:
+            launch(kernel, dim, inputs, device, sharded=sharded)
+        return
+    init()
+    wdev = wp.device_from_torch(device)
+    for kernel, _, _, _ in launches:
+        key = (kernel.module, wdev.alias)
+        if key not in _warm:
+            wp.load_module(kernel.module, device=wdev)
+            _warm.add(key)
+
+    def run(item) -> None:
+        kernel, dim, inputs, sharded = item
+        if dim > 0:
+            wp.launch(kernel, dim=dim, inputs=([0, 0] if sharded else [0]) + inputs, device=wdev)
+
+    for f in [_get_pool(cpu_workers()).submit(run, item) for item in launches]:
+        f.result()

@@ -36,7 +36,9 @@ def _config_overrides(args) -> dict:
                       ("max_seconds", "max_train_seconds"),
                       ("background", "background"), ("max_gaussians", "max_gaussians"), ("sh_degree", "sh_degree"),
                       ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model"),
-                      ("batch_size", "batch_size")):  # fmt: skip
+                      ("batch_size", "batch_size"), ("samples_per_step", "field_samples"),
+                      ("grid_resolution", "field_grid_resolution"), ("log2_hashmap_size", "field_log2_hashmap_size"),
+                      ("contract", "field_contract"), ("field_loss", "field_loss")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
@@ -83,7 +85,7 @@ class _Progress:
     def __call__(self, trainer, out) -> None:
         step = trainer.step
         rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
-        stats = f"loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.num_gaussians:,} G  {rate:.2f} it/s"
+        stats = f"loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
         if self.live:
             self.bar.update(self.task, completed=step, stats=stats)
         elif time.perf_counter() - self.last_print > 10 or step == self.total:
@@ -149,13 +151,15 @@ def _cmd_train(args) -> int:
     else:
         if args.data is None:
             raise UserError("DATA is required (or --resume RUN)")
+        if over.get("model") == "field" and "steps" not in over:
+            over["steps"] = 20_000  # nerfacc's Instant-NGP schedule
         cfg = preset_config(args.preset, **over)
         cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
         run_dir = Path(args.out) if args.out else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)
-        print(f"{trainer.data.summary()}\n{trainer.num_gaussians:,} initial Gaussians -> {run_dir}")
+        print(f"{trainer.data.summary()}\n{trainer.model_text()} at the start -> {run_dir}")
     result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)
     if result is None:
         return 130
@@ -234,7 +238,7 @@ def _cmd_view(args) -> int:
 
     scene = splat.load(args.scene, device=_device(args.device))
     viewer = Viewer(scene, host=args.host, port=args.port, title=Path(args.scene).name)
-    print(f"splat viewer: {scene.num_gaussians:,} Gaussians from {args.scene} at {viewer.url} (Ctrl-C to stop)")
+    print(f"splat viewer: {scene.summary} from {args.scene} at {viewer.url} (Ctrl-C to stop)")
     viewer.wait()
     return 0
 
@@ -345,8 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
     t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
     t.add_argument("--batch-size", type=int, help="images per step, loss averaged (4D: frames at several times; default 1)")
-    t.add_argument("--model", choices=["auto", "3d", "4d"],
-                   help="3d Gaussians, or 4d (XYZT) for dynamic scenes; auto (default) picks 4d when frames carry a time")
+    t.add_argument("--model", choices=["auto", "3d", "4d", "field"],
+                   help="3d Gaussians, 4d (XYZT) Gaussians for dynamic scenes, or field (Instant-NGP hash-grid NeRF); "
+                        "auto (default) picks 4d when frames carry a time, else 3d")
+    t.add_argument("--samples-per-step", type=int, help="field: target ray samples per step (default 262144)")
+    t.add_argument("--grid-resolution", type=int, help="field: occupancy grid cells per axis (default 128)")
+    t.add_argument("--log2-hashmap-size", type=int, help="field: log2 of the hash table size per level (default 19)")
+    t.add_argument("--contract", choices=["auto", "yes", "no"],
+                   help="field: contract space for unbounded scenes (auto: no for Blender object captures)")
+    t.add_argument("--field-loss", choices=["l2", "huber"], help="field: colour loss (default l2)")
     t.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")
     t.add_argument("--downscale", type=int, help="image downscale factor (uses images_N/ when present)")
     t.add_argument("--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)")

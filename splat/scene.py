@@ -22,6 +22,18 @@ from .camera import Camera
 OUTPUTS = ("rgb", "depth", "alpha")
 
 
+def camera_batch(cameras, outputs: Sequence[str]) -> tuple[bool, list[Camera]]:
+    """Check a render call's outputs and cameras: (one camera given?, the cameras as a list)."""
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown or not outputs:
+        raise ValueError(f"outputs: choose from {OUTPUTS}, got {tuple(outputs)}")
+    single = isinstance(cameras, Camera)
+    cams = [cameras] if single else list(cameras)
+    if not cams:
+        raise ValueError("cameras: expected a Camera or a non-empty list of cameras")
+    return single, cams
+
+
 class SceneLoadError(ValueError):
     """A path that is not a readable scene (message names it)."""
 
@@ -41,6 +53,10 @@ class GaussianScene:
     @property
     def num_gaussians(self) -> int:
         return int(self.splats["means"].shape[0])
+
+    @property
+    def summary(self) -> str:
+        return f"{self.num_gaussians:,} {'4D ' if self.is_dynamic else ''}Gaussians"
 
     @property
     def sh_degree(self) -> int:
@@ -77,13 +93,7 @@ class GaussianScene:
 
         if time is not None and not self.is_dynamic:
             raise ValueError("time: this scene is static (3D Gaussians); leave time=None")
-        unknown = [o for o in outputs if o not in OUTPUTS]
-        if unknown or not outputs:
-            raise ValueError(f"outputs: choose from {OUTPUTS}, got {tuple(outputs)}")
-        single = isinstance(cameras, Camera)
-        cams = [cameras] if single else list(cameras)
-        if not cams:
-            raise ValueError("cameras: expected a Camera or a non-empty list of cameras")
+        single, cams = camera_batch(cameras, outputs)
         first = cams[0]
         if any((c.width, c.height, c.model) != (first.width, first.height, first.model) for c in cams):
             raise ValueError("cameras: a batch must share width, height and camera model (render them one by one)")
@@ -130,9 +140,11 @@ def _training_cameras(run_info: dict) -> list[Camera]:
     return cams
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True) -> GaussianScene:
+def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True):
     """Load a trained scene: an INRIA / gsplat / nerfstudio PLY, a splat checkpoint (.pt) or a run
-    folder (its newest checkpoint, with the training cameras when its dataset is reachable)."""
+    folder (its newest checkpoint, with the training cameras when its dataset is reachable).
+    Gaussian runs and PLYs give a `GaussianScene`, neural-field runs a `FieldScene`; both render
+    the same way."""
     import json
 
     from splat.datasets import Normalization
@@ -159,6 +171,10 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     if path.suffix.lower() == ".pt":
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
+            if state.get("model") == "field":
+                from .field_scene import FieldScene
+
+                return FieldScene.from_checkpoint(state, device, source=str(path))
             params, norm = state["params"], Normalization.from_dict(state["normalization"])
         except Exception as e:  # noqa: BLE001
             raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None

@@ -21,7 +21,7 @@ class TrainConfig:
     cache_gb: float = 4.0
 
     # model
-    model: str = "auto"  # "3d", "4d" (dynamic: XYZT Gaussians), or "auto" (4d when frames carry times)
+    model: str = "auto"  # "3d", "4d" (dynamic: XYZT Gaussians), "field" (hash-grid NeRF), or "auto" (3d/4d)
     init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range
     sh_degree: int = 3
     sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
@@ -51,6 +51,15 @@ class TrainConfig:
     absgrad: bool = False
     mcmc_cap_max: int = 1_000_000
 
+    # neural field (model "field"): Instant-NGP / nerfacc defaults (see train/field_trainer.py)
+    field_samples: int = 1 << 18  # target samples per step; the number of rays adapts to it
+    field_lr: float = 1e-2
+    field_loss: str = "l2"  # "l2" or "huber" (delta 0.1)
+    field_contract: str = "auto"  # "auto" (bounded for Blender / D-NeRF object captures), "yes", "no"
+    field_bound: float = 0.0  # half-size of the scene box in the normalised frame; 0: 0.375 bounded, 1.0 contracted
+    field_log2_hashmap_size: int = 19
+    field_grid_resolution: int = 128  # occupancy grid cells per axis
+
     # resolution warm-up: [[step, downscale factor], ...] applied from each step on
     resolution_schedule: list = dataclasses.field(default_factory=list)
 
@@ -75,8 +84,14 @@ class TrainConfig:
             raise ValueError(f"steps: must be positive, got {self.steps}")
         if self.strategy not in ("default", "mcmc"):
             raise ValueError(f"strategy: expected 'default' or 'mcmc', got {self.strategy!r}")
-        if self.model not in ("auto", "3d", "4d"):
-            raise ValueError(f"model: expected auto, 3d or 4d, got {self.model!r}")
+        if self.model not in ("auto", "3d", "4d", "field"):
+            raise ValueError(f"model: expected auto, 3d, 4d or field, got {self.model!r}")
+        if self.field_loss not in ("l2", "huber"):
+            raise ValueError(f"field_loss: expected l2 or huber, got {self.field_loss!r}")
+        if self.field_contract not in ("auto", "yes", "no"):
+            raise ValueError(f"field_contract: expected auto, yes or no, got {self.field_contract!r}")
+        if self.field_samples < 1024 or self.field_bound < 0:
+            raise ValueError("field_samples: at least 1024; field_bound: >= 0")
         if self.background not in ("auto", "white", "black", "random"):
             raise ValueError(f"background: expected auto, white, black or random, got {self.background!r}")
         if not 0 <= self.sh_degree <= 3:

@@ -38,6 +38,10 @@ def new_trainer(data_path: str, run_dir: Path, config: TrainConfig, fmt: str | N
     config.validate()
     data = dataset_for(config, data_path, fmt)
     data.verify_images()  # a bad image stops the run here, before anything is written
+    if config.model == "field":
+        from .field_trainer import FieldTrainer
+
+        return FieldTrainer(config, data, run_dir, data_path=data_path)
     return Trainer(config, data, run_dir, data_path=data_path)
 
 
@@ -67,6 +71,8 @@ def export_ply(run_dir: Path, out: Path | None = None, checkpoint: Path | None =
     if ckpt_path is None:
         raise RunError(f"{run_dir}: no checkpoint to export (checkpoints/ is empty)")
     state = load_checkpoint(ckpt_path)
+    if state.get("model") == "field":
+        raise RunError(f"{run_dir}: a neural-field run has no Gaussians to export (render it with `splat render`)")
     params = state["params"]
     norm = Normalization.from_dict(state["normalization"])
     out = out or run_dir / "point_cloud.ply"

@@ -1,12 +1,5 @@
 """3D Gaussian splatting trainer: one image per step, Adam, a densification strategy, periodic
-evaluation, atomic checkpoints and exact resume.
-
-Run folder:
-    config.json        resolved configuration, dataset, normalisation
-    metrics.jsonl      training log lines and evaluation results (one JSON object per line)
-    checkpoints/       step_NNNNNNN.pt (written then renamed; the newest few are kept)
-    renders/step_N/    test renders side by side with ground truth (ground truth | render)
-    point_cloud.ply    written by `splat export`
+evaluation, atomic checkpoints and exact resume (the run folder and loop: `base.py`).
 
 All randomness (image order, backgrounds, splits, MCMC sampling) comes from one generator whose
 state is checkpointed, and CPU gradients are summed in a fixed order, so a resumed run repeats an
@@ -15,59 +8,22 @@ uninterrupted one bit for bit on the CPU.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import signal
-import time
 from pathlib import Path
 
 import torch
 
 import splat
-from splat.io_utils import atomic_path, write_image
 
 from . import losses
+from .base import BaseTrainer, TrainingError, checkpoint_paths, latest_checkpoint  # noqa: F401 - re-exported
 from .config import TrainConfig
 from .model import activated, init_params, random_points
 from .strategies import STRATEGIES
 
-NON_FINITE_LIMIT = 1  # a non-finite loss stops training with a message (never silently continues)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (e.g. the loss became NaN); the message says what to try."""
-
-
-def checkpoint_paths(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step_*.pt"))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    paths = checkpoint_paths(run_dir)
-    return paths[-1] if paths else None
-
-
-class Trainer:
+class Trainer(BaseTrainer):
     def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
-        config.validate()
-        self.cfg = config
-        self.data = dataset
-        self.run_dir = Path(run_dir)
-        self.data_path = str(data_path or dataset.root)
-        self.device = torch.device(config.device)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.step = 0
-        self.train_seconds = 0.0
+        super().__init__(config, dataset, run_dir, data_path)
         self._order: list[int] = []
-        self._stop_requested = False
-        self.step_lock = contextlib.nullcontext()  # a live viewer swaps in its lock
-
-        bg = config.background
-        if bg == "auto":
-            bg = "white" if dataset.format == "blender" else "black"
-        self.background_mode = bg
-        self.eval_background = torch.ones(3) if bg in ("white", "random") else torch.zeros(3)
 
         self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
         if self.dynamic and not dataset.is_dynamic:
@@ -124,13 +80,6 @@ class Trainer:
         c = self.cfg
         return c.lr_means * self.scene_extent * (c.lr_means_final / c.lr_means) ** self.progress(step)
 
-    def progress(self, step: int) -> float:
-        """Completed fraction of the run: by steps, or by training time when that limit comes first."""
-        t = step / max(self.cfg.steps, 1)
-        if self.cfg.max_train_seconds > 0:
-            t = max(t, self.train_seconds / self.cfg.max_train_seconds)
-        return min(t, 1.0)
-
     def downscale_at(self, step: int) -> int:
         factor = 1
         for start, f in sorted(self.cfg.resolution_schedule):
@@ -160,17 +109,6 @@ class Trainer:
         else:
             colors, alphas, info = splat.rasterize(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], **view)
         return colors[0], alphas[0], info
-
-    def ground_truth(self, index: int, background: torch.Tensor, downscale: int = 1):
-        rgb, mask = self.data.image(index, background)
-        if downscale > 1:
-            from splat.datasets.images import resize
-
-            H, W = rgb.shape[:2]
-            rgb = resize(rgb, max(1, W // downscale), max(1, H // downscale))
-            if mask is not None:
-                mask = resize(mask.float()[..., None], rgb.shape[1], rgb.shape[0])[..., 0] > 0.999
-        return rgb.to(self.device), (None if mask is None else mask.to(self.device))
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -225,127 +163,17 @@ class Trainer:
         psnr = sum(losses.psnr(image, gt, mask) for image, gt, mask, _ in frames) / len(frames)
         return {"loss": loss.item(), "psnr": psnr, **stats}
 
-    def train(self, progress=None) -> dict:
-        """Run to `steps`, evaluating at `eval_steps`; returns the last evaluation (or {})."""
-        c = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        last_eval: dict = {}
-        previous = signal.getsignal(signal.SIGINT)
-
-        def request_stop(signum, frame):
-            if self._stop_requested:  # a second Ctrl-C stops at once
-                signal.signal(signal.SIGINT, previous)
-                raise KeyboardInterrupt
-            self._stop_requested = True
-
-        try:
-            signal.signal(signal.SIGINT, request_stop)
-        except ValueError:  # not the main thread: no Ctrl-C handling
-            pass
-        try:
-            window_loss, window_psnr, window_n, window_t = 0.0, 0.0, 0, time.perf_counter()
-            while self.step < c.steps and not self._stop_requested and not self.out_of_time:
-                t0 = time.perf_counter()
-                with self.step_lock:
-                    out = self.train_step()
-                self.train_seconds += time.perf_counter() - t0
-                window_loss += out["loss"]
-                window_psnr += out["psnr"]
-                window_n += 1
-                if progress is not None:
-                    progress(self, out)
-                if self.step % c.log_every == 0 or self.step == c.steps:
-                    now = time.perf_counter()
-                    self.log({"step": self.step, "train_seconds": round(self.train_seconds, 3),
-                              "loss": window_loss / window_n, "psnr": window_psnr / window_n,
-                              "num_gaussians": self.num_gaussians, "steps_per_second": window_n / (now - window_t),
-                              **{k: v for k, v in out.items() if k not in ("loss", "psnr")}})  # fmt: skip
-                    window_loss, window_psnr, window_n, window_t = 0.0, 0.0, 0, now
-                final = self.step == c.steps or self.out_of_time
-                if self.step in c.eval_steps or final:
-                    last_eval = self.evaluate(full=final or c.eval_subset <= 0)
-                if self.step % c.checkpoint_every == 0 or final:
-                    self.save_checkpoint()
-            if self._stop_requested:
-                self.save_checkpoint()
-        finally:
-            try:
-                signal.signal(signal.SIGINT, previous)
-            except ValueError:
-                pass
-        return last_eval
-
-    @property
-    def interrupted(self) -> bool:
-        return self._stop_requested
-
-    @property
-    def out_of_time(self) -> bool:
-        return self.cfg.max_train_seconds > 0 and self.train_seconds >= self.cfg.max_train_seconds
-
     # ------------------------------------------------------------------------------------------
-    # evaluation
+    # what the run loop needs (base.py)
 
-    def eval_indices(self, full: bool) -> list[int]:
-        test = self.data.test_indices or self.data.train_indices
-        if full or self.cfg.eval_subset <= 0 or self.cfg.eval_subset >= len(test):
-            return list(test)
-        stride = len(test) / self.cfg.eval_subset
-        return [test[int(k * stride)] for k in range(self.cfg.eval_subset)]
+    def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
+        return self.render(index, background, sh_degree_at(self.step, self.cfg))[0]
 
-    @torch.no_grad()
-    def evaluate(self, full: bool = True, save_renders: bool | None = None) -> dict:
-        save = self.cfg.save_renders if save_renders is None else save_renders
-        sh_degree = sh_degree_at(self.step, self.cfg)
-        psnrs, ssims = [], []
-        out_dir = self.run_dir / "renders" / f"step_{self.step}"
-        t0 = time.perf_counter()
-        for index in self.eval_indices(full):
-            gt, mask = self.ground_truth(index, self.eval_background)
-            image, _, _ = self.render(index, self.eval_background, sh_degree)
-            image = image.clamp(0, 1)
-            psnrs.append(losses.psnr(image, gt, mask))
-            ssims.append(float(losses.ssim(image, gt, mask)))
-            if save:
-                name = Path(self.data.frames[index].name).stem
-                write_image(out_dir / f"{name}.png", torch.cat([gt, image], dim=1).cpu())
-        result = {
-            "step": self.step,
-            "train_seconds": round(self.train_seconds, 3),
-            "eval": {
-                "psnr": sum(psnrs) / len(psnrs),
-                "ssim": sum(ssims) / len(ssims),
-                "lpips": None,  # no LPIPS weights are available offline
-                "num_images": len(psnrs),
-                "split": "test" if self.data.test_indices else "train",
-                "full": bool(full),
-                "seconds": round(time.perf_counter() - t0, 3),
-            },
-            "num_gaussians": self.num_gaussians,
-        }
-        self.log(result)
-        return result
+    def model_stats(self) -> dict:
+        return {"num_gaussians": self.num_gaussians}
 
-    # ------------------------------------------------------------------------------------------
-    # run folder
-
-    def log(self, record: dict) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _write_config(self) -> None:
-        info = {
-            "splat_version": splat.__version__,
-            "data": self.data_path,
-            "format": self.data.format,
-            "dataset": self.data.summary(),
-            "normalization": self.data.normalization.to_dict(),
-            "config": self.cfg.to_json(),
-        }
-        with atomic_path(self.run_dir / "config.json") as tmp:
-            tmp.write_text(json.dumps(info, indent=2) + "\n")
+    def model_text(self) -> str:
+        return f"{self.num_gaussians:,} G"
 
     def state_dict(self) -> dict:
         return {
@@ -359,14 +187,6 @@ class Trainer:
             "config": self.cfg.to_json(),
             "normalization": self.data.normalization.to_dict(),
         }
-
-    def save_checkpoint(self) -> Path:
-        path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
-        for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
@@ -383,10 +203,3 @@ class Trainer:
 def sh_degree_at(step: int, cfg: TrainConfig) -> int:
     return min(step // cfg.sh_degree_interval, cfg.sh_degree)
 
-
-def seconds_to_text(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    h, rem = divmod(int(s), 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

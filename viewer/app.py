@@ -2,8 +2,9 @@
 
 Each connected browser gets its own render loop state: while its camera moves, frames are
 rendered at a reduced resolution (interactive on a CPU); once the camera rests, one frame at full
-resolution follows. Frames travel as JPEG background images. A browser that disconnects (even in
-the middle of a frame) only ends its own loop.
+resolution follows. Scenes that render slowly (neural fields, `scene.progressive`) refine in steps
+instead: half resolution, then full. Frames travel as JPEG background images. A browser that
+disconnects (even in the middle of a frame) only ends its own loop.
 
 The same viewer shows a training run live (`splat train --viewer`): the trainer's parameters are
 read under a lock, and nothing renders while no browser is connected, so training is not slowed.
@@ -34,7 +35,7 @@ class _ClientState:
     client: object
     moved_at: float = 0.0
     rendered_at: float = -1.0
-    rendered_full: bool = False
+    level: int = -1  # finest quality level shown since the camera last moved (-1: none)
     alive: bool = True
 
 
@@ -169,7 +170,7 @@ class Viewer:
 
     def _on_screenshot(self, event) -> None:
         client = event.client
-        cam = self._camera_of(client, full=True)
+        cam = self._camera_of(client, 1.0)
         if cam is None:
             return
         image = self._render(cam)
@@ -187,7 +188,7 @@ class Viewer:
     def _mark_all_dirty(self) -> None:
         for s in self._states():
             s.moved_at = time.monotonic()
-            s.rendered_full = False
+            s.level = -1
 
     def _on_connect(self, client) -> None:
         state = _ClientState(client, moved_at=time.monotonic())
@@ -201,7 +202,7 @@ class Viewer:
         @client.camera.on_update
         def _(_camera) -> None:
             state.moved_at = time.monotonic()
-            state.rendered_full = False
+            state.level = -1
 
     def _on_disconnect(self, client) -> None:
         with self._clients_lock:
@@ -209,14 +210,20 @@ class Viewer:
         if state is not None:
             state.alive = False
 
-    def _camera_of(self, client, full: bool) -> Camera | None:
+    def _levels(self) -> list[float]:
+        """Resolution factors: moving quality, then (progressive scenes) half, then full."""
+        moving = self.moving_scale.value
+        if getattr(self.scene, "progressive", False) and moving < 0.5:
+            return [moving, 0.5, 1.0]
+        return [moving, 1.0]
+
+    def _camera_of(self, client, factor: float) -> Camera | None:
         cam = client.camera
         W, H = int(cam.image_width or 0), int(cam.image_height or 0)
         if W < 2 or H < 2:
             return None
         scale = min(1.0, self.max_res.value / max(W, H))
-        if not full:
-            scale *= self.moving_scale.value
+        scale *= factor
         w, h = max(16, int(W * scale)), max(16, int(H * scale))
         fy = 0.5 * h / math.tan(cam.fov / 2)
         c2w = np.eye(4)
@@ -246,15 +253,17 @@ class Viewer:
             if self.playing is not None and self.playing.value:
                 self.time.value = (self.time.value + 0.01) % 1.0
                 self._mark_all_dirty()
+            levels = self._levels()
             for state in self._states():
                 moving = time.monotonic() - state.moved_at < REST_SECONDS
-                if moving and state.rendered_at > state.moved_at:
+                if moving and state.level >= 0:
                     continue  # this pose is already on screen at moving quality
-                if not moving and state.rendered_full:
+                if not moving and state.level == len(levels) - 1:
                     continue  # at rest and already sharp
-                full = not moving
+                level = 0 if moving else max(state.level + 1, 1)
+                moved_at = state.moved_at
                 try:
-                    cam = self._camera_of(state.client, full)
+                    cam = self._camera_of(state.client, levels[level])
                     if cam is None:
                         continue
                     t0 = time.perf_counter()
@@ -265,7 +274,8 @@ class Viewer:
                     state.client.scene.set_background_image((np.clip(image, 0, 1) * 255).astype(np.uint8),
                                                             format="jpeg", jpeg_quality=int(self.jpeg_quality.value))  # fmt: skip
                     state.rendered_at = time.monotonic()
-                    state.rendered_full = full
+                    if state.moved_at == moved_at:  # the camera did not move meanwhile
+                        state.level = level
                     self.frames_rendered += 1
                     busy = True
                 except Exception:  # noqa: BLE001 - e.g. the browser went away mid-frame
@@ -276,7 +286,7 @@ class Viewer:
 
     def _update_stats(self) -> None:
         scene = self.scene
-        text = f"{scene.num_gaussians:,} Gaussians · last frame {self.last_frame_ms:.0f} ms"
+        text = f"{scene.summary} · last frame {self.last_frame_ms:.0f} ms"
         if self.trainer is not None:
             text += f"  \nstep {self.trainer.step:,} / {self.trainer.cfg.steps:,}" + (" (paused)" if self.paused else "")
         if text != getattr(self, "_stats_text", None):

@@ -1,0 +1,240 @@
+"""What every trainer shares: the run folder, the training loop with Ctrl-C and time budgets,
+evaluation on the test split, logging and atomic checkpoints.
+
+Run folder:
+    config.json        resolved configuration, dataset, normalisation
+    metrics.jsonl      training log lines and evaluation results (one JSON object per line)
+    checkpoints/       step_NNNNNNN.pt (written then renamed; the newest few are kept)
+    renders/step_N/    test renders side by side with ground truth (ground truth | render)
+
+A trainer subclass provides `train_step()`, `render_eval(index, background)`, `model_stats()`,
+`state_dict()` and `load_state_dict()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+import splat
+from splat.io_utils import atomic_path, write_image
+
+from . import losses
+from .config import TrainConfig
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. the loss became NaN); the message says what to try."""
+
+
+def checkpoint_paths(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*.pt"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    paths = checkpoint_paths(run_dir)
+    return paths[-1] if paths else None
+
+
+class BaseTrainer:
+    def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
+        config.validate()
+        self.cfg = config
+        self.data = dataset
+        self.run_dir = Path(run_dir)
+        self.data_path = str(data_path or dataset.root)
+        self.device = torch.device(config.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.train_seconds = 0.0
+        self._stop_requested = False
+        self.step_lock = contextlib.nullcontext()  # a live viewer swaps in its lock
+
+        bg = config.background
+        if bg == "auto":
+            bg = "white" if dataset.format == "blender" else "black"
+        self.background_mode = bg
+        self.eval_background = torch.ones(3) if bg in ("white", "random") else torch.zeros(3)
+
+    # ------------------------------------------------------------------------------------------
+    # subclass interface
+
+    def train_step(self) -> dict:
+        """One optimiser step; returns at least {"loss": float, "psnr": float}."""
+        raise NotImplementedError
+
+    def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
+        """The model's image (H, W, 3) of dataset frame `index` over `background`."""
+        raise NotImplementedError
+
+    def model_stats(self) -> dict:
+        """Size of the model for logs, e.g. {"num_gaussians": n}."""
+        raise NotImplementedError
+
+    def model_text(self) -> str:
+        """Size of the model for the progress bar."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------
+    # schedule
+
+    def progress(self, step: int) -> float:
+        """Completed fraction of the run: by steps, or by training time when that limit comes first."""
+        t = step / max(self.cfg.steps, 1)
+        if self.cfg.max_train_seconds > 0:
+            t = max(t, self.train_seconds / self.cfg.max_train_seconds)
+        return min(t, 1.0)
+
+    def ground_truth(self, index: int, background: torch.Tensor, downscale: int = 1):
+        rgb, mask = self.data.image(index, background)
+        if downscale > 1:
+            from splat.datasets.images import resize
+
+            H, W = rgb.shape[:2]
+            rgb = resize(rgb, max(1, W // downscale), max(1, H // downscale))
+            if mask is not None:
+                mask = resize(mask.float()[..., None], rgb.shape[1], rgb.shape[0])[..., 0] > 0.999
+        return rgb.to(self.device), (None if mask is None else mask.to(self.device))
+
+    # ------------------------------------------------------------------------------------------
+    # training loop
+
+    def train(self, progress=None) -> dict:
+        """Run to `steps`, evaluating at `eval_steps`; returns the last evaluation (or {})."""
+        c = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        last_eval: dict = {}
+        previous = signal.getsignal(signal.SIGINT)
+
+        def request_stop(signum, frame):
+            if self._stop_requested:  # a second Ctrl-C stops at once
+                signal.signal(signal.SIGINT, previous)
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        try:
+            signal.signal(signal.SIGINT, request_stop)
+        except ValueError:  # not the main thread: no Ctrl-C handling
+            pass
+        try:
+            window_loss, window_psnr, window_n, window_t = 0.0, 0.0, 0, time.perf_counter()
+            while self.step < c.steps and not self._stop_requested and not self.out_of_time:
+                t0 = time.perf_counter()
+                with self.step_lock:
+                    out = self.train_step()
+                self.train_seconds += time.perf_counter() - t0
+                window_loss += out["loss"]
+                window_psnr += out["psnr"]
+                window_n += 1
+                if progress is not None:
+                    progress(self, out)
+                if self.step % c.log_every == 0 or self.step == c.steps:
+                    now = time.perf_counter()
+                    self.log({"step": self.step, "train_seconds": round(self.train_seconds, 3),
+                              "loss": window_loss / window_n, "psnr": window_psnr / window_n,
+                              **self.model_stats(), "steps_per_second": window_n / (now - window_t),
+                              **{k: v for k, v in out.items() if k not in ("loss", "psnr")}})  # fmt: skip
+                    window_loss, window_psnr, window_n, window_t = 0.0, 0.0, 0, now
+                final = self.step == c.steps or self.out_of_time
+                if self.step in c.eval_steps or final:
+                    last_eval = self.evaluate(full=final or c.eval_subset <= 0)
+                if self.step % c.checkpoint_every == 0 or final:
+                    self.save_checkpoint()
+            if self._stop_requested:
+                self.save_checkpoint()
+        finally:
+            try:
+                signal.signal(signal.SIGINT, previous)
+            except ValueError:
+                pass
+        return last_eval
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop_requested
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.cfg.max_train_seconds > 0 and self.train_seconds >= self.cfg.max_train_seconds
+
+    # ------------------------------------------------------------------------------------------
+    # evaluation
+
+    def eval_indices(self, full: bool) -> list[int]:
+        test = self.data.test_indices or self.data.train_indices
+        if full or self.cfg.eval_subset <= 0 or self.cfg.eval_subset >= len(test):
+            return list(test)
+        stride = len(test) / self.cfg.eval_subset
+        return [test[int(k * stride)] for k in range(self.cfg.eval_subset)]
+
+    @torch.no_grad()
+    def evaluate(self, full: bool = True, save_renders: bool | None = None) -> dict:
+        save = self.cfg.save_renders if save_renders is None else save_renders
+        psnrs, ssims = [], []
+        out_dir = self.run_dir / "renders" / f"step_{self.step}"
+        t0 = time.perf_counter()
+        for index in self.eval_indices(full):
+            gt, mask = self.ground_truth(index, self.eval_background)
+            image = self.render_eval(index, self.eval_background).clamp(0, 1)
+            psnrs.append(losses.psnr(image, gt, mask))
+            ssims.append(float(losses.ssim(image, gt, mask)))
+            if save:
+                name = Path(self.data.frames[index].name).stem
+                write_image(out_dir / f"{name}.png", torch.cat([gt, image], dim=1).cpu())
+        result = {
+            "step": self.step,
+            "train_seconds": round(self.train_seconds, 3),
+            "eval": {
+                "psnr": sum(psnrs) / len(psnrs),
+                "ssim": sum(ssims) / len(ssims),
+                "lpips": None,  # no LPIPS weights are available offline
+                "num_images": len(psnrs),
+                "split": "test" if self.data.test_indices else "train",
+                "full": bool(full),
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+            **self.model_stats(),
+        }
+        self.log(result)
+        return result
+
+    # ------------------------------------------------------------------------------------------
+    # run folder
+
+    def log(self, record: dict) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _write_config(self) -> None:
+        info = {
+            "splat_version": splat.__version__,
+            "data": self.data_path,
+            "format": self.data.format,
+            "dataset": self.data.summary(),
+            "normalization": self.data.normalization.to_dict(),
+            "config": self.cfg.to_json(),
+        }
+        with atomic_path(self.run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+
+    def save_checkpoint(self) -> Path:
+        path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+        for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
