@@ -3,7 +3,7 @@
     import splat
     colors, alphas, meta = splat.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
 
-    scene = splat.load("runs/lego")            # a run folder, checkpoint or PLY
+    scene = splat.load("runs/lego")            # a run folder, checkpoint or PLY (Gaussians or a neural field)
     out = scene.render(splat.Camera.look_at((0, -4, 2), (0, 0, 0)), outputs=("rgb", "depth"))
 """
 
@@ -20,6 +20,7 @@ _LAZY = {
     "rasterize_4d": ("splat.renderer", "rasterize_4d"),
     "load": ("splat.scene", "load"),
     "GaussianScene": ("splat.scene", "GaussianScene"),
+    "FieldScene": ("splat.field_scene", "FieldScene"),
     "Camera": ("splat.camera", "Camera"),
     "load_ply": ("splat.ply", "load_ply"),
     "save_ply": ("splat.ply", "save_ply"),

@@ -114,3 +114,38 @@ def test_field_cli(scene, tmp_path, capsys):
     assert "neural-field run has no Gaussians" in capsys.readouterr().err
     assert main(["train", str(scene), "--model", "field", "--field-loss", "huber", "--steps", "3", "--out",
                  str(tmp_path / "h"), "--samples-per-step", "2048", "--grid-resolution", "16"]) == 0  # fmt: skip
+
+
+def test_viewer_refines_a_field_progressively(trained):
+    from test_viewer import free_port
+
+    from splat.viewer import live_scene
+    from splat.viewer.app import Viewer
+
+    trainer, run, _, _ = trained
+    scene = splat.load(run)
+    v = Viewer(scene, port=free_port())
+    try:
+        assert v._levels() == [v.moving_scale.value, 0.5, 1.0], "a field refines through half resolution"
+        cam = scene.cameras[trainer.data.test_indices[0]].resized(40, 30)
+        for mode in ("rgb", "depth", "alpha"):
+            v.mode.value = mode
+            img = v._render(cam)
+            assert img.shape == (30, 40, 3) and np.isfinite(img).all() and img.std() > 0.02, mode
+        v._update_stats()
+        assert "hash-grid field" in v.stats.content
+    finally:
+        v.close()
+    live = live_scene(trainer)()  # what `splat train --viewer` shows: the training frame
+    assert isinstance(live, FieldScene) and len(live.cameras) == len(trainer.data.frames)
+    rgb = live.render(live.cameras[0], background=(1, 1, 1))["rgb"]
+    gt, _ = trainer.ground_truth(0, torch.ones(3))
+    assert losses.psnr(rgb, gt, None) > 18
+
+
+def test_field_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--field", "--out", str(out), "--steps", "20", "--views", "8", "--width", "32", "--height", "24"]) == 0
+    assert len(list((out / "novel_views").glob("*.png"))) == 8
+    assert "a field has no Gaussians to export" in capsys.readouterr().out
+    assert main(["demo", "--field", "--dynamic", "--out", str(tmp_path / "x")]) == 2
