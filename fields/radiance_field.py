@@ -174,6 +174,14 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
     return {"rgb": color + T[:, None] * background, "opacity": opacity, "depth": depth, "samples": evaluated}
 
 
+def render_rays_chunked(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
+                        background: torch.Tensor, chunk: int = 1 << 15) -> dict:  # fmt: skip
+    """`render_rays` over many rays (e.g. a whole image), `chunk` rays at a time to bound memory."""
+    parts = [render_rays(field, grid, origins[k : k + chunk], dirs[k : k + chunk], background)
+             for k in range(0, origins.shape[0], chunk)]  # fmt: skip
+    return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "opacity", "depth")}
+
+
 def camera_rays(K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int,
                 pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """World-space origins and unit directions through pixel centres of a pinhole camera (OpenCV

@@ -10,8 +10,6 @@ import torch
 
 from .camera import Camera
 
-RENDER_CHUNK = 1 << 15  # rays per inference chunk
-
 
 class FieldScene:
     is_dynamic = False
@@ -61,7 +59,7 @@ class FieldScene:
                time: float | None = None, tile_size: int = 16) -> dict[str, torch.Tensor]:  # fmt: skip
         """As `GaussianScene.render`: rgb (over `background`), depth (expected camera z, 0 where
         nothing is hit), alpha; (H, W, C) for one camera, (B, H, W, C) for a list."""
-        from splat.fields.radiance_field import render_rays
+        from splat.fields.radiance_field import render_rays_chunked
         from splat.scene import camera_batch
 
         if time is not None:
@@ -71,9 +69,7 @@ class FieldScene:
         results = {k: [] for k in outputs}
         for cam in cams:
             origins, dirs, z_per_t = self._rays(cam)
-            parts = [render_rays(self.field, self.grid, origins[k : k + RENDER_CHUNK], dirs[k : k + RENDER_CHUNK], bg)
-                     for k in range(0, origins.shape[0], RENDER_CHUNK)]  # fmt: skip
-            out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "opacity", "depth")}
+            out = render_rays_chunked(self.field, self.grid, origins, dirs, bg)
             H, W = cam.height, cam.width
             alpha = out["opacity"]
             if "rgb" in outputs:

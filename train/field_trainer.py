@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 
-from splat.fields.radiance_field import FieldSpec, RadianceField, camera_rays, render_rays, render_rays_train
+from splat.fields.radiance_field import FieldSpec, RadianceField, camera_rays, render_rays_chunked, render_rays_train
 
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig
 
 MAX_RAYS = 1 << 16
 MIN_RAYS = 64
-RENDER_CHUNK = 1 << 15  # rays per inference chunk
 
 
 def field_spec_for(config: TrainConfig, dataset) -> FieldSpec:
@@ -152,9 +151,8 @@ class FieldTrainer(BaseTrainer):
         cam = self.data.camera(index)
         origins, dirs = camera_rays(self.data.K(index).to(self.device), self.data.viewmat(index).to(self.device),
                                     cam.width, cam.height)  # fmt: skip
-        rgb = [render_rays(self.field, self.grid, origins[k : k + RENDER_CHUNK], dirs[k : k + RENDER_CHUNK],
-                           background.to(self.device))["rgb"] for k in range(0, origins.shape[0], RENDER_CHUNK)]  # fmt: skip
-        return torch.cat(rgb).reshape(cam.height, cam.width, 3)
+        rgb = render_rays_chunked(self.field, self.grid, origins, dirs, background.to(self.device))["rgb"]
+        return rgb.reshape(cam.height, cam.width, 3)
 
     def model_stats(self) -> dict:
         return {"occupied_fraction": round(self.grid.occupied_fraction, 5), "samples_per_ray": round(self.samples_per_ray, 2)}
