@@ -93,3 +93,15 @@ def angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().flatten(), b.double().flatten()
     cos = (a @ b) / (a.norm() * b.norm()).clamp(min=1e-300)
     return math.degrees(math.acos(max(-1.0, min(1.0, cos.item()))))
+
+
+def train_until_interrupted(trainer, step: int):
+    """Train as a Ctrl-C at `step` would leave it: that step finishes, a checkpoint is saved, the
+    loop stops. Returns the trainer."""
+
+    def stop(tr, out):
+        if tr.step == step:
+            tr._stop_requested = True
+
+    trainer.train(progress=stop)
+    return trainer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import train_until_interrupted
 from scene_fixtures import write_blender, write_nerfstudio
 
 import splat
@@ -49,11 +50,7 @@ def test_field_resume_is_bit_exact(scene, tmp_path):
     straight.train()
     interrupted = new_trainer(str(scene), tmp_path / "b", TrainConfig(**cfg))
 
-    def stop_after_23(trainer, out):
-        if trainer.step == 23:
-            trainer._stop_requested = True
-
-    interrupted.train(progress=stop_after_23)
+    train_until_interrupted(interrupted, 23)  # what Ctrl-C does: finish the step, save, stop
     resumed = restore_trainer(tmp_path / "b")
     assert resumed.step == 23
     resumed.train()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import train_until_interrupted
 from scene_fixtures import write_blender, write_colmap
 
 from splat.ply import load_ply
@@ -184,11 +185,7 @@ def test_resume_is_bit_exact(blender_scene, tmp_path):
     straight.train()
     interrupted = new_trainer(str(blender_scene), tmp_path / "b", quick_config(**cfg))
 
-    def stop_after_11(trainer, out):  # what Ctrl-C does: finish the step, save, stop
-        if trainer.step == 11:
-            trainer._stop_requested = True
-
-    interrupted.train(progress=stop_after_11)
+    train_until_interrupted(interrupted, 11)  # what Ctrl-C does: finish the step, save, stop
     assert interrupted.interrupted and interrupted.step == 11
     resumed = restore_trainer(tmp_path / "b")
     assert resumed.step == 11
@@ -296,3 +293,17 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(blender_scene, tmp_path):
     assert resumed.step == step
     resumed.train()
     assert resumed.step == step + 3
+
+
+def test_live_scene_shows_the_training_gaussians(blender_scene, tmp_path):
+    """What `splat train --viewer` shows: the trainer's current Gaussians in the training frame."""
+    from splat.scene import GaussianScene
+    from splat.viewer import live_scene
+
+    trainer = new_trainer(str(blender_scene), tmp_path / "run", quick_config(steps=2, init_points=300))
+    scene = live_scene(trainer)()
+    assert isinstance(scene, GaussianScene) and scene.num_gaussians == trainer.num_gaussians
+    assert len(scene.cameras) == len(trainer.data.frames)
+    cam = scene.cameras[0]
+    expected = trainer.render_eval(0, torch.zeros(3))
+    assert torch.allclose(scene.render(cam)["rgb"], expected.clamp(0, 1), atol=1e-5)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import train_until_interrupted
 from test_train import quick_config, splat_cli
 
 import splat
@@ -68,11 +69,7 @@ def test_4d_resume_is_bit_exact(dnerf_scene, tmp_path, batch_size):
     straight.train()
     interrupted = new_trainer(str(dnerf_scene), tmp_path / "b", quick_config(**cfg))
 
-    def stop_after_7(trainer, out):
-        if trainer.step == 7:
-            trainer._stop_requested = True
-
-    interrupted.train(progress=stop_after_7)
+    train_until_interrupted(interrupted, 7)  # what Ctrl-C does: finish the step, save, stop
     resumed = restore_trainer(tmp_path / "b")
     resumed.train()
     assert straight.num_gaussians > 400 or batch_size == 1  # densification ran on the batched gradients
