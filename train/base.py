@@ -7,8 +7,8 @@ Run folder:
     checkpoints/       step_NNNNNNN.pt (written then renamed; the newest few are kept)
     renders/step_N/    test renders side by side with ground truth (ground truth | render)
 
-A trainer subclass provides `train_step()`, `render_eval(index, background)`, `model_stats()`,
-`state_dict()` and `load_state_dict()`.
+A trainer subclass provides `train_step()`, `render_eval(index, background)`, `scene(cameras)`,
+`model_stats()`, `model_text()`, `state_dict()` and `load_state_dict()`.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class BaseTrainer:
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
         """The model's image (H, W, 3) of dataset frame `index` over `background`."""
+        raise NotImplementedError
+
+    def scene(self, cameras: list) -> object:
+        """The current model as a renderable scene in the training frame (the live viewer's view)."""
         raise NotImplementedError
 
     def model_stats(self) -> dict:

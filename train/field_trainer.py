@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from splat.fields.radiance_field import FieldSpec, RadianceField, camera_rays, render_rays_chunked, render_rays_train
+from splat.fields.radiance_field import (FieldSpec, RadianceField, camera_rays, pixel_rays, render_rays_chunked,
+                                        render_rays_train)  # fmt: skip
 
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig
@@ -77,9 +78,7 @@ class FieldTrainer(BaseTrainer):
         self.image_offsets = torch.tensor(offsets[:-1], dtype=torch.int64, device=dev)
         self.image_sizes = torch.tensor(sizes, dtype=torch.int64, device=dev)
         self.image_Ks = torch.stack(Ks).to(dev)
-        rot = torch.stack(views)[:, :3, :3]
-        self.image_rot = rot.to(dev)
-        self.image_centers = (-rot.transpose(1, 2) @ torch.stack(views)[:, :3, 3:]).squeeze(-1).to(dev)
+        self.image_views = torch.stack(views).to(dev)
         if self.cfg.background == "auto" and self.has_alpha:
             self.background_mode = "random"  # eval stays on white (base.py)
 
@@ -100,18 +99,14 @@ class FieldTrainer(BaseTrainer):
         size = self.image_sizes[img]
         xy = (torch.rand((n, 2), generator=g).to(self.device) * size).long().minimum(size - 1)
         flat = self.image_offsets[img] + xy[:, 1] * size[:, 0] + xy[:, 0]
-        K = self.image_Ks[img]
-        p = xy.float() + 0.5
-        d_cam = torch.stack([(p[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (p[:, 1] - K[:, 1, 2]) / K[:, 1, 1],
-                             torch.ones_like(p[:, 0])], 1)  # fmt: skip
-        dirs = torch.nn.functional.normalize(torch.einsum("nji,nj->ni", self.image_rot[img], d_cam), dim=1)
+        origins, dirs = pixel_rays(xy, self.image_Ks[img], self.image_views[img])
         if self.background_mode == "random":
             bg = torch.rand((n, 3), generator=g).to(self.device)
         else:
             bg = self.eval_background.to(self.device).expand(n, 3)
         rgba = self.pixel_table[flat].float() / 255.0
         gt = rgba[:, :3] * rgba[:, 3:] + bg * (1 - rgba[:, 3:])
-        return self.image_centers[img].contiguous(), dirs.contiguous(), bg, gt, self.pixel_valid[flat]
+        return origins, dirs, bg, gt, self.pixel_valid[flat]
 
     def train_step(self) -> dict:
         c = self.cfg
@@ -153,6 +148,12 @@ class FieldTrainer(BaseTrainer):
                                     cam.width, cam.height)  # fmt: skip
         rgb = render_rays_chunked(self.field, self.grid, origins, dirs, background.to(self.device))["rgb"]
         return rgb.reshape(cam.height, cam.width, 3)
+
+    def scene(self, cameras: list):
+        from splat.datasets import Normalization
+        from splat.field_scene import FieldScene
+
+        return FieldScene(self.field, self.grid, Normalization.identity(), cameras=cameras, source="training")
 
     def model_stats(self) -> dict:
         return {"occupied_fraction": round(self.grid.occupied_fraction, 5), "samples_per_ray": round(self.samples_per_ray, 2)}

@@ -169,6 +169,11 @@ class Trainer(BaseTrainer):
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
         return self.render(index, background, sh_degree_at(self.step, self.cfg))[0]
 
+    def scene(self, cameras: list):
+        from splat.scene import GaussianScene
+
+        return GaussianScene({k: v for k, v in self.params.items()}, cameras=cameras, source="training")
+
     def model_stats(self) -> dict:
         return {"num_gaussians": self.num_gaussians}
 
