@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 # torch's OpenMP threads spin-wait after every parallel op; they then take the cores from Warp's
 # launch threads (and from any other job), which made CPU training steps up to 5x slower under
-# load (bench/results/omp_wait-cpu.json). Passive waiting, unless the user chose otherwise; it
+# load (bench/results/step_cost-cpu.json). Passive waiting, unless the user chose otherwise; it
 # takes effect only where torch is imported after splat (the CLI, or `import splat` first).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -65,7 +65,9 @@ class Trainer(BaseTrainer):
         }  # fmt: skip
         if "quats_right" in self.params:
             lrs["quats_right"] = c.lr_quats
-        return {name: torch.optim.Adam([self.params[name]], lr=lr, eps=1e-15) for name, lr in lrs.items()}
+        # fused: one kernel per parameter instead of a dozen element-wise passes (4.8x less CPU time
+        # at 130k Gaussians, bench/results/step_cost-cpu.json); deterministic, so resume stays exact
+        return {name: torch.optim.Adam([self.params[name]], lr=lr, eps=1e-15, fused=True) for name, lr in lrs.items()}
 
     @property
     def scene_extent(self) -> float:
