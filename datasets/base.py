@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.errors import InputError
+
 DISTORTION_PARAMS = {
     "PINHOLE": (),
     "SIMPLE_RADIAL": ("k1",),
@@ -21,7 +23,7 @@ DISTORTION_PARAMS = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Bad or unreadable input data; the message names the file."""
 
 

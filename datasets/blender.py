@@ -8,26 +8,19 @@ dataset's background colour when loaded.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
+
+from splat.io_utils import read_json_object
 
 from .base import Camera, DatasetError, Frame, check_intrinsics, intrinsic_matrix, viewmat_from_c2w_opengl
 from .images import image_size
 
 
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object at the top level")
-    return data
+    return read_json_object(path, DatasetError)
 
 
 def resolve_image(root: Path, file_path: str, default_ext: str = ".png") -> Path:

@@ -26,6 +26,30 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def read_json_object(path: str | os.PathLike, error=None) -> dict:
+    """A JSON file whose top level is an object. Accepts a UTF-8 byte-order mark; missing,
+    malformed, non-UTF-8 or absurdly nested files raise `error` (InputError) naming the file."""
+    import json
+
+    from .errors import InputError
+
+    error = error or InputError
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise error(f"{path}: file is missing") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: malformed JSON ({e})") from None
+    except RecursionError:
+        raise error(f"{path}: malformed JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object at the top level")
+    return data
+
+
 def write_image(path: str | os.PathLike, image) -> None:
     """Write an (H, W, 3|4|1) float image in [0, 1] (tensor or array) as 8-bit PNG/JPEG, atomically."""
     import imageio.v3 as iio
@@ -36,3 +60,49 @@ def write_image(path: str | os.PathLike, image) -> None:
     arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, arr, extension=Path(path).suffix)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: untrusted files never run code
+
+# Types a splat checkpoint may hold besides tensors, containers and numbers (torch's weights-only
+# unpickler admits those by default): nothing else is rebuilt from a file.
+CHECKPOINT_GLOBALS: list = []
+GAUSSIAN_KEYS = ("params", "normalization")
+FIELD_KEYS = ("field_spec", "field", "grid", "normalization")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A splat checkpoint (.pt) as a dict, read with torch's weights-only unpickler: a file that
+    asks for any other code or type (a crafted pickle) is refused with an InputError, not run."""
+    import re
+
+    import torch
+
+    from .errors import InputError
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged or hostile files
+        text = " ".join(str(e).split())
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"Unsupported operand (\S+)", text)
+        if found or "Weights only load failed" in text:
+            what = found.group(1) if found else "a type outside the allow-list"
+            raise InputError(f"{path}: refused: the checkpoint asks to run or build {what}, which a splat "
+                             "checkpoint never does (an untrusted or foreign file?)") from None  # fmt: skip
+        raise InputError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {text[:200]})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a splat checkpoint (holds a {type(state).__name__}, not a dict)")
+    keys = FIELD_KEYS if state.get("model") == "field" else GAUSSIAN_KEYS
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise InputError(f"{path}: not a splat checkpoint (missing {', '.join(repr(k) for k in missing)})")
+    if keys is GAUSSIAN_KEYS:
+        params = state["params"]
+        if not isinstance(params, dict) or not all(isinstance(params.get(k), torch.Tensor) for k in ("means", "scales", "quats", "opacities", "sh0")):
+            raise InputError(f"{path}: not a splat checkpoint ('params' lacks the Gaussian tensors)")
+    return state

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputError
 from .io_utils import atomic_path
 
 
-class PlyError(ValueError):
+class PlyError(InputError):
     """A PLY file that is not a Gaussian splat file (message names the file)."""
 
 
