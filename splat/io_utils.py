@@ -1,5 +1,6 @@
 """File output helpers: every write goes to a temporary file next to the target, then an atomic
-rename, so an interrupted run never leaves a half-written file behind."""
+rename, so an interrupted run never leaves a half-written file behind; the file gets the mode
+the umask asks for (as `open` would give it). Checkpoints are read without running code."""
 
 from __future__ import annotations
 
@@ -11,6 +12,28 @@ from pathlib import Path
 import numpy as np
 
 
+def _read_umask() -> int:
+    """The process umask, without changing it where /proc tells (os.umask's set-and-restore
+    would briefly change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _read_umask()
+
+
+def file_mode() -> int:
+    """The mode a new file gets from `open`: 0o666 less the umask (mkstemp's files are 0o600)."""
+    return 0o666 & ~(_read_umask() if os.path.exists("/proc/self/status") else _UMASK_AT_IMPORT)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path in the target's folder; on success it replaces `path` atomically."""
@@ -20,6 +43,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
