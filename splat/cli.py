@@ -338,6 +338,12 @@ def _cmd_demo(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty (choose another --out or delete it)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from splat.errors import write_error
+
+        raise (write_error(out, e) or e) from None
     data_dir, run_dir = out / "data", out / "run"
     if args.dynamic:
         n_cameras, n_times = max(4, args.views // 6), 12

@@ -45,7 +45,7 @@ def is_user_error(e: BaseException) -> bool:
     return isinstance(e, SplatError)
 
 
-def write_error(path, e: OSError, needed_bytes: int | None = None) -> SplatError:
+def write_error(path, e: OSError, needed_bytes: int | None = None) -> SplatError | None:
     """The one-line error for a failed write of `path`: DiskFullError (with the space needed and
     free) for a full disk or quota, InputError for an unwritable path; other OSErrors are re-raised
     by the caller as bugs (return None)."""

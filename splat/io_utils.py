@@ -35,16 +35,28 @@ def file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in the target's folder; on success it replaces `path` atomically."""
+def atomic_path(path: str | os.PathLike, size_hint: int | None = None):
+    """Yield a temporary path in the target's folder; on success it replaces `path` atomically.
+    A write that fails for lack of space (or an unwritable folder) removes the temporary file and
+    raises DiskFullError (InputError) naming `path` (and `size_hint`, the bytes it needed)."""
+    from .errors import write_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise (write_error(path, e, size_hint) or e) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        error = write_error(path, e, size_hint) if e.errno is not None else None
+        if error is None:
+            raise
+        raise error from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

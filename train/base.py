@@ -269,22 +269,16 @@ class BaseTrainer:
             "config": self.cfg.to_json(),
         }
         text = json.dumps(info, indent=2) + "\n"
-        try:
-            with atomic_path(self.run_dir / "config.json") as tmp:
-                tmp.write_text(text)
-        except OSError as e:
-            raise (write_error(self.run_dir / "config.json", e, len(text)) or e) from None
+        with atomic_path(self.run_dir / "config.json", len(text)) as tmp:
+            tmp.write_text(text)
 
     def save_checkpoint(self) -> Path:
         """Write the state atomically. On a failed write (disk full, ...) the partial file is removed,
         the previous checkpoints are kept and DiskFullError says how much space was needed."""
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
         state = self.state_dict()
-        try:
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
-        except OSError as e:
-            raise (write_error(path, e, tensor_bytes(state)) or e) from None
+        with atomic_path(path, size_hint=tensor_bytes(state)) as tmp:
+            torch.save(state, tmp)
         self._checkpoint_seconds = self.train_seconds
         for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
