@@ -108,6 +108,24 @@ GAUSSIAN_KEYS = ("params", "normalization")
 FIELD_KEYS = ("field_spec", "field", "grid", "normalization")
 
 
+def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read") -> tuple[Path, dict]:
+    """(path, state) of a run folder's newest complete checkpoint. A run training meanwhile may
+    delete an old one as it saves a new one: then the new one is read."""
+    from .errors import InputError
+
+    run_dir = Path(run_dir)
+    for _ in range(3):
+        paths = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        if not paths:
+            raise InputError(f"{run_dir}: no checkpoint to {what} (checkpoints/ is empty)")
+        try:
+            return paths[-1], read_checkpoint(paths[-1])
+        except InputError:
+            if paths[-1].exists():
+                raise
+    raise InputError(f"{run_dir}: its checkpoints keep disappearing while being read")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """A splat checkpoint (.pt) as a dict, read with torch's weights-only unpickler: a file that
     asks for any other code or type (a crafted pickle) is refused with an InputError, not run."""

@@ -146,8 +146,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     folder (its newest checkpoint, with the training cameras when its dataset is reachable).
     Gaussian runs and PLYs give a `GaussianScene`, neural-field runs a `FieldScene`; both render
     the same way."""
-    from splat.datasets import Normalization
-    from splat.io_utils import read_json_object
+    from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
     from splat.ply import load_ply
 
     path = Path(path)
@@ -155,27 +154,29 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
         raise SceneLoadError(f"{path}: no such file or folder")
     if path.is_dir():
         config = path / "config.json"
-        checkpoints = sorted((path / "checkpoints").glob("step_*.pt"))
-        if not config.is_file() or not checkpoints:
+        if not config.is_file() or not any((path / "checkpoints").glob("step_*.pt")):
             raise SceneLoadError(f"{path}: not a run folder with a checkpoint (config.json, checkpoints/step_*.pt)")
         info = read_json_object(config, SceneLoadError)
-        scene = load(checkpoints[-1], device, with_cameras=False)
+        scene = _scene_from_checkpoint(*read_newest_checkpoint(path, "load"), device)
         scene.cameras = _training_cameras(info) if with_cameras else []
         scene.source = str(path)
         return scene
     if path.suffix.lower() == ".ply":
         return GaussianScene(load_ply(path), source=str(path)).to(device)
     if path.suffix.lower() == ".pt":
-        from .io_utils import read_checkpoint
-
-        state = read_checkpoint(path)  # weights only: a crafted file cannot run code
-        try:
-            if state.get("model") == "field":
-                from .field_scene import FieldScene
-
-                return FieldScene.from_checkpoint(state, device, source=str(path))
-            params, norm = state["params"], Normalization.from_dict(state["normalization"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # mismatched shapes or entries
-            raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
-        return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)
+        return _scene_from_checkpoint(path, read_checkpoint(path), device)  # weights only: cannot run code
     raise SceneLoadError(f"{path}: not a PLY, a checkpoint (.pt) or a run folder")
+
+
+def _scene_from_checkpoint(path: Path, state: dict, device):
+    from splat.datasets import Normalization
+
+    try:
+        if state.get("model") == "field":
+            from .field_scene import FieldScene
+
+            return FieldScene.from_checkpoint(state, device, source=str(path))
+        params, norm = state["params"], Normalization.from_dict(state["normalization"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # mismatched shapes or entries
+        raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
+    return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)

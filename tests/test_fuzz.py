@@ -36,6 +36,7 @@ CASES = int(os.environ.get("FUZZ_CASES", "200"))
 WORKERS = 2
 CASE_SECONDS = 60  # a case that runs longer is a hang (a good one takes about a second)
 MAX_RSS_MB = 2048
+ADDRESS_SPACE_LIMIT = 8 << 30  # virtual memory; an idle worker maps about 1 GB
 TARGETS = ("blender", "nerfstudio", "colmap", "ply")
 
 # values swapped into JSON: wrong types, huge and tiny numbers, non-finite numbers, hostile paths
@@ -153,10 +154,19 @@ def command(target: str, case: Path, out: Path) -> list[str]:
 # workers
 
 
+def _limit_address_space() -> None:
+    """A runaway allocation fails in the worker (as a MemoryError traceback, which the test
+    reports) instead of taking the machine down; the 2 GB bound itself is checked on peak RSS."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+
+
 class Worker:
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, str(HERE / "fuzz_worker.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)  # fmt: skip
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                     preexec_fn=_limit_address_space)  # fmt: skip
         self.case = None
         self.deadline = 0.0
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from splat.datasets import Normalization, load_dataset
 from splat.errors import InputError
-from splat.io_utils import read_checkpoint, read_json_object
+from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
 from splat.ply import save_ply
 
 from .config import MAX_IMAGE_SIDE, TrainConfig, device_kind, resolve_device
-from .trainer import Trainer, latest_checkpoint
+from .trainer import Trainer
 
 
 class RunError(InputError):
@@ -56,18 +56,8 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def newest_checkpoint(run_dir: Path, what: str) -> tuple[Path, dict]:
-    """(path, state) of the newest complete checkpoint. A run training meanwhile may delete an old
-    one as it writes a new one: then read the new one."""
-    for _ in range(3):
-        path = latest_checkpoint(run_dir)
-        if path is None:
-            raise RunError(f"{run_dir}: no checkpoint to {what} (checkpoints/ is empty)")
-        try:
-            return path, load_checkpoint(path)
-        except InputError:
-            if path.exists():
-                raise
-    raise RunError(f"{run_dir}: its checkpoints keep disappearing while being read")
+    """(path, state) of the newest complete checkpoint (see io_utils.read_newest_checkpoint)."""
+    return read_newest_checkpoint(run_dir, what)
 
 
 def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str | None = None) -> Trainer:
