@@ -52,14 +52,27 @@ def atomic_path(path: str | os.PathLike, size_hint: int | None = None):
         yield Path(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except OSError as e:
-        error = write_error(path, e, size_hint) if e.errno is not None else None
+    except Exception as e:  # noqa: BLE001 - writers (torch's zip writer) wrap the OSError in their own type
+        cause = _os_error_in(e)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # first, so that the error reports the space free without the partial file
+        error = write_error(path, cause, size_hint) if cause is not None else None
         if error is None:
             raise
         raise error from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The OSError with an errno that `e` is, or that it was raised while handling."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def read_json_object(path: str | os.PathLike, error=None) -> dict:

@@ -200,12 +200,15 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, blender_scene, monkey
     real_save = torch.save
     calls = []
 
-    def save(obj, f):
+    def save(obj, f):  # as torch.save fails on a full disk: its zip writer's error, raised while handling the OSError
         calls.append(f)
         if len(calls) == 1:
             return real_save(obj, f)
-        Path(f).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        f.write(b"partial")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
 
     monkeypatch.setattr(base.torch, "save", save)
     run = tmp_path / "run"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import splat
-from splat.errors import InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
+from splat.errors import DiskFullError, InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
 from splat.io_utils import atomic_path, write_image
 
 from . import losses
@@ -273,12 +273,25 @@ class BaseTrainer:
             tmp.write_text(text)
 
     def save_checkpoint(self) -> Path:
-        """Write the state atomically. On a failed write (disk full, ...) the partial file is removed,
-        the previous checkpoints are kept and DiskFullError says how much space was needed."""
+        """Write the state atomically. On a full disk the partial file is removed and the checkpoints
+        older than the newest one make room for a second try; if that fails too, the newest previous
+        checkpoint is kept and DiskFullError says how much space was needed."""
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
         state = self.state_dict()
-        with atomic_path(path, size_hint=tensor_bytes(state)) as tmp:
-            torch.save(state, tmp)
+
+        def write():
+            with atomic_path(path, size_hint=tensor_bytes(state)) as tmp, open(tmp, "wb") as f:
+                torch.save(state, f)  # through a Python file, so a full disk surfaces as its OSError
+
+        try:
+            write()
+        except DiskFullError:
+            older = [p for p in checkpoint_paths(self.run_dir) if p != path][:-1]
+            if not older:
+                raise
+            for old in older:
+                old.unlink(missing_ok=True)
+            write()
         self._checkpoint_seconds = self.train_seconds
         for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
