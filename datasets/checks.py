@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import os
 
-from .base import DatasetError
+from splat.camera import MAX_SIDE  # larger than any camera's sensor (and JPEG's limit)
 
-MAX_SIDE = 1 << 16  # pixels; larger than any camera's sensor (and JPEG's limit)
+from .base import DatasetError
 BYTES_PER_PIXEL = 16  # an RGB float32 image plus its uint8 copy and mask, roughly, when loaded
 
 

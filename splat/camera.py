@@ -16,6 +16,8 @@ import torch
 
 from .errors import InputError
 
+MAX_SIDE = 1 << 16  # pixels a side of a rendered image
+
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
@@ -75,6 +77,8 @@ class Camera:
     def __post_init__(self):
         if self.width < 1 or self.height < 1:
             raise InputError(f"camera size must be positive, got {self.width}x{self.height}")
+        if self.width > MAX_SIDE or self.height > MAX_SIDE:
+            raise InputError(f"camera size {self.width}x{self.height}: at most {MAX_SIDE} pixels a side")
         if not (self.fx > 0 and self.fy > 0):
             raise InputError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
         if self.model not in ("pinhole", "ortho"):

@@ -90,6 +90,8 @@ def read_json_object(path: str | os.PathLike, error=None) -> dict:
         raise error(f"{path}: file is missing") from None
     except IsADirectoryError:
         raise error(f"{path}: is a folder, not a JSON file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: malformed JSON ({e})") from None
     except RecursionError:
