@@ -168,6 +168,8 @@ class SceneDataset:
             raise DatasetError(f"{root}: no training images")
 
         self.notes = tuple(notes)  # what the loader chose or dropped, for the start-up summary
+        if not self.test_indices:
+            self.notes += ("no test split: too few images to hold any out; evaluation uses the training images",)
         train_frames = [frames[i] for i in self.train_indices]
         centers = np.stack([f.camera.center for f in train_frames])
         forwards = np.stack([f.camera.viewmat[2, :3] for f in train_frames])  # optical axes
@@ -244,6 +246,7 @@ class SceneDataset:
         cam = frame.camera
         img = torch.from_numpy(read_image(frame.image_path))
         if (img.shape[1], img.shape[0]) != (cam.width, cam.height):
+            self._check_downscale(frame.image_path, img.shape[1], img.shape[0], cam)  # before any allocation
             img = (resize(img.float(), cam.width, cam.height) + 0.5).clamp(0, 255).to(torch.uint8)
         mask = None
         if cam.model != "PINHOLE":
@@ -254,12 +257,25 @@ class SceneDataset:
             img = (undistort(img.float(), grid) + 0.5).clamp(0, 255).to(torch.uint8)
         if frame.mask_path is not None:
             m = torch.from_numpy(read_image(frame.mask_path))[..., 0].float()
+            if (m.shape[1], m.shape[0]) != (cam.width, cam.height):
+                self._check_downscale(frame.mask_path, m.shape[1], m.shape[0], cam)
             m = resize(m[..., None], cam.width, cam.height)[..., 0] > 127
             mask = m if mask is None else (mask & m)
         return img, mask
 
     def train_cameras(self) -> list[Camera]:
         return [self.frames[i].camera for i in self.train_indices]
+
+    def _check_downscale(self, path, width: int, height: int, cam: Camera) -> None:
+        """An image whose size is not the camera's is only used when it is an integer multiple of
+        it (a full-size image for a downscaled camera: `--downscale N` without `images_N/`; to the
+        rounding of the downscale); anything else would be stretched, so it is refused."""
+        k = max(1, round(width / cam.width))
+        slack = k if (k > 1 or self.downscale > 1) else 0  # rounding of W / N, either way
+        if abs(width - k * cam.width) > slack or abs(height - k * cam.height) > slack:
+            scaled = f" (after --downscale {self.downscale})" if self.downscale > 1 else ""
+            raise DatasetError(f"{path}: image is {width}x{height} but its camera declares {cam.width}x{cam.height}"
+                               f"{scaled}; resize the image or fix the declared size")  # fmt: skip
 
     def summary(self) -> str:
         pts = f", {len(self.points):,} points" if self.points is not None else ""

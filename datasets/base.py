@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.errors import InputError
+
 DISTORTION_PARAMS = {
     "PINHOLE": (),
     "SIMPLE_RADIAL": ("k1",),
@@ -21,7 +23,7 @@ DISTORTION_PARAMS = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Bad or unreadable input data; the message names the file."""
 
 
@@ -96,8 +98,9 @@ def check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> np.n
     K = np.asarray(K, dtype=np.float64)
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise DatasetError(f"{where}: invalid intrinsics (focal lengths must be finite and positive)")
-    if width <= 0 or height <= 0:
-        raise DatasetError(f"{where}: invalid image size {width}x{height}")
+    from .checks import check_image_size
+
+    check_image_size(width, height, where)
     return K
 
 
@@ -106,10 +109,12 @@ def intrinsic_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 
 
 def every_nth_test_split(names: list[str], every: int = 8) -> list[str]:
-    """LLFF / Mip-NeRF 360 convention: every 8th image (sorted by name) is held out."""
+    """LLFF / Mip-NeRF 360 convention: every 8th image (sorted by name) is held out. Datasets of
+    fewer than `every` images hold none out (they need every image to train; evaluation then uses
+    the training images, and the dataset's summary says so)."""
     order = sorted(range(len(names)), key=lambda i: names[i])
     split = ["train"] * len(names)
-    if every > 0:
+    if every > 0 and len(names) >= every:
         for rank, i in enumerate(order):
             if rank % every == 0:
                 split[i] = "test"

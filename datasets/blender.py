@@ -8,26 +8,20 @@ dataset's background colour when loaded.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from splat.io_utils import read_json_object
+
 from .base import Camera, DatasetError, Frame, check_intrinsics, intrinsic_matrix, viewmat_from_c2w_opengl
+from .checks import optional_time
 from .images import image_size
 
 
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object at the top level")
-    return data
+    return read_json_object(path, DatasetError)
 
 
 def resolve_image(root: Path, file_path: str, default_ext: str = ".png") -> Path:
@@ -70,8 +64,8 @@ def load_blender(root: Path):
             focal = 0.5 * width / math.tan(0.5 * angle)
             K = check_intrinsics(intrinsic_matrix(focal, focal, width / 2, height / 2), width, height, where)
             view = viewmat_from_c2w_opengl(c2w, where)
-            time = fr.get("time")
-            cam = Camera(width=width, height=height, K=K, viewmat=view, time=None if time is None else float(time))
+            time = optional_time(fr.get("time"), where)
+            cam = Camera(width=width, height=height, K=K, viewmat=view, time=time)
             frames.append(Frame(name=f"{split}/{image_path.name}", image_path=image_path, camera=cam, split=split))
     if not frames:
         raise DatasetError(f"{root}: no frames in transforms_train.json")

@@ -41,12 +41,19 @@ def find_model_dir(root: Path) -> Path | None:
     return None
 
 
+def _read(path: Path, binary: bool = False):
+    try:
+        return path.read_bytes() if binary else path.read_text(errors="replace")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
+
+
 class _Reader:
     """Bounds-checked little-endian reads from a binary COLMAP file."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = path.read_bytes()
+        self.data = _read(path, binary=True)
         self.pos = 0
 
     def read(self, fmt: str):
@@ -107,7 +114,7 @@ def read_cameras(model_dir: Path) -> dict[int, tuple]:
             out[cam_id] = (K, *pinhole_if_undistorted(model, dist), int(width), int(height))
         return out
     text = model_dir / "cameras.txt"
-    for lineno, line in enumerate(text.read_text(errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(_read(text).splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split()
@@ -146,7 +153,7 @@ def read_images(model_dir: Path) -> list[tuple[str, int, np.ndarray]]:
             out.append((name, values[8], _pose(values[1:5], values[5:8], f"{binary} (image {name})")))
         return out
     text = model_dir / "images.txt"
-    lines = [ln for ln in text.read_text(errors="replace").splitlines() if not ln.startswith("#")]
+    lines = [ln for ln in _read(text).splitlines() if not ln.startswith("#")]
     # pairs of lines: the image line, then its 2D points (possibly empty)
     for k in range(0, len(lines), 2):
         parts = lines[k].split()
@@ -179,7 +186,7 @@ def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
             (track,) = r.read("Q")
             r.skip(track * 8)
     elif text.exists():
-        for lineno, line in enumerate(text.read_text(errors="replace").splitlines(), 1):
+        for lineno, line in enumerate(_read(text).splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
             parts = line.split()

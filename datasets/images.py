@@ -27,7 +27,9 @@ def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"{path}: image file is missing")
     try:
-        img = np.asarray(iio.imread(path))
+        img = _decode_cmyk(path)
+        if img is None:
+            img = np.asarray(iio.imread(path))
     except Exception as e:  # noqa: BLE001 - decoders raise many exception types
         raise DatasetError(f"{path}: cannot decode image ({e.__class__.__name__}: {e})") from None
     if img.ndim == 2:
@@ -43,6 +45,20 @@ def read_image(path: Path) -> np.ndarray:
     elif img.dtype != np.uint8:
         img = (np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(img)
+
+
+def _decode_cmyk(path: Path) -> np.ndarray | None:
+    """CMYK images (print JPEGs) converted to RGB; None for every other kind. Decoded as they are,
+    their four channels would pass for RGBA, the K (black) channel taken as alpha."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode != "CMYK":
+                return None
+            return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        return None  # a format Pillow does not know: imageio's other plugins may
 
 
 def image_size(path: Path) -> tuple[int, int]:

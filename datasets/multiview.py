@@ -25,6 +25,7 @@ import numpy as np
 
 from .base import Camera, DatasetError, Frame, viewmat_from_c2w_opengl
 from .blender import read_json
+from .checks import relative_path
 from .nerfstudio import _intrinsics, _read_points_ply
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -108,5 +109,6 @@ def load_multiview(root: Path):
                          time=i / (n - 1) if n > 1 else 0.0)  # fmt: skip
             frames.append(Frame(name=f"{name}/{imgs[stem].name}", image_path=imgs[stem], camera=cam,
                                 split="test" if k == 0 else "train"))  # fmt: skip
-    points = _read_points_ply(root / meta["ply_file_path"]) if meta.get("ply_file_path") else None
+    ply_path = relative_path(meta, "ply_file_path", str(path))
+    points = _read_points_ply(root / ply_path) if ply_path else None
     return frames, points

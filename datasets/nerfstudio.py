@@ -28,6 +28,7 @@ import re
 
 from .base import Camera, DatasetError, Frame, check_intrinsics, every_nth_test_split, intrinsic_matrix, pinhole_if_undistorted, viewmat_from_c2w_opengl
 from .blender import read_json
+from .checks import name_list, optional_time, relative_path
 from .images import image_size
 
 NGP_SCALE, NGP_OFFSET = 0.33, 0.5  # instant-ngp's defaults for `scale` and `offset`
@@ -71,7 +72,7 @@ def _intrinsics(entry: dict, default: dict, where: str, image: Path):
             dist = (coef("k1"), coef("k2"), coef("k3"), coef("k4"))
         else:
             dist = ()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DatasetError(f"{where}: needs numeric fl_x (and fl_y, cx, cy, w, h, distortion)") from None
     K = check_intrinsics(intrinsic_matrix(fx, fy, cx, cy), w, h, where)
     return (K, w, h, *pinhole_if_undistorted(model, dist))
@@ -177,7 +178,9 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
         where = f"{path} (frame {k})"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise DatasetError(f"{where}: needs 'file_path' and 'transform_matrix'")
-        image_path = _resolve_image(root, str(fr["file_path"]))
+        file_path = relative_path(fr, "file_path", where, required=True)
+        mask_path, depth_path = relative_path(fr, "mask_path", where), relative_path(fr, "depth_file_path", where)
+        image_path = _resolve_image(root, file_path)
         try:
             c2w = np.asarray(fr["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError):
@@ -185,16 +188,16 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
         if c2w.shape not in ((4, 4), (3, 4)) or not np.isfinite(c2w).all():
             raise DatasetError(f"{where}: transform_matrix contains NaN/Inf or is not 4x4")
         K, w, h, model, dist = _intrinsics(fr, meta, where, image_path)
-        time = fr.get("time")
         cam = Camera(width=w, height=h, K=K, viewmat=viewmat_from_c2w_opengl(c2w, where), model=model,
-                     distortion=dist, time=None if time is None else float(time))  # fmt: skip
+                     distortion=dist, time=optional_time(fr.get("time"), where))  # fmt: skip
         frames.append(Frame(
-            name=str(fr["file_path"]), image_path=image_path, camera=cam, split="train",
-            mask_path=root / fr["mask_path"] if fr.get("mask_path") else None,
-            depth_path=root / fr["depth_file_path"] if fr.get("depth_file_path") else None,
+            name=file_path, image_path=image_path, camera=cam, split="train",
+            mask_path=root / mask_path if mask_path else None,
+            depth_path=root / depth_path if depth_path else None,
         ))  # fmt: skip
 
-    test_names = meta.get("test_filenames") or meta.get("val_filenames")
+    key = "test_filenames" if meta.get("test_filenames") else "val_filenames"
+    test_names = meta.get(key) and name_list(meta[key], str(path), key)
     if test_names:
         held_out = {str(Path(n)) for n in test_names}
         for f in frames:
@@ -202,5 +205,6 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
     else:
         for f, part in zip(frames, every_nth_test_split([f.name for f in frames], test_every)):
             f.split = part
-    points = _read_points_ply(root / meta["ply_file_path"]) if meta.get("ply_file_path") else None
+    ply_path = relative_path(meta, "ply_file_path", str(path))
+    points = _read_points_ply(root / ply_path) if ply_path else None
     return frames, points, {"box": scene_box(meta, path), "dropped": dropped}

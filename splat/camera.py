@@ -14,6 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import InputError
+
+MAX_SIDE = 1 << 16  # pixels a side of a rendered image
+
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
@@ -55,7 +59,7 @@ def _as_matrix(m, shape=(4, 4)) -> np.ndarray:
     if a.shape == (3, 4) and shape == (4, 4):
         a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
     if a.shape != shape or not np.isfinite(a).all():
-        raise ValueError(f"expected a finite {shape[0]}x{shape[1]} matrix, got shape {a.shape}")
+        raise InputError(f"expected a finite {shape[0]}x{shape[1]} matrix, got shape {a.shape}")
     return a
 
 
@@ -72,11 +76,13 @@ class Camera:
 
     def __post_init__(self):
         if self.width < 1 or self.height < 1:
-            raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
+            raise InputError(f"camera size must be positive, got {self.width}x{self.height}")
+        if self.width > MAX_SIDE or self.height > MAX_SIDE:
+            raise InputError(f"camera size {self.width}x{self.height}: at most {MAX_SIDE} pixels a side")
         if not (self.fx > 0 and self.fy > 0):
-            raise ValueError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+            raise InputError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
         if self.model not in ("pinhole", "ortho"):
-            raise ValueError(f"camera model must be 'pinhole' or 'ortho', got {self.model!r}")
+            raise InputError(f"camera model must be 'pinhole' or 'ortho', got {self.model!r}")
         object.__setattr__(self, "viewmat", _as_matrix(self.viewmat))
 
     # ---- constructors -------------------------------------------------------------------------
@@ -86,7 +92,7 @@ class Camera:
         if fx is not None:
             return float(fx)
         if fov_x_degrees is None or not 0 < fov_x_degrees < 180:
-            raise ValueError(f"give fx or a horizontal field of view in (0, 180) degrees, got {fov_x_degrees}")
+            raise InputError(f"give fx or a horizontal field of view in (0, 180) degrees, got {fov_x_degrees}")
         return 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
 
     @classmethod
@@ -96,7 +102,7 @@ class Camera:
         eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
         forward = target - eye
         if np.linalg.norm(forward) < 1e-12:
-            raise ValueError("look_at: eye and target coincide")
+            raise InputError("look_at: eye and target coincide")
         forward /= np.linalg.norm(forward)
         right = np.cross(forward, up)
         if np.linalg.norm(right) < 1e-9:
@@ -123,7 +129,7 @@ class Camera:
         """From OpenCV / COLMAP extrinsics: a world-to-camera 4x4 (or 3x4), or R and t."""
         if viewmat is None:
             if R is None or t is None:
-                raise ValueError("from_opencv: give viewmat, or both R and t")
+                raise InputError("from_opencv: give viewmat, or both R and t")
             viewmat = np.eye(4)
             viewmat[:3, :3] = _as_matrix(R, (3, 3))
             viewmat[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)

@@ -1,6 +1,7 @@
 """The `splat` command line: train, eval, export, demo.
 
-Errors a user can cause (bad paths, bad arguments, bad data) print one line and exit non-zero.
+Errors a user can cause (bad paths, bad arguments, bad data: splat.errors.SplatError) print one
+line and exit with code 2; anything else is a bug and keeps its traceback (exit code 1).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import time
 from pathlib import Path
 
 from splat import __version__
+from splat.errors import InputError as UserError  # a bad flag: reported as one line, no traceback
 
-
-class UserError(Exception):
-    """A problem with the user's input: reported as one line, no traceback."""
+BUG_REPORT = "this is a bug in splat, not a problem with your input: please report it with the traceback above"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -41,7 +41,8 @@ def _config_overrides(args) -> dict:
                       ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model"),
                       ("batch_size", "batch_size"), ("samples_per_step", "field_samples"),
                       ("grid_resolution", "field_grid_resolution"), ("log2_hashmap_size", "field_log2_hashmap_size"),
-                      ("contract", "field_contract"), ("field_loss", "field_loss"), ("appearance", "appearance")):  # fmt: skip
+                      ("contract", "field_contract"), ("field_loss", "field_loss"), ("appearance", "appearance"),
+                      ("checkpoint_every", "checkpoint_every"), ("checkpoint_minutes", "checkpoint_minutes")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
@@ -56,7 +57,7 @@ def _config_overrides(args) -> dict:
 
 
 def _eval_steps(args, steps: int, current: list) -> list:
-    if args.eval_every:
+    if args.eval_every is not None:
         if args.eval_every < 1:
             raise UserError("--eval-every must be positive")
         return list(range(args.eval_every, steps + 1, args.eval_every))
@@ -177,12 +178,14 @@ def _print_eval(result: dict) -> None:
 
 def _cmd_train(args) -> int:
     from splat.train.config import preset_config
+    from splat.train.run_lock import lock_run
     from splat.train.runs import new_trainer, read_run_config, restore_trainer
 
     over = _config_overrides(args)
     if args.resume:
         run_dir = Path(args.resume)
         info = read_run_config(run_dir)
+        lock_run(run_dir)  # before reading the checkpoint: a second writer stops here (held until exit)
         steps = over.get("steps", info["config"]["steps"])
         over["eval_steps"] = _eval_steps(args, steps, info["config"]["eval_steps"])
         trainer = restore_trainer(run_dir, over, data_path=args.data)
@@ -197,7 +200,10 @@ def _cmd_train(args) -> int:
         run_dir = Path(args.out) if args.out else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
-        trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)
+        trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)  # checks the data, writes nothing
+        lock_run(run_dir)  # held until the process exits; then check again: a run may have started meanwhile
+        if (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         print(f"{trainer.data.summary()}\n{trainer.model_text()} at the start -> {run_dir}")
     print(plan_line(trainer))
     result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)
@@ -332,6 +338,12 @@ def _cmd_demo(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty (choose another --out or delete it)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from splat.errors import write_error
+
+        raise (write_error(out, e) or e) from None
     data_dir, run_dir = out / "data", out / "run"
     if args.dynamic:
         n_cameras, n_times = max(4, args.views // 6), 12
@@ -429,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--appearance", action="store_const", const=True,
                    help="per-image exposure / colour compensation, for phone captures with auto-exposure (off for evaluation)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps (default 5000)")
+    t.add_argument("--checkpoint-minutes", type=float,
+                   help="also save one after this many minutes of training (default 10; 0: by steps only)")
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
     t.set_defaults(func=_cmd_train)
@@ -504,10 +519,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - user-facing errors are one line; bugs keep their traceback
         from splat.errors import is_user_error
 
-        if isinstance(e, UserError) or is_user_error(e):
-            print(f"splat {args.command}: error: {e}", file=sys.stderr)
+        if is_user_error(e):
+            print(f"splat {args.command}: error: {_one_line(e)}", file=sys.stderr)
             return 2
-        raise
+        import traceback
+
+        traceback.print_exc()
+        print(f"splat {args.command}: internal error ({e.__class__.__name__}); {BUG_REPORT}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

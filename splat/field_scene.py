@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .camera import Camera
+from .errors import InputError
 
 
 class FieldScene:
@@ -63,7 +64,7 @@ class FieldScene:
         from splat.scene import camera_batch
 
         if time is not None:
-            raise ValueError("time: this scene is static (a neural field); leave time=None")
+            raise InputError("time: this scene is static (a neural field); leave time=None")
         single, cams = camera_batch(cameras, outputs)
         bg = torch.as_tensor(background, dtype=torch.float32, device=self.device).reshape(-1)[:3]
         results = {k: [] for k in outputs}

@@ -1,5 +1,6 @@
 """File output helpers: every write goes to a temporary file next to the target, then an atomic
-rename, so an interrupted run never leaves a half-written file behind."""
+rename, so an interrupted run never leaves a half-written file behind; the file gets the mode
+the umask asks for (as `open` would give it). Checkpoints are read without running code."""
 
 from __future__ import annotations
 
@@ -11,19 +12,93 @@ from pathlib import Path
 import numpy as np
 
 
+def _read_umask() -> int:
+    """The process umask, without changing it where /proc tells (os.umask's set-and-restore
+    would briefly change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _read_umask()
+
+
+def file_mode() -> int:
+    """The mode a new file gets from `open`: 0o666 less the umask (mkstemp's files are 0o600)."""
+    return 0o666 & ~(_read_umask() if os.path.exists("/proc/self/status") else _UMASK_AT_IMPORT)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in the target's folder; on success it replaces `path` atomically."""
+def atomic_path(path: str | os.PathLike, size_hint: int | None = None):
+    """Yield a temporary path in the target's folder; on success it replaces `path` atomically.
+    A write that fails for lack of space (or an unwritable folder) removes the temporary file and
+    raises DiskFullError (InputError) naming `path` (and `size_hint`, the bytes it needed)."""
+    from .errors import write_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise (write_error(path, e, size_hint) or e) from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 - writers (torch's zip writer) wrap the OSError in their own type
+        cause = _os_error_in(e)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # first, so that the error reports the space free without the partial file
+        error = write_error(path, cause, size_hint) if cause is not None else None
+        if error is None:
+            raise
+        raise error from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The OSError with an errno that `e` is, or that it was raised while handling."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+def read_json_object(path: str | os.PathLike, error=None) -> dict:
+    """A JSON file whose top level is an object. Accepts a UTF-8 byte-order mark; missing,
+    malformed, non-UTF-8 or absurdly nested files raise `error` (InputError) naming the file."""
+    import json
+
+    from .errors import InputError
+
+    error = error or InputError
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise error(f"{path}: file is missing") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a JSON file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: malformed JSON ({e})") from None
+    except RecursionError:
+        raise error(f"{path}: malformed JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object at the top level")
+    return data
 
 
 def write_image(path: str | os.PathLike, image) -> None:
@@ -36,3 +111,67 @@ def write_image(path: str | os.PathLike, image) -> None:
     arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, arr, extension=Path(path).suffix)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: untrusted files never run code
+
+# Types a splat checkpoint may hold besides tensors, containers and numbers (torch's weights-only
+# unpickler admits those by default): nothing else is rebuilt from a file.
+CHECKPOINT_GLOBALS: list = []
+GAUSSIAN_KEYS = ("params", "normalization")
+FIELD_KEYS = ("field_spec", "field", "grid", "normalization")
+
+
+def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read") -> tuple[Path, dict]:
+    """(path, state) of a run folder's newest complete checkpoint. A run training meanwhile may
+    delete an old one as it saves a new one: then the new one is read."""
+    from .errors import InputError
+
+    run_dir = Path(run_dir)
+    for _ in range(3):
+        paths = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        if not paths:
+            raise InputError(f"{run_dir}: no checkpoint to {what} (checkpoints/ is empty)")
+        try:
+            return paths[-1], read_checkpoint(paths[-1])
+        except InputError:
+            if paths[-1].exists():
+                raise
+    raise InputError(f"{run_dir}: its checkpoints keep disappearing while being read")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A splat checkpoint (.pt) as a dict, read with torch's weights-only unpickler: a file that
+    asks for any other code or type (a crafted pickle) is refused with an InputError, not run."""
+    import re
+
+    import torch
+
+    from .errors import InputError
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged or hostile files
+        text = " ".join(str(e).split())
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"Unsupported operand (\S+)", text)
+        if found or "Weights only load failed" in text:
+            what = found.group(1) if found else "a type outside the allow-list"
+            raise InputError(f"{path}: refused: the checkpoint asks to run or build {what}, which a splat "
+                             "checkpoint never does (an untrusted or foreign file?)") from None  # fmt: skip
+        raise InputError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {text[:200]})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a splat checkpoint (holds a {type(state).__name__}, not a dict)")
+    keys = FIELD_KEYS if state.get("model") == "field" else GAUSSIAN_KEYS
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise InputError(f"{path}: not a splat checkpoint (missing {', '.join(repr(k) for k in missing)})")
+    if keys is GAUSSIAN_KEYS:
+        params = state["params"]
+        if not isinstance(params, dict) or not all(isinstance(params.get(k), torch.Tensor) for k in ("means", "scales", "quats", "opacities", "sh0")):
+            raise InputError(f"{path}: not a splat checkpoint ('params' lacks the Gaussian tensors)")
+    return state

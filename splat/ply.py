@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputError
 from .io_utils import atomic_path
 
 
-class PlyError(ValueError):
+class PlyError(InputError):
     """A PLY file that is not a Gaussian splat file (message names the file)."""
 
 
@@ -124,4 +125,8 @@ def load_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for k, v in out.items():
         if not torch.isfinite(v).all():
             raise PlyError(f"{path}: property block '{k}' contains NaN or Inf")
+    for k in ("quats", "quats_right"):
+        if k in out and (out[k].norm(dim=-1) == 0).any():
+            n = int((out[k].norm(dim=-1) == 0).sum())
+            raise PlyError(f"{path}: {n} Gaussian(s) have an all-zero rotation quaternion ('{k}'), which is no rotation")
     return out

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .camera import Camera
+from .errors import InputError
 from .io_utils import atomic_path, write_image
 
 DEPTH_SCALE = 1000.0  # 16-bit depth PNGs hold millimetres: depth = png / 1000
@@ -99,7 +100,7 @@ def build_trajectory(scene, kind: str, frames: int, width: int | None, height: i
         return trajectories.from_json(kind, width, height)
     cams = scene.cameras
     if kind in ("spiral", "train") and not cams:
-        raise ValueError(f"--trajectory {kind}: needs the scene's training cameras (give a run folder whose data is reachable)")
+        raise InputError(f"--trajectory {kind}: needs the scene's training cameras (give a run folder whose data is reachable)")
     if kind == "orbit":
         if cams:
             path = trajectories.orbit_around(cams, frames)
@@ -113,7 +114,7 @@ def build_trajectory(scene, kind: str, frames: int, width: int | None, height: i
     elif kind == "train":
         path = trajectories.interpolate(cams, frames)
     else:
-        raise ValueError(f"--trajectory: expected orbit, spiral, train or a .json path, got {kind!r}")
+        raise InputError(f"--trajectory: expected orbit, spiral, train or a .json path, got {kind!r}")
     if width or height:
         ref = path[0]
         w = width or round(ref.width * height / ref.height)
@@ -131,5 +132,5 @@ def as_tensor_background(spec: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3 or not all(0 <= v <= 1 for v in values):
-        raise ValueError(f"--background: expected white, black or R,G,B in [0, 1], got {spec!r}")
+        raise InputError(f"--background: expected white, black or R,G,B in [0, 1], got {spec!r}")
     return values

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .camera import Camera
+from .errors import InputError
 
 OUTPUTS = ("rgb", "depth", "alpha")
 
@@ -26,15 +27,15 @@ def camera_batch(cameras, outputs: Sequence[str]) -> tuple[bool, list[Camera]]:
     """Check a render call's outputs and cameras: (one camera given?, the cameras as a list)."""
     unknown = [o for o in outputs if o not in OUTPUTS]
     if unknown or not outputs:
-        raise ValueError(f"outputs: choose from {OUTPUTS}, got {tuple(outputs)}")
+        raise InputError(f"outputs: choose from {OUTPUTS}, got {tuple(outputs)}")
     single = isinstance(cameras, Camera)
     cams = [cameras] if single else list(cameras)
     if not cams:
-        raise ValueError("cameras: expected a Camera or a non-empty list of cameras")
+        raise InputError("cameras: expected a Camera or a non-empty list of cameras")
     return single, cams
 
 
-class SceneLoadError(ValueError):
+class SceneLoadError(InputError):
     """A path that is not a readable scene (message names it)."""
 
 
@@ -92,11 +93,11 @@ class GaussianScene:
         import splat
 
         if time is not None and not self.is_dynamic:
-            raise ValueError("time: this scene is static (3D Gaussians); leave time=None")
+            raise InputError("time: this scene is static (3D Gaussians); leave time=None")
         single, cams = camera_batch(cameras, outputs)
         first = cams[0]
         if any((c.width, c.height, c.model) != (first.width, first.height, first.model) for c in cams):
-            raise ValueError("cameras: a batch must share width, height and camera model (render them one by one)")
+            raise InputError("cameras: a batch must share width, height and camera model (render them one by one)")
         dev = self.device
         viewmats = torch.from_numpy(np.stack([c.viewmat for c in cams])).float().to(dev)
         Ks = torch.from_numpy(np.stack([c.K for c in cams])).float().to(dev)
@@ -145,9 +146,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     folder (its newest checkpoint, with the training cameras when its dataset is reachable).
     Gaussian runs and PLYs give a `GaussianScene`, neural-field runs a `FieldScene`; both render
     the same way."""
-    import json
-
-    from splat.datasets import Normalization
+    from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
     from splat.ply import load_ply
 
     path = Path(path)
@@ -155,28 +154,29 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
         raise SceneLoadError(f"{path}: no such file or folder")
     if path.is_dir():
         config = path / "config.json"
-        checkpoints = sorted((path / "checkpoints").glob("step_*.pt"))
-        if not config.is_file() or not checkpoints:
+        if not config.is_file() or not any((path / "checkpoints").glob("step_*.pt")):
             raise SceneLoadError(f"{path}: not a run folder with a checkpoint (config.json, checkpoints/step_*.pt)")
-        try:
-            info = json.loads(config.read_text())
-        except json.JSONDecodeError as e:
-            raise SceneLoadError(f"{config}: malformed JSON ({e})") from None
-        scene = load(checkpoints[-1], device, with_cameras=False)
+        info = read_json_object(config, SceneLoadError)
+        scene = _scene_from_checkpoint(*read_newest_checkpoint(path, "load"), device)
         scene.cameras = _training_cameras(info) if with_cameras else []
         scene.source = str(path)
         return scene
     if path.suffix.lower() == ".ply":
         return GaussianScene(load_ply(path), source=str(path)).to(device)
     if path.suffix.lower() == ".pt":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            if state.get("model") == "field":
-                from .field_scene import FieldScene
-
-                return FieldScene.from_checkpoint(state, device, source=str(path))
-            params, norm = state["params"], Normalization.from_dict(state["normalization"])
-        except Exception as e:  # noqa: BLE001
-            raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
-        return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)
+        return _scene_from_checkpoint(path, read_checkpoint(path), device)  # weights only: cannot run code
     raise SceneLoadError(f"{path}: not a PLY, a checkpoint (.pt) or a run folder")
+
+
+def _scene_from_checkpoint(path: Path, state: dict, device):
+    from splat.datasets import Normalization
+
+    try:
+        if state.get("model") == "field":
+            from .field_scene import FieldScene
+
+            return FieldScene.from_checkpoint(state, device, source=str(path))
+        params, norm = state["params"], Normalization.from_dict(state["normalization"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # mismatched shapes or entries
+        raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
+    return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)

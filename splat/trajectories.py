@@ -3,13 +3,13 @@ training cameras, and paths read from a nerfstudio transforms.json or camera_pat
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from .camera import Camera, quat_to_rotmat, rotmat_to_quat
+from .errors import InputError
 
 
 def orbit(center, radius: float, n: int, *, height: float = 0.0, up=(0.0, 0.0, 1.0), width: int = 640,
@@ -118,7 +118,7 @@ def interpolate(cameras: list[Camera], n: int, loop: bool = True) -> list[Camera
     """n cameras along a smooth path through `cameras` (visited in nearest-neighbour order):
     Catmull-Rom positions, slerped rotations, linearly blended intrinsics."""
     if len(cameras) < 2:
-        raise ValueError("interpolate: needs at least two cameras")
+        raise InputError("interpolate: needs at least two cameras")
     cams = [cameras[i] for i in nearest_neighbour_order(cameras)]
     m = len(cams)
     pos = [c.center for c in cams]
@@ -145,13 +145,10 @@ def interpolate(cameras: list[Camera], n: int, loop: bool = True) -> list[Camera
 def from_json(path: str | Path, width: int | None = None, height: int | None = None) -> list[Camera]:
     """Cameras from a nerfstudio transforms.json (frames + intrinsics) or a nerfstudio
     camera_path.json (`camera_path` entries with `camera_to_world` and `fov`)."""
+    from .io_utils import read_json_object
+
     path = Path(path)
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e})") from None
+    meta = read_json_object(path)
     cams = []
     try:
         if "camera_path" in meta:
@@ -171,8 +168,8 @@ def from_json(path: str | Path, width: int | None = None, height: int | None = N
                                              fy=float(get("fl_y", get("fl_x"))), cx=float(get("cx", W0 / 2)),
                                              cy=float(get("cy", H0 / 2)))  # fmt: skip
                 cams.append(cam.resized(width or W0, height or H0) if (width or height) else cam)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a transforms.json or camera_path.json ({e.__class__.__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
+        raise InputError(f"{path}: not a transforms.json or camera_path.json ({e.__class__.__name__}: {e})") from None
     if not cams:
-        raise ValueError(f"{path}: holds no cameras")
+        raise InputError(f"{path}: holds no cameras")
     return cams

@@ -4,7 +4,9 @@ evaluation on the test split, logging and atomic checkpoints.
 Run folder:
     config.json        resolved configuration, dataset, normalisation
     metrics.jsonl      training log lines and evaluation results (one JSON object per line)
-    checkpoints/       step_NNNNNNN.pt (written then renamed; the newest few are kept)
+    checkpoints/       step_NNNNNNN.pt (written then renamed; the newest few are kept), every
+                       `checkpoint_every` steps and `checkpoint_minutes` of training
+    .lock              the OS lock of the process training in the folder (run_lock.py)
     renders/step_N/    test renders side by side with ground truth (ground truth | render)
 
 A trainer subclass provides `train_step()`, `render_eval(index, background)`, `scene(cameras)`,
@@ -22,14 +24,12 @@ from pathlib import Path
 import torch
 
 import splat
+from splat.errors import DiskFullError, InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
 from splat.io_utils import atomic_path, write_image
 
 from . import losses
 from .config import TrainConfig
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (e.g. the loss became NaN); the message says what to try."""
+from .run_lock import run_lock
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:
@@ -54,6 +54,10 @@ class BaseTrainer:
         self.train_seconds = 0.0
         self._stop_requested = False
         self.step_lock = contextlib.nullcontext()  # a live viewer swaps in its lock
+        self._checkpoint_seconds = 0.0  # training time at the last checkpoint
+        n_train = len(dataset.train_indices)
+        if config.batch_size > n_train:
+            raise InputError(f"batch_size: {config.batch_size} is more than the {n_train} training images of {dataset.root}")
 
         bg = config.background
         if bg == "auto":
@@ -116,9 +120,15 @@ class BaseTrainer:
 
     def train(self, progress=None) -> dict:
         """Run to `steps`, evaluating at `eval_steps`; returns the last evaluation (or {})."""
+        with run_lock(self.run_dir):  # one writer per run folder (a second one gets RunBusyError)
+            if self.step > 0:
+                self._truncate_metrics(self.step)  # records of steps after the checkpoint are replayed
+            self._write_config()
+            return self._train(progress)
+
+    def _train(self, progress) -> dict:
         c = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
+        self._checkpoint_seconds = self.train_seconds
         last_eval: dict = {}
         previous = signal.getsignal(signal.SIGINT)
 
@@ -154,7 +164,7 @@ class BaseTrainer:
                 final = self.step == c.steps or self.out_of_time
                 if self.step in c.eval_steps or final:
                     last_eval = self.evaluate(full=final or c.eval_subset <= 0)
-                if self.step % c.checkpoint_every == 0 or final:
+                if self.step % c.checkpoint_every == 0 or final or self.checkpoint_due:
                     self.save_checkpoint()
             if self._stop_requested:
                 self.save_checkpoint()
@@ -168,6 +178,12 @@ class BaseTrainer:
     @property
     def interrupted(self) -> bool:
         return self._stop_requested
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """`checkpoint_minutes` of training since the last checkpoint (so a crash loses at most that)."""
+        minutes = self.cfg.checkpoint_minutes
+        return minutes > 0 and self.train_seconds - self._checkpoint_seconds >= 60.0 * minutes
 
     @property
     def out_of_time(self) -> bool:
@@ -218,9 +234,30 @@ class BaseTrainer:
     # run folder
 
     def log(self, record: dict) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        line = json.dumps(record) + "\n"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(line)
+        except OSError as e:
+            raise (write_error(path, e, len(line)) or e) from None
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop log records after `step` (a resumed run logs those steps again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) > step:
+                    continue
+            except (json.JSONDecodeError, AttributeError, TypeError):
+                continue  # a line cut short by a kill
+            keep.append(line + "\n")
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(keep))
 
     def _write_config(self) -> None:
         info = {
@@ -231,14 +268,43 @@ class BaseTrainer:
             "normalization": self.data.normalization.to_dict(),
             "config": self.cfg.to_json(),
         }
-        with atomic_path(self.run_dir / "config.json") as tmp:
-            tmp.write_text(json.dumps(info, indent=2) + "\n")
+        text = json.dumps(info, indent=2) + "\n"
+        with atomic_path(self.run_dir / "config.json", len(text)) as tmp:
+            tmp.write_text(text)
 
     def save_checkpoint(self) -> Path:
+        """Write the state atomically. On a full disk the partial file is removed and the checkpoints
+        older than the newest one make room for a second try; if that fails too, the newest previous
+        checkpoint is kept and DiskFullError says how much space was needed."""
         path = self.run_dir / "checkpoints" / f"step_{self.step:07d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        state = self.state_dict()
+
+        def write():
+            with atomic_path(path, size_hint=tensor_bytes(state)) as tmp, open(tmp, "wb") as f:
+                torch.save(state, f)  # through a Python file, so a full disk surfaces as its OSError
+
+        try:
+            write()
+        except DiskFullError:
+            older = [p for p in checkpoint_paths(self.run_dir) if p != path][:-1]
+            if not older:
+                raise
+            for old in older:
+                old.unlink(missing_ok=True)
+            write()
+        self._checkpoint_seconds = self.train_seconds
         for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a nested state (about the size of its checkpoint file)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 

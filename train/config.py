@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from splat.errors import InputError
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -70,6 +72,7 @@ class TrainConfig:
     save_renders: bool = True
     log_every: int = 100
     checkpoint_every: int = 5000
+    checkpoint_minutes: float = 10.0  # also checkpoint after this much training time (0: by steps only)
     keep_checkpoints: int = 2
 
     def to_json(self) -> dict[str, Any]:
@@ -82,32 +85,40 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+            raise InputError(f"device: expected auto, cpu or cuda, got {self.device!r}")
         if self.downscale < 0:
-            raise ValueError(f"downscale: expected a positive factor or 0 (automatic), got {self.downscale}")
+            raise InputError(f"downscale: expected a positive factor or 0 (automatic), got {self.downscale}")
         if self.steps < 1:
-            raise ValueError(f"steps: must be positive, got {self.steps}")
+            raise InputError(f"steps: must be positive, got {self.steps}")
         if self.strategy not in ("default", "mcmc"):
-            raise ValueError(f"strategy: expected 'default' or 'mcmc', got {self.strategy!r}")
+            raise InputError(f"strategy: expected 'default' or 'mcmc', got {self.strategy!r}")
         if self.model not in ("auto", "3d", "4d", "field"):
-            raise ValueError(f"model: expected auto, 3d, 4d or field, got {self.model!r}")
+            raise InputError(f"model: expected auto, 3d, 4d or field, got {self.model!r}")
         if self.field_loss not in ("l2", "huber"):
-            raise ValueError(f"field_loss: expected l2 or huber, got {self.field_loss!r}")
+            raise InputError(f"field_loss: expected l2 or huber, got {self.field_loss!r}")
         if self.field_contract not in ("auto", "yes", "no"):
-            raise ValueError(f"field_contract: expected auto, yes or no, got {self.field_contract!r}")
+            raise InputError(f"field_contract: expected auto, yes or no, got {self.field_contract!r}")
         if self.field_samples < 1024 or self.field_bound < 0:
-            raise ValueError("field_samples: at least 1024; field_bound: >= 0")
+            raise InputError("field_samples: at least 1024; field_bound: >= 0")
         if self.background not in ("auto", "white", "black", "random"):
-            raise ValueError(f"background: expected auto, white, black or random, got {self.background!r}")
+            raise InputError(f"background: expected auto, white, black or random, got {self.background!r}")
         if not 0 <= self.sh_degree <= 3:
-            raise ValueError(f"sh_degree: expected 0..3, got {self.sh_degree}")
+            raise InputError(f"sh_degree: expected 0..3, got {self.sh_degree}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be positive, got {self.batch_size}")
+            raise InputError(f"batch_size: must be positive, got {self.batch_size}")
+        if self.init_points < 1:
+            raise InputError(f"init_points: must be positive, got {self.init_points}")
+        if self.checkpoint_every < 1 or self.checkpoint_minutes < 0:
+            raise InputError(f"checkpoint_every: must be positive, got {self.checkpoint_every}; checkpoint_minutes: >= 0")
+        if not 1 <= self.field_grid_resolution <= 1024 or self.field_grid_resolution % 4:
+            raise InputError(f"field_grid_resolution: a multiple of 4 in 4..1024, got {self.field_grid_resolution}")
+        if not 4 <= self.field_log2_hashmap_size <= 26:
+            raise InputError(f"field_log2_hashmap_size: expected 4..26, got {self.field_log2_hashmap_size}")
         if self.max_gaussians < 1:
-            raise ValueError(f"max_gaussians: must be positive, got {self.max_gaussians}")
+            raise InputError(f"max_gaussians: must be positive, got {self.max_gaussians}")
         for entry in self.resolution_schedule:
             if len(entry) != 2 or int(entry[1]) < 1:
-                raise ValueError(f"resolution_schedule: entries are [step, factor >= 1], got {entry!r}")
+                raise InputError(f"resolution_schedule: entries are [step, factor >= 1], got {entry!r}")
 
 
 # Named starting points. "inria": the published 3DGS schedule. "fast": for CPUs and quick looks;
@@ -151,5 +162,5 @@ def preset_config(name: str = "auto", **overrides) -> TrainConfig:
     if name == "auto":
         name = AUTO_PRESET[device_kind(device)]
     if name not in PRESETS:
-        raise ValueError(f"preset: expected auto or one of {', '.join(PRESETS)}, got {name!r}")
+        raise InputError(f"preset: expected auto or one of {', '.join(PRESETS)}, got {name!r}")
     return TrainConfig(**{**PRESETS[name], **overrides, "device": device, "preset": name})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from splat.errors import InputError
 from splat.fields.radiance_field import (FieldSpec, RadianceField, camera_rays, pixel_rays, render_rays_chunked,
                                         render_rays_train)  # fmt: skip
 
@@ -39,7 +40,7 @@ class FieldTrainer(BaseTrainer):
     def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
         super().__init__(config, dataset, run_dir, data_path)
         if dataset.is_dynamic:
-            raise ValueError(f"model: field is for static scenes; {dataset.root} has frames over time (use --model 4d)")
+            raise InputError(f"model: field is for static scenes; {dataset.root} has frames over time (use --model 4d)")
         self.spec = field_spec_for(config, dataset)
         self.field = RadianceField(self.spec, generator=self.generator).to(self.device)
         self.grid = self.field.make_grid(self.device)
@@ -178,7 +179,7 @@ class FieldTrainer(BaseTrainer):
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("model") != "field":
-            raise ValueError("checkpoint: not a neural-field run (its model is Gaussians)")
+            raise InputError("checkpoint: not a neural-field run (its model is Gaussians)")
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.field.load_state_dict(state["field"])

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
 from splat.datasets import Normalization, load_dataset
+from splat.errors import InputError
+from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
 from splat.ply import save_ply
 
 from .config import MAX_IMAGE_SIDE, TrainConfig, device_kind, resolve_device
-from .trainer import Trainer, latest_checkpoint
+from .trainer import Trainer
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run folder that cannot be used (message names the folder or file)."""
 
 
@@ -22,10 +21,10 @@ def read_run_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
         raise RunError(f"{path}: not a splat run folder (config.json is missing)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: malformed JSON ({e})") from None
+    info = read_json_object(path, RunError)
+    if not isinstance(info.get("config"), dict) or not isinstance(info.get("data"), str):
+        raise RunError(f"{path}: not a splat run configuration (needs a 'config' object and a 'data' path)")
+    return info
 
 
 def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None):
@@ -52,31 +51,38 @@ def new_trainer(data_path: str, run_dir: Path, config: TrainConfig, fmt: str | N
 
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
-        raise RunError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {e})") from None
+    """The checkpoint's state (weights only: a crafted file cannot run code; InputError if bad)."""
+    return read_checkpoint(path)
+
+
+def newest_checkpoint(run_dir: Path, what: str) -> tuple[Path, dict]:
+    """(path, state) of the newest complete checkpoint (see io_utils.read_newest_checkpoint)."""
+    return read_newest_checkpoint(run_dir, what)
 
 
 def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str | None = None) -> Trainer:
     """The trainer of `run_dir` at its newest checkpoint (config overrides applied, e.g. steps)."""
     info = read_run_config(run_dir)
-    cfg = TrainConfig.from_json({**info["config"], **(overrides or {})})
-    ckpt_path = latest_checkpoint(run_dir)
-    if ckpt_path is None:
-        raise RunError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty)")
-    state = load_checkpoint(ckpt_path)
+    try:
+        cfg = TrainConfig.from_json({**info["config"], **(overrides or {})})
+        cfg.validate()
+    except TypeError as e:  # a value of the wrong type in config.json
+        raise RunError(f"{run_dir / 'config.json'}: bad configuration ({e})") from None
+    ckpt_path, state = newest_checkpoint(run_dir, "resume from")
     trainer = new_trainer(data_path or info["data"], run_dir, cfg, fmt=info.get("format"))
-    trainer.load_state_dict(state)
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # entries missing or of the wrong shape
+        raise RunError(f"{ckpt_path}: does not fit this run ({e.__class__.__name__}: {' '.join(str(e).split())[:200]})") from None
     return trainer
 
 
 def export_ply(run_dir: Path, out: Path | None = None, checkpoint: Path | None = None) -> tuple[Path, int]:
     """Write the run's Gaussians as an INRIA PLY in the dataset's original frame."""
-    ckpt_path = checkpoint or latest_checkpoint(run_dir)
-    if ckpt_path is None:
-        raise RunError(f"{run_dir}: no checkpoint to export (checkpoints/ is empty)")
-    state = load_checkpoint(ckpt_path)
+    if checkpoint is not None:
+        ckpt_path, state = checkpoint, load_checkpoint(checkpoint)
+    else:
+        ckpt_path, state = newest_checkpoint(run_dir, "export")
     if state.get("model") == "field":
         raise RunError(f"{run_dir}: a neural-field run has no Gaussians to export (render it with `splat render`)")
     params = state["params"]

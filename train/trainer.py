@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import splat
+from splat.errors import InputError
 
 from . import losses
 from .appearance import AppearanceCompensation
@@ -28,7 +29,7 @@ class Trainer(BaseTrainer):
 
         self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
         if self.dynamic and not dataset.is_dynamic:
-            raise ValueError(f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none")
+            raise InputError(f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none")
         mcmc = config.strategy == "mcmc"
         if dataset.points is not None:
             points, colors = dataset.points, dataset.point_colors

@@ -1,0 +1,76 @@
+"""One writer per run folder: an exclusive OS file lock on `RUN/.lock`, held while a process
+trains in the folder and released by the OS when the process dies (kill -9 included).
+
+Readers (`splat eval`, `export`, `view`, `splat.load`) take no lock: checkpoints are written to a
+temporary file and renamed, so they always see the newest complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from splat.errors import RunBusyError, write_error
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; runs are not guarded there
+    fcntl = None
+
+LOCK_NAME = ".lock"
+_held: dict[Path, int] = {}  # resolved run folder -> open, locked file descriptor
+
+
+def lock_run(run_dir: str | os.PathLike) -> bool:
+    """Take the run folder's lock for this process (created if needed). True when taken now, False
+    when this process already holds it; RunBusyError naming the holder's PID when another does."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        key = run_dir.resolve()
+        if key in _held:
+            return False
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise (write_error(run_dir / LOCK_NAME, e) or e) from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunBusyError(f"{run_dir}: in use by another splat process (PID {holder}) that is training in it; "
+                               "wait for it to finish, stop it, or choose another --out") from None  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[key] = fd
+    remove_stale_temp_files(run_dir)
+    return True
+
+
+def unlock_run(run_dir: str | os.PathLike) -> None:
+    fd = _held.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike):
+    """Hold the lock for the block (or keep holding it, when this process already did)."""
+    taken = lock_run(run_dir)
+    try:
+        yield
+    finally:
+        if taken:
+            unlock_run(run_dir)
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temporary files a killed writer left behind (`.step_N.pt.XXXX.tmp.pt`, `.config.json.XXXX.tmp.json`):
+    only the lock holder writes these, so once it holds the lock any that exist are stale."""
+    stale = list((run_dir / "checkpoints").glob(".step_*.tmp.pt")) + list(run_dir.glob(".config.json.*.tmp.json"))
+    stale += list(run_dir.glob(".metrics.jsonl.*.tmp.jsonl"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
