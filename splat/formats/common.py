@@ -103,6 +103,16 @@ def flip_axes(splats: dict[str, np.ndarray], flips) -> dict[str, np.ndarray]:
     return out
 
 
+def trim_sh_bands(shN: np.ndarray) -> np.ndarray:
+    """Higher SH bands (N, K-1, 3) without the trailing bands that are zero for every Gaussian
+    (a short run's untrained bands): lossless, and the quantised formats then store nothing
+    rather than a value near zero."""
+    degree = int(round(np.sqrt(shN.shape[1] + 1))) - 1
+    while degree > 0 and not shN[:, degree**2 - 1 : (degree + 1) ** 2 - 1].any():
+        degree -= 1
+    return shN[:, : (degree + 1) ** 2 - 1]
+
+
 def morton_order(means: np.ndarray) -> np.ndarray:
     """Permutation sorting points along a 3D Morton (Z-order) curve of 10 bits per axis, so that
     runs of consecutive points are compact in space (what chunked formats quantise against)."""

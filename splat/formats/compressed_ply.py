@@ -13,7 +13,7 @@ Gaussians are sorted along a Morton curve and grouped in chunks of 256. Elements
   r, g, b within the chunk's colour bounds and alpha = sigmoid(opacity), r in the top bits).
 - optional `sh` (N records, uint8 f_rest_0..): INRIA's channel-major f_rest, each stored as
   trunc((f / 8 + 0.5) * 256) clipped to 0..255 and read back at the bucket centre; the range is
-  [-4, 4] in steps of 1/32.
+  [-4, 4] in steps of 1/32. Trailing bands that are zero everywhere are not written.
 The frame is the PLY's (no axis change).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SH_C0, fail, logit, morton_order, sh_degree_for, sigmoid, unit_quats
+from .common import SH_C0, fail, logit, morton_order, sh_degree_for, sigmoid, trim_sh_bands, unit_quats
 from .ply_header import PlyHeader, read_binary_body, read_header
 
 CHUNK = 256
@@ -104,8 +104,13 @@ def encode(splats: dict[str, np.ndarray]) -> bytes:
         _pack_11_10_11(_normalise(scales, sc_lo, sc_hi)),
         (_unorm(rgba[:, 0], 8) << 24) | (_unorm(rgba[:, 1], 8) << 16) | (_unorm(rgba[:, 2], 8) << 8) | _unorm(rgba[:, 3], 8),
     ], 1).astype("<u4")  # fmt: skip
-    f_rest = s["shN"].transpose(0, 2, 1).reshape(N, -1)  # channel-major, as INRIA's f_rest
-    sh = np.clip(np.trunc((f_rest / SH_RANGE + 0.5) * 256.0), 0, 255).astype(np.uint8)
+    f_rest = trim_sh_bands(s["shN"]).transpose(0, 2, 1).reshape(N, -1)  # channel-major, as INRIA's f_rest
+    # readers decode byte n at its bucket's centre, (n + 0.5) / 256, so a value on a bucket edge
+    # (0 among them) is equally far from two bytes: alternate them, so such values average out
+    # instead of all moving by +1/64
+    x = (f_rest / SH_RANGE + 0.5) * 256.0
+    tie = (x == np.floor(x)) & ((np.arange(N)[:, None] + np.arange(f_rest.shape[1])[None]) % 2 == 1)
+    sh = np.clip(np.floor(x) - tie, 0, 255).astype(np.uint8)
 
     lines = ["ply", "format binary_little_endian 1.0", "comment written by splat", f"element chunk {len(chunk)}"]
     lines += [f"property float {n}" for n in BOUNDS + COLOR_BOUNDS]
