@@ -10,7 +10,8 @@ Targets (issue 13): .splat >= 30 dB (DC colour only), SPZ and compressed PLY wit
 SPZ <= 1/8 and compressed PLY <= 1/3 of the PLY's size. Short CPU runs have barely trained their
 higher SH bands, so each run is also measured with its higher bands replaced by Gaussian noise of
 --sh-std (a "synthetic SH" variant, marked as such) to exercise the SH quantisation.
-Writes bench/results/formats-<device>.json.
+Also measured: SPZ version 4 (ZSTD) and SPZ with the reference's SH bits (5 / 4; splat's default
+is 6 / 5). Writes bench/results/formats-<device>.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(HERE))
 from common import RESULTS, header, write_result  # noqa: E402
 
 FORMATS = ("ply", "splat", "spz", "compressed-ply")
+VARIANTS = {"spz-v4": ("spz", {"version": 4}), "spz-reference-bits": ("spz", {"sh1_bits": 5, "sh_rest_bits": 4})}
 
 
 def test_cameras(run: Path, scene, limit: int):
@@ -62,21 +64,22 @@ def measure(name: str, scene, cams, workdir: Path) -> dict:
 
     ref = render_all(scene, cams)
     out = {"num_gaussians": scene.num_gaussians, "sh_degree": scene.sh_degree, "formats": {}}
-    for fmt in FORMATS:
-        path = workdir / f"{name}{SUFFIXES[fmt]}"
+    for key in (*FORMATS, *VARIANTS):
+        fmt, options = VARIANTS.get(key, (key, {}))
+        path = workdir / f"{name}-{key}{SUFFIXES[fmt]}"
         t0 = time.perf_counter()
-        write_splats(path, scene.splats, fmt)
+        write_splats(path, scene.splats, fmt, **options)
         t1 = time.perf_counter()
         back = splat.load(path)
         t2 = time.perf_counter()
         score = psnr(render_all(back, cams), ref)
-        out["formats"][fmt] = {"bytes": path.stat().st_size, "bytes_per_gaussian": path.stat().st_size / scene.num_gaussians,
+        out["formats"][key] = {"bytes": path.stat().st_size, "bytes_per_gaussian": path.stat().st_size / scene.num_gaussians,
                                "psnr_vs_original_db": round(score, 2) if math.isfinite(score) else None,
                                "write_s": round(t1 - t0, 3), "read_s": round(t2 - t1, 3)}  # fmt: skip
-        print(f"  {name:28s} {fmt:15s} {path.stat().st_size / 2**20:8.2f} MiB  {score:6.2f} dB", flush=True)
+        print(f"  {name:28s} {key:18s} {path.stat().st_size / 2**20:8.2f} MiB  {score:6.2f} dB", flush=True)
     ply = out["formats"]["ply"]["bytes"]
-    for fmt in FORMATS:
-        out["formats"][fmt]["size_vs_ply"] = round(out["formats"][fmt]["bytes"] / ply, 4)
+    for entry in out["formats"].values():
+        entry["size_vs_ply"] = round(entry["bytes"] / ply, 4)
     return out
 
 

@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/formats_interop.py write DIR            # splat writes every format + expected.npz
     OTHER_VENV/bin/python bench/formats_interop.py check DIR       # gsply / spz reference read them back
+                                                                   # (and the reference writes SPZ v2/v3/v4)
+    .venv/bin/python bench/formats_interop.py read DIR             # splat reads the reference's files
 
 The check step needs only numpy plus the readers it finds (gsply: `pip install gsply zstandard`
 in a throwaway venv; Niantic's `spz` bindings if built from nianticlabs/spz), never splat or
@@ -121,6 +123,25 @@ def check(folder: Path) -> None:
         result["readers"]["niantic spz"] = res
     except ImportError as e:
         result["readers"]["niantic spz"] = f"not available: {e}"
+    try:  # the reference writes SPZ v2, v3, v4 from the same Gaussians (given in RDF) for `read`
+        import spz as niantic
+
+        def cloud(n):
+            c = niantic.GaussianCloud()
+            c.sh_degree = 3  # num_points follows from the positions
+            f32 = lambda a: a[:n].reshape(-1).astype(np.float32)  # noqa: E731
+            c.positions, c.scales, c.rotations = f32(ref["means"]), f32(ref["scales"]), f32(ref["quats"][:, [1, 2, 3, 0]])
+            c.alphas, c.colors, c.sh = f32(ref["opacities"]), f32(ref["sh0"]), f32(ref["shN"])
+            return c
+
+        # the small copies (64 Gaussians) are the test suite's fixtures, tests/data/spz_reference
+        for prefix, n in (("reference", len(ref["means"])), ("fixture", 64)):
+            for version in (2, 3, 4):
+                opts = niantic.PackOptions()
+                opts.from_coord, opts.version = niantic.CoordinateSystem.RDF, version
+                assert niantic.save_spz(cloud(n), opts, str(folder / f"{prefix}_v{version}.spz"))
+    except ImportError:
+        pass
     print(json.dumps(result["readers"], indent=1))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "formats-interop.json"
@@ -130,7 +151,25 @@ def check(folder: Path) -> None:
     print(f"wrote {out}")
 
 
+def read(folder: Path) -> None:
+    from splat.formats import read_splats
+
+    ref = dict(np.load(folder / "expected.npz"))
+    ref.pop("sh_signs_rub")
+    out = {}
+    for version in (2, 3, 4):
+        path = folder / f"reference_v{version}.spz"
+        if path.is_file():
+            out[path.name] = _errors({k: v.double().numpy() for k, v in read_splats(path).items()}, ref)
+    print(json.dumps(out, indent=1))
+    result_path = RESULTS / "formats-interop.json"
+    result = json.loads(result_path.read_text())
+    result["splat reads the reference's files"] = out
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("write", "check"):
+    steps = {"write": write, "check": check, "read": read}
+    if len(sys.argv) != 3 or sys.argv[1] not in steps:
         sys.exit(__doc__)
-    (write if sys.argv[1] == "write" else check)(Path(sys.argv[2]))
+    steps[sys.argv[1]](Path(sys.argv[2]))

@@ -244,7 +244,7 @@ def encode(splats: dict[str, np.ndarray], version: int = 3, **sh_bits) -> bytes:
     (N, degree, frac), blocks = encode_blocks(splats, version, **sh_bits)
     if version == 3:
         raw = LEGACY_HEADER.pack(MAGIC, 3, N, degree, frac, 0, 0) + b"".join(blocks)
-        return gzip.compress(raw, compresslevel=9, mtime=0)
+        return gzip.compress(raw, compresslevel=6, mtime=0)  # zlib's default, as the reference; 9 is 6x slower for 2%
     if version != 4:
         raise ValueError(f"SPZ version {version}: this writer writes version 3 (gzip) or 4 (ZSTD)")
     import zstandard
