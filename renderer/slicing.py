@@ -378,3 +378,47 @@ def scale_space_4d(log_scales: torch.Tensor, q_left: torch.Tensor, q_right: torc
     q_l, q_r = factor_rotation_4d(U)
     f = log_scales.dtype
     return S.clamp(min=1e-30).log().to(f), q_l.to(f), q_r.to(f)
+
+
+def rotmats_to_quats(R: torch.Tensor) -> torch.Tensor:
+    """wxyz unit quaternions (N, 4), w >= 0, of rotation matrices (N, 3, 3) (Shepperd's method:
+    pivot on the largest of w, x, y, z so it stays accurate near 180-degree rotations)."""
+    m = R
+    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
+    cand = torch.stack([
+        torch.stack([1 + tr, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
+        torch.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]], -1),
+        torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], 1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], m[:, 1, 2] + m[:, 2, 1]], -1),
+        torch.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], -1),
+    ], 1)  # fmt: skip  # row k is 4 q_k q (so its k-th entry is 4 q_k^2)
+    k = torch.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], -1).argmax(-1)
+    q = torch.nn.functional.normalize(cand[torch.arange(len(m)), k], dim=-1)
+    return torch.where(q[:, :1] < 0, -q, q)
+
+
+def slice_gaussians(splats: dict[str, torch.Tensor], time: float, min_visible: float | None = None):
+    """The 3D Gaussians a 4D scene shows at `time`: pre-activation splats (means and log-scales
+    (N, 4), quats, quats_right, opacity logits, SH) -> a 3D splat dict (means (M, 3), log-scales,
+    wxyz quats of Sigma3's eigenvectors, opacity logits including the temporal falloff, SH), the
+    same slicing the renderer does; Gaussians whose opacity x temporal weight is below
+    `min_visible` (default: the renderer's alpha threshold, below which it drops them) are left out."""
+    from .gaussian_math import ALPHA_THRESHOLD
+
+    min_visible = float(ALPHA_THRESHOLD) if min_visible is None else min_visible
+    with torch.no_grad():
+        covars3, velocities, time_vars = covariance_4d(splats["scales"].exp(), splats["quats"], splats["quats_right"])
+        t = torch.tensor([float(time)], dtype=torch.float32, device=splats["means"].device)
+        means3, weights = slice_at_times(t, splats["means"], velocities, time_vars)
+        visible = torch.sigmoid(splats["opacities"].float()) * weights[0]
+        keep = (visible >= min_visible).nonzero().flatten()
+        evals, evecs = torch.linalg.eigh(covars3[keep].double())
+        evecs[torch.linalg.det(evecs) < 0, :, 2] *= -1  # a proper rotation
+        opac = visible[keep].double().clamp(1e-7, 1 - 1e-7)
+        return {
+            "means": means3[0][keep].float(),
+            "scales": (0.5 * evals.clamp(min=1e-30).log()).float(),
+            "quats": rotmats_to_quats(evecs).float(),
+            "opacities": (opac / (1 - opac)).log().float(),
+            "sh0": splats["sh0"][keep],
+            "shN": splats["shN"][keep],
+        }

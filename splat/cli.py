@@ -224,11 +224,9 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from splat.train.runs import export_ply
+    from splat.formats.export import export_scene
 
-    if args.format != "ply":
-        raise UserError(f"--format {args.format}: only 'ply' is supported")
-    out, n = export_ply(Path(args.run), Path(args.out) if args.out else None)
+    out, n = export_scene(Path(args.run), args.out, args.format, args.time)
     print(f"wrote {n:,} Gaussians to {out}")
     return 0
 
@@ -455,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
 
     r = sub.add_parser("render", help="render a scene along a camera path: images, depth, masks, transforms.json, video")
-    r.add_argument("scene", help="run folder, checkpoint (.pt) or PLY")
+    r.add_argument("scene", help="run folder, checkpoint (.pt) or splat file (PLY, SPZ, .splat)")
     r.add_argument("--trajectory", default="orbit", help="orbit, spiral, train (through the training cameras) or PATH.json")
     r.add_argument("--frames", type=int, default=120)
     r.add_argument("--width", type=int)
@@ -470,16 +468,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_render)
 
     v = sub.add_parser("view", help="open a scene or run in the web viewer")
-    v.add_argument("scene", help="run folder, checkpoint (.pt) or PLY")
+    v.add_argument("scene", help="run folder, checkpoint (.pt) or splat file (PLY, SPZ, .splat)")
     v.add_argument("--port", type=int, default=8080)
     v.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
     v.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     v.set_defaults(func=_cmd_view)
 
-    x = sub.add_parser("export", help="export a run's Gaussians (INRIA 3DGS PLY)")
-    x.add_argument("run", help="run folder")
-    x.add_argument("--format", default="ply", help="output format (ply)")
-    x.add_argument("--out", help="output file (default: RUN/point_cloud.ply)")
+    x = sub.add_parser("export", help="export a run's Gaussians (PLY, .splat, SPZ, compressed PLY)")
+    x.add_argument("run", help="run folder, checkpoint (.pt) or splat file")
+    x.add_argument("--format", choices=["ply", "splat", "spz", "compressed-ply"],
+                   help="ply (INRIA 3DGS, the default), splat (antimatter15), spz (Niantic), compressed-ply "
+                        "(SuperSplat); default: from --out's name, else ply")  # fmt: skip
+    x.add_argument("--out", help="output file (default: RUN/point_cloud.<ext>)")
+    x.add_argument("--time", type=float, help="dynamic scenes: export the 3D scene at this time in [0, 1]")
     x.set_defaults(func=_cmd_export)
 
     fi = sub.add_parser("fit-image", help="fit a 2D hash grid + MLP to an image (the hash-encoding demo)")

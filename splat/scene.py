@@ -74,6 +74,15 @@ class GaussianScene:
     def to(self, device) -> GaussianScene:
         return GaussianScene({k: v.to(device) for k, v in self.splats.items()}, self.cameras, self.source)
 
+    def at_time(self, time: float) -> GaussianScene:
+        """A dynamic scene's 3D Gaussians at `time` in [0, 1] (renders as `render(..., time=time)`;
+        the ones invisible then are left out). What `splat export --time` writes."""
+        from splat.renderer.slicing import slice_gaussians
+
+        if not self.is_dynamic:
+            raise ValueError("time: this scene is static (3D Gaussians); it has no time to slice")
+        return GaussianScene(slice_gaussians(self.splats, time), self.cameras, f"{self.source}@t={time:g}")
+
     def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
         """Robust axis-aligned bounds of the Gaussian centres (ignoring the outer 2%)."""
         m = self.splats["means"][:, :3].float()
@@ -142,12 +151,12 @@ def _training_cameras(run_info: dict) -> list[Camera]:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True):
-    """Load a trained scene: an INRIA / gsplat / nerfstudio PLY, a splat checkpoint (.pt) or a run
+    """Load a trained scene: a splat file (INRIA / gsplat / nerfstudio PLY, SuperSplat compressed
+    PLY, Niantic SPZ, antimatter15 .splat: `splat.formats`), a splat checkpoint (.pt) or a run
     folder (its newest checkpoint, with the training cameras when its dataset is reachable).
     Gaussian runs and PLYs give a `GaussianScene`, neural-field runs a `FieldScene`; both render
     the same way."""
     from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
-    from splat.ply import load_ply
 
     path = Path(path)
     if not path.exists():
@@ -161,11 +170,11 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
         scene.cameras = _training_cameras(info) if with_cameras else []
         scene.source = str(path)
         return scene
-    if path.suffix.lower() == ".ply":
-        return GaussianScene(load_ply(path), source=str(path)).to(device)
     if path.suffix.lower() == ".pt":
         return _scene_from_checkpoint(path, read_checkpoint(path), device)  # weights only: cannot run code
-    raise SceneLoadError(f"{path}: not a PLY, a checkpoint (.pt) or a run folder")
+    from splat.formats import read_splats  # PLY, compressed PLY, SPZ, .splat: by magic / extension
+
+    return GaussianScene(read_splats(path), source=str(path)).to(device)
 
 
 def _scene_from_checkpoint(path: Path, state: dict, device):
