@@ -67,13 +67,13 @@ def viewer(tmp_path_factory):
 
 
 def test_viewer_render_modes(viewer):
+    from splat.viewer.client_gui import Settings
+
     cam = Camera.look_at((0, -3.2, 1.6), (0, 0, 0.25), width=80, height=60, fov_x=55)
     for mode in ("rgb", "depth", "alpha"):
-        viewer.mode.value = mode
-        img = viewer._render(cam)
+        img = viewer._render(cam, Settings(mode=mode))
         assert img.shape == (60, 80, 3) and np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1
         assert img.std() > 0.05, mode
-    viewer.mode.value = "rgb"
 
 
 def test_viewer_time_slider_for_dynamic_scenes():
@@ -90,17 +90,22 @@ def test_viewer_time_slider_for_dynamic_scenes():
               "sh0": torch.randn(n, 1, 3, generator=g), "shN": torch.zeros(n, 0, 3)}  # fmt: skip
     scene = GaussianScene(splats)
     assert scene.is_dynamic
+    from splat.viewer.client_gui import Settings
+    from splat.viewer.client_splats import browser_splats
+
     v = Viewer(scene, port=free_port())
     try:
-        assert v.time is not None and v.playing is not None
         cam = Camera.look_at((0, -3.0, 1.0), (0, 0, 0), width=48, height=36, fov_x=50)
-        v.time.value = 0.0
-        a = v._render(cam)
-        v.time.value = 1.0
-        b = v._render(cam)
+        a = v._render(cam, Settings(time=0.0))
+        b = v._render(cam, Settings(time=1.0))
         assert np.abs(a - b).max() > 0.1
     finally:
         v.close()
+    # the browser gets the Gaussians sliced at the slider's time: centres move, opacities fade
+    early, late = browser_splats(scene, time=0.0), browser_splats(scene, time=1.0)
+    assert early.total == late.total == n
+    assert early.count < n and late.count < n  # splats faded out at that time are not sent
+    assert early.count != late.count or not np.allclose(early.centers, late.centers)
 
 
 class _VanishingClient:
