@@ -213,7 +213,7 @@ def served_scene(tmp_path):
     ply = still_life_ply(tmp_path / "s.ply")
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port), "--renderer", "server"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     wait_for_http(f"http://127.0.0.1:{port}/", 60, proc)
     yield f"http://127.0.0.1:{port}/", proc
@@ -245,3 +245,27 @@ def test_browser_shows_the_scene_and_survives_a_disconnect(served_scene, tmp_pat
         second.close()
     finally:
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+def test_browser_renderer_draws_the_gaussians_in_the_page(tmp_path):
+    """The default for a scene within the budget: the page shows the scene while the server
+    renders no frame at all (the browser sorts and draws the Gaussians it was sent)."""
+    from splat.viewer.app import Viewer
+
+    v = Viewer(splat.load(still_life_ply(tmp_path / "s.ply")), port=free_port())
+    assert v.default_renderer == "browser"
+    browser = Chromium(tmp_path)
+    try:
+        page = browser.open(v.url)
+        img = wait_for_scene(page)
+        iio.imwrite(tmp_path / "browser.png", img)
+        assert shows_the_scene(img), f"the page does not show the scene (screenshot: {tmp_path / 'browser.png'})"
+        assert v.frames_rendered == 0 and v.splat_pushes >= 1
+        (state,) = v._states()
+        assert state.splats.count == state.splats.total == v.scene.num_gaussians
+        assert "browser draws all" in state.gui.stats.content
+        page.close()
+    finally:
+        browser.close()
+        v.close()

@@ -6,8 +6,8 @@ spherical harmonics, so colours are evaluated on the server for one viewpoint ("
 re-sent when the camera settles somewhere else (viewer/app.py decides when). Covariances travel as
 float16 and colours/opacities as uint8 (32 bytes a splat).
 
-Which splats fit the budget is decided by contribution: opacity x projected area (pixels), summed
-over (a subset of) the training cameras; scenes without cameras use opacity x world-space area.
+Which splats fit the budget is decided by contribution: each Gaussian's blending weight (opacity x
+visible projected area, occlusion included) summed over a subset of the training cameras.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from splat.camera import Camera
 from . import DEFAULT_MAX_SPLATS
 
 SCORE_CAMERAS = 16  # training cameras used to score contributions (evenly spaced subset)
+SCORE_SIDE = 256  # ...rendered at this many pixels on the long side
 
 
 @dataclasses.dataclass
@@ -84,30 +85,41 @@ def world_gaussians(scene, time: float | None = None) -> dict[str, torch.Tensor]
     return {"means": s["means"], "covars": covars, "opacities": opacities, "sh": sh}
 
 
-def contribution(g: dict[str, torch.Tensor], cameras: list[Camera]) -> torch.Tensor:
-    """Score (N,) per Gaussian: opacity x projected area in pixels, summed over up to
-    SCORE_CAMERAS training cameras (Gaussians behind a camera or outside its image add nothing).
-    Without cameras: opacity x world-space area (the two largest axes of the ellipsoid)."""
-    means, covars, opac = g["means"], g["covars"], g["opacities"]
-    # pi sqrt(l2 l3), the two largest covariance eigenvalues: the ellipsoid's largest 1-sigma cross-section
-    eig = torch.linalg.eigvalsh(covars.double()).clamp_min(0).float()
-    world_area = math.pi * torch.sqrt(eig[:, 1] * eig[:, 2])
-    if not cameras:
-        return opac * world_area
-    pick = np.linspace(0, len(cameras) - 1, min(SCORE_CAMERAS, len(cameras))).round().astype(int)
+def contribution(g: dict[str, torch.Tensor], cameras: list[Camera], max_side: int = SCORE_SIDE) -> torch.Tensor:
+    """Score (N,) per Gaussian: its blending weight (alpha x transmittance) summed over the pixels
+    of up to SCORE_CAMERAS training cameras at <= `max_side` pixels, i.e. its opacity x visible
+    projected area, occlusion included. It is the gradient of the rendered image with respect to
+    a constant one-channel colour per Gaussian (d/dc_i sum_p sum_j c_j alpha_j T_j = sum_p alpha_i T_i),
+    so splat's own rasterizer computes it. Without cameras, views from around the bounds are used."""
+    import splat
+
+    cams = cameras or orbit_cameras(g["means"])
+    pick = sorted(set(np.linspace(0, len(cams) - 1, min(SCORE_CAMERAS, len(cams))).round().astype(int).tolist()))
+    means, covars, opac = g["means"].contiguous(), g["covars"].contiguous(), g["opacities"].contiguous()
     score = torch.zeros_like(opac)
-    for k in sorted(set(pick.tolist())):
-        cam = cameras[k]
-        view = torch.from_numpy(cam.viewmat).float()
-        p = means @ view[:3, :3].T + view[:3, 3]
-        z = p[:, 2]
-        ok = z > 1e-3
-        zc = z.clamp_min(1e-3)
-        u, v = cam.fx * p[:, 0] / zc + cam.cx, cam.fy * p[:, 1] / zc + cam.cy
-        inside = ok & (u > -0.1 * cam.width) & (u < 1.1 * cam.width) & (v > -0.1 * cam.height) & (v < 1.1 * cam.height)
-        pixels = world_area * (cam.fx * cam.fy) / (zc * zc)
-        score += torch.where(inside, opac * pixels.clamp(max=float(cam.width * cam.height)), torch.zeros_like(opac))
+    for k in pick:
+        cam = cams[k]
+        f = min(1.0, max_side / max(cam.width, cam.height))
+        w, h = max(8, round(cam.width * f)), max(8, round(cam.height * f))
+        K = torch.tensor(cam.K, dtype=torch.float32) * torch.tensor([[w / cam.width], [h / cam.height], [1.0]])
+        ones = torch.ones(means.shape[0], 1, requires_grad=True)
+        image, _, _ = splat.rasterize(means, None, None, opac, ones, torch.from_numpy(cam.viewmat).float()[None], K[None],
+                                      w, h, covars=covars)  # fmt: skip
+        (grad,) = torch.autograd.grad(image.sum(), ones)
+        score += grad[:, 0] / (w * h)
     return score
+
+
+def orbit_cameras(means: torch.Tensor, n: int = 8) -> list[Camera]:
+    """Views from around and above the centres' robust bounds (for scenes without cameras)."""
+    lo, hi = torch.quantile(means[torch.randperm(means.shape[0])[:100_000]], torch.tensor([0.02, 0.98]), dim=0)
+    centre, radius = ((lo + hi) / 2).tolist(), max(float((hi - lo).norm()), 1e-3)
+    cams = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        eye = (centre[0] + radius * math.cos(a), centre[1] + radius * math.sin(a), centre[2] + 0.5 * radius)
+        cams.append(Camera.look_at(eye, centre, width=SCORE_SIDE, height=SCORE_SIDE, fov_x=60))
+    return cams
 
 
 def select(g: dict[str, torch.Tensor], cameras: list[Camera], max_splats: int) -> torch.Tensor:
