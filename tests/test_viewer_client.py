@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_render_api import still_life_ply
-from test_viewer import free_port
+from chromium import free_port
 from viser_client import ScriptedClient, wait_until
 
 import splat

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 from test_render_api import still_life_ply
-from test_viewer import ROOT, free_port
+from chromium import free_port
+from test_viewer import ROOT
 from viser_client import ScriptedClient, wait_until
 
 import splat

@@ -168,6 +168,7 @@ class Viewer:
         if gui.time is not None:
             gui.time.on_update(dirty)
         gui.mode.on_update(lambda _: self._mode_changed(state))
+        gui.renderer.on_update(lambda _: gui.show_controls_of(gui.settings().renderer))
         gui.fov.on_update(lambda _: self._apply_fov(state))
         gui.show_cameras.on_update(lambda _: self._update_frustums(state))
         gui.screenshot.on_click(lambda event: self._on_screenshot(state))

@@ -73,10 +73,16 @@ class ClientGui:
             with gui.add_folder("Time"):
                 self.time = gui.add_slider("t", min=0.0, max=1.0, step=0.005, initial_value=0.0)
                 self.playing = gui.add_checkbox("Play", initial_value=False)
+        self.show_controls_of(renderer)
         self.pause_button = None
         if training:
             with gui.add_folder("Training"):
                 self.pause_button = gui.add_button("Pause")
+
+    def show_controls_of(self, renderer: str) -> None:
+        """The server renderer's frame controls are only shown while it is the renderer."""
+        for handle in (self.max_res, self.moving_scale, self.jpeg_quality):
+            handle.visible = renderer == "server"
 
     def settings(self) -> Settings:
         renderer = self.renderer.value if self.renderer.value in self.renderer.options else self.renderer.options[0]
