@@ -125,10 +125,9 @@ def orbit_cameras(means: torch.Tensor, n: int = 8) -> list[Camera]:
 def select(g: dict[str, torch.Tensor], cameras: list[Camera], max_splats: int) -> torch.Tensor:
     """Indices of the `max_splats` Gaussians that contribute most (all of them when they fit),
     dropping invisible ones (opacity < 1/255, which the browser would draw as nothing)."""
-    n = g["means"].shape[0]
     visible = g["opacities"] >= 1 / 255
-    if n <= max_splats and bool(visible.all()):
-        return torch.arange(n)
+    if int(visible.sum()) <= max_splats:
+        return visible.nonzero().flatten()
     score = torch.where(visible, contribution(g, cameras), torch.full_like(g["opacities"], -1.0))
     k = min(max_splats, int(visible.sum()))
     return torch.topk(score, max(k, 1)).indices.sort().values
