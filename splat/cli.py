@@ -277,12 +277,18 @@ def _parse_times(spec: str):
 
 
 def _cmd_view(args) -> int:
+    from splat.viewer.security import is_loopback, resolve
+
+    resolve(args.host, args.port)  # a bad --host / --port fails before the scene loads
+
     import splat
     from splat.viewer.app import Viewer
-
     scene = splat.load(args.scene, device=_device(args.device))
-    viewer = Viewer(scene, host=args.host, port=args.port, title=Path(args.scene).name)
-    print(f"splat viewer: {scene.summary} from {args.scene} at {viewer.url} (Ctrl-C to stop)")
+    viewer = Viewer(scene, host=args.host, port=args.port, title=Path(args.scene).name, max_splats=args.max_splats,
+                    renderer=args.renderer, token=args.token)  # fmt: skip
+    if args.token is None and not is_loopback(args.host):
+        print(f"warning: --host {args.host} serves the scene to anyone who can reach it; add --token SECRET", file=sys.stderr)
+    print(f"splat viewer: {scene.summary} from {args.scene} at {viewer.url} (Ctrl-C to stop)", flush=True)
     viewer.wait()
     return 0
 
@@ -467,11 +473,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.set_defaults(func=_cmd_render)
 
+    from splat.viewer import DEFAULT_MAX_SPLATS
+
     v = sub.add_parser("view", help="open a scene or run in the web viewer")
     v.add_argument("scene", help="run folder, checkpoint (.pt) or splat file (PLY, SPZ, .splat)")
     v.add_argument("--port", type=int, default=8080)
     v.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
     v.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    v.add_argument("--max-splats", type=int, default=DEFAULT_MAX_SPLATS,
+                   help=f"most Gaussians the browser draws (default {DEFAULT_MAX_SPLATS:,}: the ones contributing most)")
+    v.add_argument("--renderer", choices=["auto", "browser", "server"], default="auto",
+                   help="browser: your GPU draws the Gaussians; server: exact frames rendered here (default auto: "
+                        "browser when the scene fits --max-splats)")  # fmt: skip
+    v.add_argument("--token", help="require this secret from every browser (it is printed in the URL); use it with a non-loopback --host")
     v.set_defaults(func=_cmd_view)
 
     x = sub.add_parser("export", help="export a run's Gaussians (PLY, .splat, SPZ, compressed PLY)")

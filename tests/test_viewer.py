@@ -7,49 +7,23 @@ dependency), so no extra test package is needed.
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from chromium import CHROMIUM, Chromium, free_port, wait_for_http
 from test_render_api import still_life_ply
 
 import splat
 from splat.camera import Camera
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    """Poll `url` until it answers; fail early if `proc` (the server) exits meanwhile."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited: {proc.stderr.read() if proc.stderr else ''}") from None
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,13 +41,13 @@ def viewer(tmp_path_factory):
 
 
 def test_viewer_render_modes(viewer):
+    from splat.viewer.client_gui import Settings
+
     cam = Camera.look_at((0, -3.2, 1.6), (0, 0, 0.25), width=80, height=60, fov_x=55)
     for mode in ("rgb", "depth", "alpha"):
-        viewer.mode.value = mode
-        img = viewer._render(cam)
+        img = viewer._render(cam, Settings(mode=mode))
         assert img.shape == (60, 80, 3) and np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1
         assert img.std() > 0.05, mode
-    viewer.mode.value = "rgb"
 
 
 def test_viewer_time_slider_for_dynamic_scenes():
@@ -90,17 +64,22 @@ def test_viewer_time_slider_for_dynamic_scenes():
               "sh0": torch.randn(n, 1, 3, generator=g), "shN": torch.zeros(n, 0, 3)}  # fmt: skip
     scene = GaussianScene(splats)
     assert scene.is_dynamic
+    from splat.viewer.client_gui import Settings
+    from splat.viewer.client_splats import browser_splats
+
     v = Viewer(scene, port=free_port())
     try:
-        assert v.time is not None and v.playing is not None
         cam = Camera.look_at((0, -3.0, 1.0), (0, 0, 0), width=48, height=36, fov_x=50)
-        v.time.value = 0.0
-        a = v._render(cam)
-        v.time.value = 1.0
-        b = v._render(cam)
+        a = v._render(cam, Settings(time=0.0))
+        b = v._render(cam, Settings(time=1.0))
         assert np.abs(a - b).max() > 0.1
     finally:
         v.close()
+    # the browser gets the Gaussians sliced at the slider's time: centres move, opacities fade
+    early, late = browser_splats(scene, time=0.0), browser_splats(scene, time=1.0)
+    assert early.total == late.total == n
+    assert early.count < n and late.count < n  # splats faded out at that time are not sent
+    assert early.count != late.count or not np.allclose(early.centers, late.centers)
 
 
 class _VanishingClient:
@@ -128,61 +107,6 @@ def test_render_loop_survives_a_vanished_client(viewer):
 # real browser
 
 
-class Chromium:
-    """Headless Chromium over the DevTools protocol."""
-
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-             "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic", f"--user-data-dir={tmp / 'profile'}",
-             f"--remote-debugging-port={self.port}", "--window-size=960,640", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_http(f"http://127.0.0.1:{self.port}/json/version", 30, self.proc)
-
-    def open(self, url: str):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?{url}", method="PUT")
-        target = json.loads(urllib.request.urlopen(req, timeout=10).read())
-        return Page(target)
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-class Page:
-    def __init__(self, target: dict):
-        from websockets.sync.client import connect
-
-        self.id = target["id"]
-        self.ws = connect(target["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=10)
-        self.n = 0
-
-    def call(self, method: str, **params):
-        self.n += 1
-        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=30))
-            if msg.get("id") == self.n:
-                return msg.get("result", {})
-
-    def screenshot(self) -> np.ndarray:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        return iio.imread(io.BytesIO(base64.b64decode(data)))[..., :3]
-
-    def close(self):
-        try:
-            self.call("Page.close")
-        except Exception:  # noqa: BLE001
-            pass
-        self.ws.close()
-
-
 def shows_the_scene(img: np.ndarray) -> bool:
     """The still life on white: saturated colours (stripes, torus, cube) and a dark checkerboard."""
     f = img.astype(np.float32) / 255
@@ -208,7 +132,7 @@ def served_scene(tmp_path):
     ply = still_life_ply(tmp_path / "s.ply")
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port), "--renderer", "server"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     wait_for_http(f"http://127.0.0.1:{port}/", 60, proc)
     yield f"http://127.0.0.1:{port}/", proc
@@ -240,3 +164,27 @@ def test_browser_shows_the_scene_and_survives_a_disconnect(served_scene, tmp_pat
         second.close()
     finally:
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+def test_browser_renderer_draws_the_gaussians_in_the_page(tmp_path):
+    """The default for a scene within the budget: the page shows the scene while the server
+    renders no frame at all (the browser sorts and draws the Gaussians it was sent)."""
+    from splat.viewer.app import Viewer
+
+    v = Viewer(splat.load(still_life_ply(tmp_path / "s.ply")), port=free_port())
+    assert v.default_renderer == "browser"
+    browser = Chromium(tmp_path)
+    try:
+        page = browser.open(v.url)
+        img = wait_for_scene(page)
+        iio.imwrite(tmp_path / "browser.png", img)
+        assert shows_the_scene(img), f"the page does not show the scene (screenshot: {tmp_path / 'browser.png'})"
+        assert v.frames_rendered == 0 and v.splat_pushes >= 1
+        (state,) = v._states()
+        assert state.splats.count == state.splats.total == v.scene.num_gaussians
+        assert "browser draws all" in state.gui.stats.content
+        page.close()
+    finally:
+        browser.close()
+        v.close()

@@ -1,13 +1,24 @@
-"""`splat view`: a viser web viewer that renders on the server with splat's rasterizer.
+"""`splat view`: a viser web viewer, drawing in the browser or rendering exactly on the server.
 
-Each connected browser gets its own render loop state: while its camera moves, frames are
-rendered at a reduced resolution (interactive on a CPU); once the camera rests, one frame at full
-resolution follows. Scenes that render slowly (neural fields, `scene.progressive`) refine in steps
-instead: half resolution, then full. Frames travel as JPEG background images. A browser that
-disconnects (even in the middle of a frame) only ends its own loop.
+Two renderers, chosen per browser in its GUI ("Renderer"):
+- **browser** (the default when the scene fits `max_splats`): the Gaussians are sent once
+  (viser's `add_gaussian_splats`: 32 bytes a splat) and the browser sorts and draws them at its
+  own frame rate; the server is idle while the camera moves. viser has no spherical harmonics, so
+  colours are evaluated here for the current viewpoint and re-sent when the camera settles
+  somewhere new (or has swung more than RECOLOUR_DEGREES while moving, at most once a second).
+  Scenes larger than the budget send the `max_splats` Gaussians that contribute most
+  (viewer/client_splats.py). Live training and 4D playback re-send at a bounded rate.
+- **server**: today's exact path, splat's rasterizer with all SH bands: while the camera moves,
+  frames at reduced resolution; once it rests, one at full resolution (progressive scenes refine
+  in steps). Frames travel as JPEG background images. Neural fields always use this renderer, as
+  do the depth and alpha modes.
+
+Every browser has its own controls and state (viewer/client_gui.py clamps what it sends); one that
+disconnects, even mid-frame, only ends its own loop. Connections must come from the viewer's own
+page and carry `token` when one is set (viewer/security.py).
 
 The same viewer shows a training run live (`splat train --viewer`): the trainer's parameters are
-read under a lock, and nothing renders while no browser is connected, so training is not slowed.
+read under a lock, and nothing is rendered or sent while no browser is connected.
 """
 
 from __future__ import annotations
@@ -24,44 +35,86 @@ import torch
 from splat.camera import Camera, quat_to_rotmat, rotmat_to_quat
 from splat.io_utils import write_image
 
+from .client_gui import RENDERERS, ClientGui, Settings, camera_pose
+from .client_splats import DEFAULT_MAX_SPLATS, BrowserSplats, browser_splats
 from .colormap import colorize_depth
+from .security import ConnectionGuard, ViewerAddressError, resolve, viewer_url
 
-MOVING_SCALE = 0.35  # resolution factor while the camera moves
-REST_SECONDS = 0.25  # camera unchanged this long -> render at full resolution
+REST_SECONDS = 0.25  # camera unchanged this long -> at rest (sharp server frame, colours re-baked)
+RECOLOUR_DEGREES = 20.0  # a moving camera whose view direction turned this far gets new colours...
+RECOLOUR_SECONDS = 1.0  # ...at most this often
+LIVE_PUSH_SECONDS = 2.0  # live training: re-send the Gaussians at most this often
+PLAY_PUSH_SECONDS = 0.25  # 4D playback / time slider: re-send the sliced Gaussians at most this often
+PLAY_SPEED = 0.1  # 4D playback: scene time per second (a 10 s loop)
 
 
 @dataclasses.dataclass
 class _ClientState:
     client: object
+    gui: ClientGui | None = None
     moved_at: float = 0.0
     rendered_at: float = -1.0
-    level: int = -1  # finest quality level shown since the camera last moved (-1: none)
+    level: int = -1  # finest server quality level shown since the camera last moved (-1: none)
     alive: bool = True
+    frustums: list = dataclasses.field(default_factory=list)
+    # browser renderer
+    splats_handle: object = None
+    splats: BrowserSplats | None = None
+    splats_key: object = None  # which scene state / time the browser holds
+    pushed_at: float = -1e9
+    colours_from: np.ndarray | None = None  # camera position the colours were baked for
+    colours_at: float = -1e9
+    backdrop: object = None  # what background the browser shows: ("solid", rgb) or "frame"
+    played_at: float | None = None
+    stats_text: str = ""
 
 
 class Viewer:
-    """Serve `source` (a GaussianScene, or a callable returning one, e.g. a training run's current
-    state) at http://host:port."""
+    """Serve `source` (a GaussianScene or FieldScene, or a callable returning one, e.g. a training
+    run's current state) at `url`. `max_splats`: the browser renderer's budget; `renderer`:
+    "auto" (browser when the scene fits the budget), "browser" or "server"; `token`: required
+    from every connection when given."""
 
-    def __init__(self, source, host: str = "127.0.0.1", port: int = 8080, title: str = "splat", trainer=None):
+    def __init__(self, source, host: str = "127.0.0.1", port: int = 8080, title: str = "splat", trainer=None,
+                 max_splats: int = DEFAULT_MAX_SPLATS, renderer: str = "auto", token: str | None = None):  # fmt: skip
         import viser
 
+        if max_splats < 1:
+            raise ValueError(f"--max-splats {max_splats}: expected a positive number of Gaussians")
+        if renderer not in ("auto", *RENDERERS):
+            raise ValueError(f"--renderer {renderer}: expected auto, browser or server")
+        if token is not None and not token:
+            raise ValueError("--token: expected a non-empty token")
+        resolve(host, port)
         self._source = source
         self.trainer = trainer
+        self.title = title
+        self.max_splats = int(max_splats)
         self.lock = threading.Lock()  # guards the scene while the trainer edits it
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
-        self.server.gui.configure_theme(dark_mode=False)
-        self.host, self.port = host, port
+        self.guard = ConnectionGuard(host, port, token)
+        self.guard.install(self.server)
+        self.host, self.port, self.token = host, self.server.get_port(), token
+        if port != 0 and self.port != port:  # taken between our check and viser's bind
+            self.server.stop()
+            raise ViewerAddressError(f"--port {port}: already in use on {host} (pick another --port, or --port 0 for a free one)")
         self._clients: dict[int, _ClientState] = {}
         self._clients_lock = threading.Lock()
+        self._splats_cache: dict[object, BrowserSplats] = {}
         self._stop = threading.Event()
         self.frames_rendered = 0
+        self.splat_pushes = 0
         self.last_frame_ms = 0.0
         self.paused = False
         scene = self.scene
-        self._build_gui(title, scene)
-        self._set_initial_view(scene)
-        self._frustums = []
+        self.splat_capable = hasattr(scene, "splats")  # Gaussians (not a neural field)
+        self.renderers = RENDERERS if self.splat_capable else ("server",)
+        if renderer == "auto":
+            renderer = "browser" if self.splat_capable and scene.num_gaussians <= self.max_splats else "server"
+        if renderer not in self.renderers:
+            raise ValueError(f"--renderer {renderer}: {scene.summary} can only be rendered on the server")
+        self.default_renderer = renderer
+        self._initial_fov = self._set_initial_view(scene)
         self.server.on_client_connect(self._on_connect)
         self.server.on_client_disconnect(self._on_disconnect)
         self._thread = threading.Thread(target=self._render_loop, name="splat-viewer", daemon=True)
@@ -73,51 +126,24 @@ class Viewer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return viewer_url(self.host, self.port, self.token)
 
-    # ---- GUI ------------------------------------------------------------------------------------
+    # ---- setup ----------------------------------------------------------------------------------
 
-    def _build_gui(self, title: str, scene) -> None:
-        gui = self.server.gui
-        gui.add_markdown(f"**{title}**")
-        self.stats = gui.add_markdown("")
-        with gui.add_folder("Render"):
-            self.mode = gui.add_dropdown("Mode", ("rgb", "depth", "alpha"), initial_value="rgb")
-            self.max_res = gui.add_slider("Max resolution", min=128, max=2048, step=32, initial_value=1024)
-            self.moving_scale = gui.add_slider("Moving quality", min=0.1, max=1.0, step=0.05, initial_value=MOVING_SCALE)
-            self.jpeg_quality = gui.add_slider("JPEG quality", min=30, max=100, step=5, initial_value=80)
-            self.background = gui.add_rgb("Background", initial_value=(255, 255, 255))
-            self.fov = gui.add_slider("FOV (deg)", min=10.0, max=120.0, step=1.0, initial_value=50.0)
-            self.show_cameras = gui.add_checkbox("Training cameras", initial_value=False)
-            self.screenshot = gui.add_button("Screenshot")
-        if scene.is_dynamic:
-            with gui.add_folder("Time"):
-                self.time = gui.add_slider("t", min=0.0, max=1.0, step=0.005, initial_value=0.0)
-                self.playing = gui.add_checkbox("Play", initial_value=False)
-        else:
-            self.time = self.playing = None
-        if self.trainer is not None:
-            with gui.add_folder("Training"):
-                self.pause_button = gui.add_button("Pause")
-                self.pause_button.on_click(lambda _: self._toggle_pause())
-        for handle in (self.mode, self.max_res, self.background, self.jpeg_quality):
-            handle.on_update(lambda _: self._mark_all_dirty())
-        self.fov.on_update(lambda _: self._apply_fov())
-        self.show_cameras.on_update(lambda _: self._update_frustums())
-        self.screenshot.on_click(self._on_screenshot)
-
-    def _set_initial_view(self, scene) -> None:
+    def _set_initial_view(self, scene) -> float:
         """Where a new browser starts (and "reset view" returns): the first training camera when
-        the scene has them, else a view from the front and above its bounds (z up)."""
+        the scene has them, else a view from the front and above its bounds (z up). Returns the
+        initial vertical FOV in degrees."""
         init = self.server.initial_camera
         cams = scene.cameras
+        fov = 50.0
         if cams:
             c2w = cams[0].c2w
             lo, hi = scene.bounds()
             distance = max(float(np.linalg.norm((lo + hi) / 2 - c2w[:3, 3])), 1e-3)
             up = -c2w[:3, 1]  # OpenCV y points down
             position, look_at = c2w[:3, 3], c2w[:3, 3] + distance * c2w[:3, 2]
-            self.fov.value = float(np.clip(math.degrees(2 * math.atan(0.5 * cams[0].height / cams[0].fy)), 10, 120))
+            fov = float(np.clip(math.degrees(2 * math.atan(0.5 * cams[0].height / cams[0].fy)), 10, 120))
         else:
             lo, hi = scene.bounds()
             look_at = (lo + hi) / 2
@@ -128,38 +154,84 @@ class Viewer:
         init.position = tuple(float(x) for x in position)
         init.look_at = tuple(float(x) for x in look_at)
         init.up = tuple(float(x) for x in up)
-        init.fov = math.radians(self.fov.value)
+        init.fov = math.radians(fov)
+        return fov
+
+    def _on_connect(self, client) -> None:
+        gui = ClientGui(client, self.title, renderers=self.renderers, renderer=self.default_renderer,
+                        dynamic=self.scene.is_dynamic, training=self.trainer is not None, fov_deg=self._initial_fov)  # fmt: skip
+        state = _ClientState(client, gui, moved_at=time.monotonic())
+        dirty = lambda _: self._mark_dirty(state)  # noqa: E731
+
+        for handle in (gui.renderer, gui.mode, gui.max_res, gui.background, gui.jpeg_quality, gui.moving_scale):
+            handle.on_update(dirty)
+        if gui.time is not None:
+            gui.time.on_update(dirty)
+        gui.mode.on_update(lambda _: self._mode_changed(state))
+        gui.renderer.on_update(lambda _: gui.show_controls_of(gui.settings().renderer))
+        gui.fov.on_update(lambda _: self._apply_fov(state))
+        gui.show_cameras.on_update(lambda _: self._update_frustums(state))
+        gui.screenshot.on_click(lambda event: self._on_screenshot(state))
+        if gui.pause_button is not None:
+            gui.pause_button.on_click(lambda _: self._toggle_pause())
+        self._apply_fov(state)
+
+        @client.camera.on_update
+        def _(_camera) -> None:
+            state.moved_at = time.monotonic()
+            state.level = -1
+
+        with self._clients_lock:
+            self._clients[client.client_id] = state
+
+    def _on_disconnect(self, client) -> None:
+        with self._clients_lock:
+            state = self._clients.pop(client.client_id, None)
+        if state is not None:
+            state.alive = False
+
+    def _states(self) -> list[_ClientState]:
+        with self._clients_lock:
+            return list(self._clients.values())
+
+    @staticmethod
+    def _mark_dirty(state: _ClientState) -> None:
+        state.moved_at = time.monotonic()
+        state.level = -1
+
+    def _mode_changed(self, state: _ClientState) -> None:
+        if state.gui.mode.value != "rgb" and state.gui.renderer.value != "server":
+            state.gui.renderer.value = "server"  # depth and alpha come from the exact renderer
 
     def _toggle_pause(self) -> None:
         self.paused = not self.paused
-        self.pause_button.label = "Resume" if self.paused else "Pause"
+        for s in self._states():
+            if s.gui is not None and s.gui.pause_button is not None:
+                s.gui.pause_button.label = "Resume" if self.paused else "Pause"
 
-    def _apply_fov(self) -> None:
-        for state in self._states():
-            try:
-                state.client.camera.fov = math.radians(self.fov.value)
-            except Exception:  # noqa: BLE001 - a client may vanish at any time
-                pass
-        self._mark_all_dirty()
+    def _apply_fov(self, state: _ClientState) -> None:
+        try:
+            state.client.camera.fov = state.gui.fov_radians()
+        except Exception:  # noqa: BLE001 - a client may vanish at any time
+            pass
+        self._mark_dirty(state)
 
-    def _update_frustums(self) -> None:
-        for f in self._frustums:
+    def _update_frustums(self, state: _ClientState) -> None:
+        for f in state.frustums:
             f.remove()
-        self._frustums = []
-        if not self.show_cameras.value:
-            return
+        state.frustums = []
         cams = self.scene.cameras
-        if not cams:
+        if not state.gui.show_cameras.value or not cams:
             return
         extent = np.linalg.norm(np.ptp(np.stack([c.center for c in cams]), axis=0)) + 1e-6
         for k, cam in enumerate(cams):
             c2w = cam.c2w
-            handle = self.server.scene.add_camera_frustum(
+            handle = state.client.scene.add_camera_frustum(
                 f"/cameras/{k}", fov=2 * math.atan(0.5 * cam.height / cam.fy), aspect=cam.width / cam.height,
                 scale=0.03 * extent, wxyz=rotmat_to_quat(c2w[:3, :3]), position=c2w[:3, 3], color=(60, 120, 220),
             )  # fmt: skip
-            handle.on_click(lambda event, cam=cam: self._jump_to(event.client, cam))
-            self._frustums.append(handle)
+            handle.on_click(lambda event, cam=cam: self._jump_to(state.client, cam))
+            state.frustums.append(handle)
 
     def _jump_to(self, client, cam: Camera) -> None:
         c2w = cam.c2w
@@ -168,77 +240,48 @@ class Viewer:
             client.camera.position = c2w[:3, 3]
             client.camera.fov = 2 * math.atan(0.5 * cam.height / cam.fy)
 
-    def _on_screenshot(self, event) -> None:
-        client = event.client
-        cam = self._camera_of(client, 1.0)
+    def _on_screenshot(self, state: _ClientState) -> None:
+        settings = state.gui.settings()
+        cam = self._camera_of(state.client, settings, 1.0)
         if cam is None:
             return
-        image = self._render(cam)
+        image = self._render(cam, settings)
         path = Path("screenshots") / f"splat-{time.strftime('%Y%m%d-%H%M%S')}.png"
         write_image(path, image)
-        client.send_file_download(path.name, path.read_bytes())
-        client.add_notification(title="Screenshot", body=f"saved {path}", auto_close_seconds=3.0)
+        state.client.send_file_download(path.name, path.read_bytes())
+        state.client.add_notification(title="Screenshot", body=f"saved {path}", auto_close_seconds=3.0)
 
-    # ---- clients --------------------------------------------------------------------------------
+    # ---- server renderer ------------------------------------------------------------------------
 
-    def _states(self) -> list[_ClientState]:
-        with self._clients_lock:
-            return list(self._clients.values())
-
-    def _mark_all_dirty(self) -> None:
-        for s in self._states():
-            s.moved_at = time.monotonic()
-            s.level = -1
-
-    def _on_connect(self, client) -> None:
-        state = _ClientState(client, moved_at=time.monotonic())
-        with self._clients_lock:
-            self._clients[client.client_id] = state
-        try:
-            client.camera.fov = math.radians(self.fov.value)
-        except Exception:  # noqa: BLE001 - the client may already be gone
-            pass
-
-        @client.camera.on_update
-        def _(_camera) -> None:
-            state.moved_at = time.monotonic()
-            state.level = -1
-
-    def _on_disconnect(self, client) -> None:
-        with self._clients_lock:
-            state = self._clients.pop(client.client_id, None)
-        if state is not None:
-            state.alive = False
-
-    def _levels(self) -> list[float]:
+    def _levels(self, settings: Settings) -> list[float]:
         """Resolution factors: moving quality, then (progressive scenes) half, then full."""
-        moving = self.moving_scale.value
+        moving = settings.moving_scale
         if getattr(self.scene, "progressive", False) and moving < 0.5:
             return [moving, 0.5, 1.0]
         return [moving, 1.0]
 
-    def _camera_of(self, client, factor: float) -> Camera | None:
-        cam = client.camera
-        W, H = int(cam.image_width or 0), int(cam.image_height or 0)
-        if W < 2 or H < 2:
+    def _camera_of(self, client, settings: Settings, factor: float) -> Camera | None:
+        """The client's camera at `factor` of its canvas, at most `settings.max_resolution`
+        pixels on the long side (all client values clamped)."""
+        pose = camera_pose(client.camera)
+        if pose is None:
             return None
-        scale = min(1.0, self.max_res.value / max(W, H))
-        scale *= factor
+        wxyz, position, fov, W, H = pose
+        scale = min(1.0, settings.max_resolution / max(W, H)) * factor
         w, h = max(16, int(W * scale)), max(16, int(H * scale))
-        fy = 0.5 * h / math.tan(cam.fov / 2)
+        fy = 0.5 * h / math.tan(fov / 2)
         c2w = np.eye(4)
-        c2w[:3, :3] = quat_to_rotmat(cam.wxyz)
-        c2w[:3, 3] = cam.position
+        c2w[:3, :3] = quat_to_rotmat(wxyz)
+        c2w[:3, 3] = position
         return Camera(w, h, fy, fy, w / 2, h / 2, np.linalg.inv(c2w))
 
-    # ---- rendering ------------------------------------------------------------------------------
-
-    def _render(self, cam: Camera) -> np.ndarray:
-        mode = self.mode.value
-        bg = np.asarray(self.background.value, dtype=np.float32) / 255.0
-        t = self.time.value if self.time is not None else None
+    def _render(self, cam: Camera, settings: Settings = Settings()) -> np.ndarray:
+        mode = settings.mode
+        bg = np.asarray(settings.background, dtype=np.float32)
         with self.lock:
-            out = self.scene.render(cam, outputs=(mode,) if mode != "depth" else ("depth", "alpha"), background=bg, time=t)
+            scene = self.scene
+            t = settings.time if scene.is_dynamic else None
+            out = scene.render(cam, outputs=(mode,) if mode != "depth" else ("depth", "alpha"), background=bg, time=t)
         if mode == "rgb":
             img = out["rgb"]
         elif mode == "alpha":
@@ -247,51 +290,151 @@ class Viewer:
             img = torch.from_numpy(colorize_depth(out["depth"][..., 0].cpu().numpy(), out["alpha"][..., 0].cpu().numpy(), bg))
         return img.cpu().numpy() if torch.is_tensor(img) else img
 
+    def _serve_frame(self, state: _ClientState, settings: Settings) -> bool:
+        """One server-rendered frame for `state` if it needs one; True when one was sent."""
+        if state.splats_handle is not None and state.splats_handle.visible:
+            state.splats_handle.visible = False
+        levels = self._levels(settings)
+        moving = time.monotonic() - state.moved_at < REST_SECONDS
+        if moving and state.level >= 0:
+            return False  # this pose is already on screen at moving quality
+        if not moving and state.level == len(levels) - 1:
+            return False  # at rest and already sharp
+        level = 0 if moving else max(state.level + 1, 1)
+        moved_at = state.moved_at
+        cam = self._camera_of(state.client, settings, levels[level])
+        if cam is None:
+            return False
+        t0 = time.perf_counter()
+        image = self._render(cam, settings)
+        self.last_frame_ms = 1000 * (time.perf_counter() - t0)
+        if not state.alive:
+            return False
+        state.client.scene.set_background_image((np.clip(image, 0, 1) * 255).astype(np.uint8),
+                                                format="jpeg", jpeg_quality=settings.jpeg_quality)  # fmt: skip
+        state.backdrop = "frame"
+        state.rendered_at = time.monotonic()
+        if state.moved_at == moved_at:  # the camera did not move meanwhile
+            state.level = level
+        self.frames_rendered += 1
+        return True
+
+    # ---- browser renderer -----------------------------------------------------------------------
+
+    def _scene_key(self, settings: Settings):
+        """What the browser's Gaussians depend on: the training step and the time slice."""
+        step = self.trainer.step if self.trainer is not None else None
+        return step, (round(settings.time, 4) if settings.time is not None else None)
+
+    def _browser_splats(self, key, settings: Settings) -> BrowserSplats:
+        if key not in self._splats_cache:
+            with self.lock:
+                splats = browser_splats(self.scene, self.max_splats, time=settings.time)
+            if len(self._splats_cache) >= 4:
+                self._splats_cache.pop(next(iter(self._splats_cache)))
+            self._splats_cache[key] = splats
+        return self._splats_cache[key]
+
+    def _serve_splats(self, state: _ClientState, settings: Settings) -> bool:
+        """Send or update the Gaussians the browser draws; True when something was sent."""
+        now = time.monotonic()
+        client = state.client
+        sent = False
+        bg = ("solid", tuple(settings.background_u8.tolist()))
+        if state.backdrop != bg:
+            client.scene.set_background_image(np.broadcast_to(settings.background_u8, (4, 4, 3)).copy(), format="png")
+            state.backdrop = bg
+        key = self._scene_key(settings)
+        if state.splats_key != key:
+            # bounded rates: live training LIVE_PUSH_SECONDS, 4D time changes PLAY_PUSH_SECONDS
+            wait = LIVE_PUSH_SECONDS if state.splats_key is not None and key[0] != state.splats_key[0] else PLAY_PUSH_SECONDS
+            if state.splats_handle is None or now - state.pushed_at >= wait:
+                splats = self._browser_splats(key, settings)
+                pose = camera_pose(client.camera)
+                campos = pose[1] if pose is not None else None
+                colours = splats.colors(campos)
+                if state.splats_handle is None:
+                    state.splats_handle = client.scene.add_gaussian_splats(
+                        "/splats", splats.centers, splats.covariances, colours, splats.opacities)
+                else:
+                    state.splats_handle.set_gaussians(splats.centers, splats.covariances, colours, splats.opacities)
+                state.splats, state.splats_key, state.pushed_at = splats, key, now
+                state.colours_from, state.colours_at = campos, now
+                self.splat_pushes += 1
+                sent = True
+        if not state.splats_handle.visible:
+            state.splats_handle.visible = True
+        if state.splats is not None and state.splats.sh_degree > 0 and self._needs_colours(state, now):
+            pose = camera_pose(client.camera)
+            if pose is not None:
+                state.splats_handle.rgbs = state.splats.colors(pose[1])
+                state.colours_from, state.colours_at = pose[1], now
+                self.splat_pushes += 1
+                sent = True
+        return sent
+
+    def _needs_colours(self, state: _ClientState, now: float) -> bool:
+        """View-baked colours are stale: the camera rests somewhere else than where they were
+        baked, or is moving and has turned more than RECOLOUR_DEGREES (at most once a second)."""
+        pose = camera_pose(state.client.camera)
+        if pose is None:
+            return False
+        position = pose[1]
+        if state.colours_from is None:
+            return True
+        if np.allclose(position, state.colours_from, atol=1e-6):
+            return False
+        resting = now - state.moved_at >= REST_SECONDS
+        if resting:
+            return True
+        if now - state.colours_at < RECOLOUR_SECONDS:
+            return False
+        a, b = state.colours_from - state.splats.centre, position - state.splats.centre
+        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+        return math.degrees(math.acos(min(max(cos, -1.0), 1.0))) > RECOLOUR_DEGREES
+
+    # ---- loop -----------------------------------------------------------------------------------
+
+    def _advance_time(self, state: _ClientState, settings: Settings) -> Settings:
+        if not settings.playing or state.gui.time is None:
+            state.played_at = None
+            return settings
+        now = time.monotonic()
+        if state.played_at is not None:
+            state.gui.time.value = (settings.time + PLAY_SPEED * (now - state.played_at)) % 1.0
+            self._mark_dirty(state)
+        state.played_at = now
+        return state.gui.settings()
+
     def _render_loop(self) -> None:
         while not self._stop.is_set():
             busy = False
-            if self.playing is not None and self.playing.value:
-                self.time.value = (self.time.value + 0.01) % 1.0
-                self._mark_all_dirty()
-            levels = self._levels()
             for state in self._states():
-                moving = time.monotonic() - state.moved_at < REST_SECONDS
-                if moving and state.level >= 0:
-                    continue  # this pose is already on screen at moving quality
-                if not moving and state.level == len(levels) - 1:
-                    continue  # at rest and already sharp
-                level = 0 if moving else max(state.level + 1, 1)
-                moved_at = state.moved_at
                 try:
-                    cam = self._camera_of(state.client, levels[level])
-                    if cam is None:
-                        continue
-                    t0 = time.perf_counter()
-                    image = self._render(cam)
-                    self.last_frame_ms = 1000 * (time.perf_counter() - t0)
-                    if not state.alive:
-                        continue
-                    state.client.scene.set_background_image((np.clip(image, 0, 1) * 255).astype(np.uint8),
-                                                            format="jpeg", jpeg_quality=int(self.jpeg_quality.value))  # fmt: skip
-                    state.rendered_at = time.monotonic()
-                    if state.moved_at == moved_at:  # the camera did not move meanwhile
-                        state.level = level
-                    self.frames_rendered += 1
-                    busy = True
+                    settings = self._advance_time(state, state.gui.settings())
+                    if settings.renderer == "browser" and settings.mode == "rgb" and self.splat_capable:
+                        busy |= self._serve_splats(state, settings)
+                    else:
+                        busy |= self._serve_frame(state, settings)
+                    self._update_stats(state, settings)
                 except Exception:  # noqa: BLE001 - e.g. the browser went away mid-frame
                     state.alive = state.alive and state.client.client_id in self._clients
-            self._update_stats()
             if not busy:
-                time.sleep(0.01)
+                time.sleep(0.02)
 
-    def _update_stats(self) -> None:
+    def _update_stats(self, state: _ClientState, settings: Settings) -> None:
         scene = self.scene
-        text = f"{scene.summary} · last frame {self.last_frame_ms:.0f} ms"
+        if settings.renderer == "browser" and state.splats is not None:
+            s = state.splats
+            shown = f"all {s.count:,}" if s.count == s.total else f"{s.count:,} of {s.total:,}"
+            text = f"{scene.summary} · browser draws {shown} (budget {self.max_splats:,})"
+        else:
+            text = f"{scene.summary} · server render, last frame {self.last_frame_ms:.0f} ms"
         if self.trainer is not None:
             text += f"  \nstep {self.trainer.step:,} / {self.trainer.cfg.steps:,}" + (" (paused)" if self.paused else "")
-        if text != getattr(self, "_stats_text", None):
-            self._stats_text = text
-            self.stats.content = text
+        if text != state.stats_text:
+            state.stats_text = text
+            state.gui.stats.content = text
 
     def close(self) -> None:
         self._stop.set()
