@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser demo test bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,12 @@ bench: setup
 	$(PY) bench/viewer.py
 	$(PY) bench/render_4d.py
 	$(PY) bench/fields.py
+
+# The CUDA acceptance run (bench/gpu_check.py, <= 8 min): `make gpu-check` on a GPU machine,
+# `make gpu-check DRY=1` on the CPU at tiny sizes (CI runs that through tests/test_gpu_check.py).
+# On a machine with its own python and no package index: `make gpu-check PY=python3` (no setup).
+gpu-check: $(if $(filter file,$(origin PY)),setup)
+	$(PY) bench/gpu_check.py $(if $(DRY),--dry) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
