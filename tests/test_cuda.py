@@ -2,8 +2,8 @@
 
 On a machine with a GPU (the tests marked `cuda`): every kernel against its float64 twin on CPU,
 run on CUDA tensors (3D rasterizer, 4D slicing and rasterizer, hash encoding, fused MLP, volume
-rendering), and CUDA == CPU. `SPLAT_TEST_DEVICE=cpu` runs those same tests on the CPU instead
-(`bench/gpu_check.py --dry`), so they cannot rot where CI has no GPU. Everywhere (no GPU needed):
+rendering, ray marching), and CUDA == CPU. `SPLAT_TEST_DEVICE=cpu` runs those same tests on the
+CPU instead (`bench/gpu_check.py --dry`), so they cannot rot where CI has no GPU. Everywhere (no GPU needed):
 every Warp kernel module compiles to PTX for Ampere (sm_80) and Hopper (sm_90) through Warp's
 bundled NVRTC, so a CUDA-only compile error cannot hide behind CPU-only CI.
 """
@@ -18,6 +18,7 @@ import torch
 import warp as wp
 import test_4d
 import test_fields
+import test_marching
 import test_volume_rendering
 from test_rasterize import check, make_inputs
 
@@ -87,6 +88,12 @@ def test_cuda_fused_mlp_matches_twin(gen, dims, hidden, outputs, fused):
 @cuda
 def test_cuda_volume_rendering_matches_twin(gen):
     test_volume_rendering.test_composite_rays_matches_twin(gen, device=DEVICE)
+
+
+@cuda
+@pytest.mark.parametrize("contract", [False, True])
+def test_cuda_ray_marching_matches_twin(gen, contract):
+    test_marching.test_march_matches_twin(gen, contract, device=DEVICE)
 
 
 @pytest.mark.parametrize("arch", [80, 90])
