@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup browser demo test bench gpu-check clean
+.PHONY: setup browser demo test test-min-torch bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,19 @@ browser:
 # pytest exits 5 when it collects no tests (e.g. everything deselected): not a failure here.
 test: setup browser
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+# The oldest torch pyproject allows (the GPU machines' 2.11), in a second venv: the kernel-twin
+# tests and the dry gpu-check's CUDA tests. Not part of `make test`: on PyPI that torch is a CUDA
+# build (~3 GB with its nvidia-* wheels); pass TORCH_INDEX for a CPU index where one is reachable.
+MIN_TORCH_SPEC ?= torch==2.11.0
+MIN_VENV ?= .venv-min
+MIN_TESTS ?= tests/test_rasterize.py tests/test_4d.py tests/test_fields.py tests/test_marching.py \
+	tests/test_volume_rendering.py tests/test_compositing.py tests/test_cuda.py
+test-min-torch:
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet "$(MIN_TORCH_SPEC)" $(TORCH_INDEX)
+	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[test]"
+	SPLAT_TEST_DEVICE=cpu $(MIN_VENV)/bin/python -m pytest -q $(MIN_TESTS)
 
 # The quick benchmarks; the training ones (bench/train_lego.py, bench/train_4d.py) take 10-20 min each.
 bench: setup
