@@ -18,7 +18,9 @@ if ls "$B"/data/part-* >/dev/null 2>&1; then
 fi
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/wheels/*.whl || exit 3
 export PYTHONPATH="$W/site${PYTHONPATH:+:$PYTHONPATH}"
-"$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 3
+# the project on top, editable; where the system environment is read-only, a plain copy into the site
+"$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . ||
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --target "$W/site" . || exit 3
 "$PYTHON" -c "import torch, warp, splat; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'warp', warp.__version__)"
 set -o pipefail
 "$PYTHON" bench/gpu_check.py --datasets "$W/datasets" "$@" 2>&1 | tee "${OUT:-$W}/gpu_check.log"
