@@ -68,7 +68,7 @@ def stage_commands(args, device: str, tmp: Path, results: Path, gsplat_ready, da
     dry = args.dry
     dev = ["--device", device]
     garden = datasets / "garden_points" / "test_garden.npz"
-    lego = Path(args.lego) if args.lego else datasets / "lego_400"
+    lego = Path(args.lego).resolve() if args.lego else datasets / "lego_400"
     cmds = {
         "tests": ([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_cuda.py"), "-m", "cuda",
                    f"--junitxml={tmp / 'tests.xml'}", *(["-k", "not (feature_channels and 32)"] if dry else [])], None, None),
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         return 2
     # gsplat's build starts first thing, so it overlaps every stage before the rasterize one
     gsplat = GsplatBuild(tmp / "gsplat_build.log", env, enabled=not (args.dry or args.no_gsplat) and any(s.startswith("rasterize") for s in stages))
-    results = Path(args.results) if args.results else (tmp / "results" if args.dry else HERE / "results")
+    results = Path(args.results).resolve() if args.results else (tmp / "results" if args.dry else HERE / "results")
     results.mkdir(parents=True, exist_ok=True)
     env["SPLAT_BENCH_RESULTS"] = str(results)
     print(f"gpu_check on {device} ({'dry run, tiny sizes' if args.dry else 'full sizes'}): stages {', '.join(stages)}; "
