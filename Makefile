@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser demo test test-min-torch bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -34,12 +34,31 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
+# The oldest torch pyproject allows (the GPU machines' 2.11), in a second venv: the kernel-twin
+# tests and the dry gpu-check's CUDA tests. Not part of `make test`: on PyPI that torch is a CUDA
+# build (~3 GB with its nvidia-* wheels); pass TORCH_INDEX for a CPU index where one is reachable.
+MIN_TORCH_SPEC ?= torch==2.11.0
+MIN_VENV ?= .venv-min
+MIN_TESTS ?= tests/test_rasterize.py tests/test_4d.py tests/test_fields.py tests/test_marching.py \
+	tests/test_volume_rendering.py tests/test_compositing.py tests/test_cuda.py
+test-min-torch:
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet "$(MIN_TORCH_SPEC)" $(TORCH_INDEX)
+	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[test]"
+	SPLAT_TEST_DEVICE=cpu $(MIN_VENV)/bin/python -m pytest -q $(MIN_TESTS)
+
 # The quick benchmarks; the training ones (bench/train_lego.py, bench/train_4d.py) take 10-20 min each.
 bench: setup
 	$(PY) bench/rasterize.py
 	$(PY) bench/viewer.py
 	$(PY) bench/render_4d.py
 	$(PY) bench/fields.py
+
+# The CUDA acceptance run (bench/gpu_check.py, <= 8 min): `make gpu-check` on a GPU machine,
+# `make gpu-check DRY=1` on the CPU at tiny sizes (CI runs that through tests/test_gpu_check.py).
+# On a machine with its own python and no package index: `make gpu-check PY=python3` (no setup).
+gpu-check: $(if $(filter file,$(origin PY)),setup)
+	$(PY) bench/gpu_check.py $(if $(DRY),--dry) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -10,6 +10,14 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Where the shared datasets are: ../shared/datasets beside the repository, unless SPLAT_DATASETS
+# names another folder (a machine where the repository was copied without its ../shared).
+DATASETS = Path(os.environ.get("SPLAT_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+
+
+def results_dir() -> Path:
+    """bench/results, or SPLAT_BENCH_RESULTS when set (`gpu_check.py --dry` writes to a temporary folder)."""
+    return Path(os.environ.get("SPLAT_BENCH_RESULTS") or RESULTS)
 
 
 def device_name(device: str) -> str:

@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import frame_times, header, write_result
+from common import frame_times, header, results_dir, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--points", type=int, default=1 << 18)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--levels", type=int, default=16, help="hash-grid levels (16: tiny-cuda-nn's NeRF net)")
+    p.add_argument("--log2-hashmap-size", type=int, default=19)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     args = p.parse_args(argv)
 
@@ -38,7 +40,8 @@ def main(argv=None) -> int:
 
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gen = torch.Generator().manual_seed(0)
-    net = HashGridMLP(16, n_hidden_layers=1, n_input_dims=3, n_levels=16, n_features_per_level=2, log2_hashmap_size=19,
+    net = HashGridMLP(16, n_hidden_layers=1, n_input_dims=3, n_levels=args.levels, n_features_per_level=2,
+                      log2_hashmap_size=args.log2_hashmap_size,
                       base_resolution=16, per_level_scale=1.447269237440378, generator=gen).to(dev)  # fmt: skip
     with torch.no_grad():
         for t in net.encoding.embeddings:
@@ -81,8 +84,9 @@ def main(argv=None) -> int:
                      "torch_ms": 1000 * t_peer, "torch_queries_per_s": args.points / t_peer, "speedup": t_peer / t_ours})  # fmt: skip
         print(f"{name:37s} {1000 * t_ours:9.1f} ms ({args.points / t_ours / 1e6:6.2f} M q/s)   torch {1000 * t_peer:9.1f} ms   "
               f"x{t_peer / t_ours:5.2f}", flush=True)  # fmt: skip
-    path = write_result(HERE / "results" / f"fields-{dev.type}.json", {
-        **header("fields", dev.type), "network": "3D hash grid L=16 F=2 T=2^19 base 16 scale 1.447 + MLP 64x1 hidden, 16 out",
+    path = write_result(results_dir() / f"fields-{dev.type}.json", {
+        **header("fields", dev.type),
+        "network": f"3D hash grid L={args.levels} F=2 T=2^{args.log2_hashmap_size} base 16 scale 1.447 + MLP 64x1 hidden, 16 out",
         "results": rows,
         "notes": "median times; torch peer = the same network evaluated by the vectorised pure-torch twins; \"fused\" = one Warp kernel each way, \"encoding kernel + torch MLP\" = the CPU default",
     })  # fmt: skip

@@ -5,9 +5,9 @@ against a peer measured in the same run.
 On the CPU, `splat-pixel` is splat with its per-pixel compositing kernels (the ones CUDA runs)
 in place of the CPU per-tile kernels.
 
-Peers: on the CPU, the vectorised pure-torch rasterizer (`splat.renderer.torch_impl.rasterize_torch`,
-the same pipeline in torch ops, autograd for the backward); on CUDA, gsplat's `rasterization()`
-(and the torch rasterizer is skipped: it is a CPU reference).
+Peers (`--peers`): the vectorised pure-torch rasterizer (`splat.renderer.torch_impl.rasterize_torch`,
+the same pipeline in torch ops, autograd for the backward; the default on the CPU) and gsplat's
+`rasterization()` (CUDA only; the default there).
 
 Scenes: (a) the real garden points of `../shared/datasets/garden_points/test_garden.npz`
 (138,766 Gaussians, 3 cameras, 648x420) and (b) a synthetic 1M-Gaussian scene at 1920x1080.
@@ -21,6 +21,7 @@ runs 2x slower and, on the 1M scene, retains more than 24 GB), else glibc.
 
     python bench/rasterize.py                       # every scene, auto device
     python bench/rasterize.py --scenes garden --device cpu --repeats 3
+    python bench/rasterize.py --device cuda --peers torch,gsplat --reference-device cuda
 Writes bench/results/rasterize-<device>.json.
 """
 
@@ -38,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import device_name, versions, write_result
+from common import device_name, results_dir, versions, write_result
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -232,6 +233,11 @@ def main(argv=None) -> int:
     p.add_argument("--peer-repeats", type=int, default=None, help="timed runs of the peer (default: as --repeats on CUDA, 1 on CPU)")
     p.add_argument("--allocator", choices=["jemalloc", "glibc"], default=None,
                    help="malloc for every worker (default: jemalloc when installed, as PyTorch recommends on CPU)")
+    p.add_argument("--peers", default=None,
+                   help="comma-separated peers among torch, gsplat (default: gsplat on CUDA, torch on the CPU)")
+    p.add_argument("--reference-device", choices=["cpu", "cuda"], default=None,
+                   help="where the float64 reference render runs (default: cpu)")
+    p.add_argument("--no-pixel", action="store_true", help="on the CPU, skip the splat-pixel variant")
     p.add_argument("--out", default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--scene", help=argparse.SUPPRESS)
@@ -250,13 +256,14 @@ def main(argv=None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     allocator = args.allocator or ("jemalloc" if JEMALLOC.exists() else "glibc")
-    peer = "gsplat" if device == "cuda" else "torch"
+    peers = args.peers.split(",") if args.peers else ["gsplat" if device == "cuda" else "torch"]
+    ref_device = args.reference_device or "cpu"
     peer_repeats = args.peer_repeats or (args.repeats if device == "cuda" else 1)
     # The torch peer has nothing to compile or load; on the CPU its warm-up run would only double
     # a long measurement, so it runs cold once. splat always warms up (kernel load).
     peer_warmup = 1 if device == "cuda" else 0
-    methods = [("splat", args.repeats, 1), (peer, peer_repeats, peer_warmup)]
-    if device == "cpu":
+    methods = [("splat", args.repeats, 1)] + [(peer, peer_repeats, peer_warmup) for peer in peers]
+    if device == "cpu" and not args.no_pixel:
         methods.insert(1, ("splat-pixel", args.repeats, 1))
     rows, comparisons = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,42 +274,50 @@ def main(argv=None) -> int:
                 print(f"[{scene}] {method}: running ...", file=sys.stderr, flush=True)
                 rows.append(run_worker(scene, method, device, reps, warm, out, allocator))
                 images[method] = torch.load(out)
-            # float64 reference (the torch pipeline in double precision) for both float32 renders
+            # float64 reference (the torch pipeline in double precision) for every float32 render
             ref_out = f"{tmp}/{scene}-reference64.pt"
-            print(f"[{scene}] float64 torch reference: running ...", file=sys.stderr, flush=True)
-            run_worker(scene, "torch", "cpu", 1, 0, ref_out, allocator, ("--dtype", "float64", "--forward-only"))
+            print(f"[{scene}] float64 torch reference on {ref_device}: running ...", file=sys.stderr, flush=True)
+            run_worker(scene, "torch", ref_device, 1, 0, ref_out, allocator, ("--dtype", "float64", "--forward-only"))
             ref = torch.load(ref_out)["image"]
 
             def max_diff(a, b):
                 return (a.double() - b.double()).abs().max().item()
 
-            diff = (images["splat"]["image"] - images[peer]["image"]).abs()
-            comparisons[scene] = {
-                "max_abs_diff": diff.max().item(),
-                "mean_abs_diff": diff.mean().item(),
-                "alpha_max_abs_diff": (images["splat"]["alpha"] - images[peer]["alpha"]).abs().max().item(),
-                "splat_vs_float64_max_abs_diff": max_diff(images["splat"]["image"].cpu(), ref),
-                f"{peer}_vs_float64_max_abs_diff": max_diff(images[peer]["image"].cpu(), ref),
-            }
+            comparisons[scene] = {"splat_vs_float64_max_abs_diff": max_diff(images["splat"]["image"], ref)}
+            for peer in peers:
+                diff = (images["splat"]["image"] - images[peer]["image"]).abs()
+                comparisons[scene][peer] = {
+                    "max_abs_diff": diff.max().item(),
+                    "mean_abs_diff": diff.mean().item(),
+                    "alpha_max_abs_diff": (images["splat"]["alpha"] - images[peer]["alpha"]).abs().max().item(),
+                    "vs_float64_max_abs_diff": max_diff(images[peer]["image"], ref),
+                }
 
     by = {(r["scene"], r["method"]): r for r in rows}
-    header = f"{'scene':14s} {'method':11s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'fwd MB':>8s} {'f+b MB':>8s} {'fwd x':>7s} {'f+b x':>7s}"
+    ratio_cols = "".join(f" {'fwd x ' + p:>12s} {'f+b x ' + p:>12s}" for p in peers)
+    header = f"{'scene':14s} {'method':11s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'fwd MB':>8s} {'f+b MB':>8s}{ratio_cols}"
     print(f"\nrasterize benchmark on {device_name(device)} ({device}, {allocator}); ratios: peer time / splat time")
     print(header)
     print("-" * len(header))
     for r in rows:
         ours = by[(r["scene"], "splat")]
-        theirs = by[(r["scene"], peer)]
-        r["speedup_forward_vs_peer"] = theirs["forward_ms"] / ours["forward_ms"]
-        r["speedup_forward_backward_vs_peer"] = theirs["forward_backward_ms"] / ours["forward_backward_ms"]
-        sx = f"{r['speedup_forward_vs_peer']:7.1f}" if r["method"] == "splat" else f"{'':7s}"
-        sfb = f"{r['speedup_forward_backward_vs_peer']:7.1f}" if r["method"] == "splat" else f"{'':7s}"
+        r["speedup_vs"] = {}
+        for peer in peers:
+            theirs = by[(r["scene"], peer)]
+            r["speedup_vs"][peer] = {"forward": theirs["forward_ms"] / ours["forward_ms"],
+                                     "forward_backward": theirs["forward_backward_ms"] / ours["forward_backward_ms"]}  # fmt: skip
+        # the first peer's ratios under the names earlier results use
+        r["speedup_forward_vs_peer"] = r["speedup_vs"][peers[0]]["forward"]
+        r["speedup_forward_backward_vs_peer"] = r["speedup_vs"][peers[0]]["forward_backward"]
+        ratios = "".join(f" {x['forward']:12.2f} {x['forward_backward']:12.2f}" if r["method"] == "splat" else f" {'':12s} {'':12s}"
+                         for x in r["speedup_vs"].values())  # fmt: skip
         print(f"{r['scene']:14s} {r['method']:11s} {r['forward_ms']:9.1f} {r['forward_backward_ms']:11.1f} "
-              f"{r['forward_peak_mb']:8.1f} {r['forward_backward_peak_mb']:8.1f} {sx} {sfb}")  # fmt: skip
+              f"{r['forward_peak_mb']:8.1f} {r['forward_backward_peak_mb']:8.1f}{ratios}")  # fmt: skip
     for scene, c in comparisons.items():
-        print(f"{scene}: splat vs {peer} images: max |diff| {c['max_abs_diff']:.2e}, mean |diff| "
-              f"{c['mean_abs_diff']:.2e}; against a float64 render: splat {c['splat_vs_float64_max_abs_diff']:.2e}, "
-              f"{peer} {c[f'{peer}_vs_float64_max_abs_diff']:.2e}")  # fmt: skip
+        for peer in peers:
+            print(f"{scene}: splat vs {peer} images: max |diff| {c[peer]['max_abs_diff']:.2e}, mean |diff| "
+                  f"{c[peer]['mean_abs_diff']:.2e}; against a float64 render: splat {c['splat_vs_float64_max_abs_diff']:.2e}, "
+                  f"{peer} {c[peer]['vs_float64_max_abs_diff']:.2e}")  # fmt: skip
 
     result = {
         "benchmark": "rasterize",
@@ -312,13 +327,15 @@ def main(argv=None) -> int:
         "threads": int(os.environ.get("SPLAT_NUM_THREADS", torch.get_num_threads())),
         "allocator": allocator,
         "versions": versions(),
-        "peer": peer,
+        "peer": peers[0],
+        "peers": peers,
+        "reference_device": ref_device,
         "results": rows,
         "output_comparison": comparisons,
         "notes": "times are medians; memory is peak growth above the loaded scene (CPU: malloc bytes in use); "
         "the loss is sum(random weights * colors) + sum(alphas)",
     }
-    out = write_result(Path(args.out or HERE / "results" / f"rasterize-{device}.json"), result)
+    out = write_result(Path(args.out or results_dir() / f"rasterize-{device}.json"), result)
     print(f"wrote {out}")
     return 0
 

@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import frame_times, header, write_result
+from common import frame_times, header, results_dir, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['gaussians']:10,d} {r['frame_ms']:8.1f} {r['fps']:7.1f} {r['slicing_ms']:9.1f} "
               f"{r['alive_fraction']:6.0%} {r['torch_slicing_frame_ms']:8.1f} {r['speedup_vs_torch_slicing']:5.2f}")  # fmt: skip
-    path = write_result(HERE / "results" / f"render_4d-{dev.type}.json", {
+    path = write_result(results_dir() / f"render_4d-{dev.type}.json", {
         **header("render_4d", dev.type), "results": rows,
         "notes": "median frame time of rasterize_4d (slicing + culling + 3D rasterizer, forward only, RGB); peer: "
                  "the same with slicing by the pure-torch twins",

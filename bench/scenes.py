@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-GARDEN = SHARED / "garden_points" / "test_garden.npz"
+from common import DATASETS
+
+GARDEN = DATASETS / "garden_points" / "test_garden.npz"
 
 
 def garden(seed: int = 42):
@@ -62,4 +61,9 @@ def synthetic(n: int = 1_000_000, width: int = 1920, height: int = 1080, seed: i
     )
 
 
-SCENES = {"garden": garden, "synthetic_1m": synthetic}
+SCENES = {
+    "garden": garden,
+    "synthetic_1m": synthetic,
+    # `gpu_check.py --dry`: the same kind of scene, small enough for a CI run on the CPU
+    "synthetic_small": lambda: synthetic(n=3000, width=160, height=96),
+}

@@ -6,7 +6,7 @@
     python bench/train_lego.py --scene beer --preset fast --downscale 2 --steps 7000
     python bench/train_lego.py --model field --max-seconds 1800 --samples-per-step 65536  # hash-grid NeRF
 
-Reads ../shared/datasets/<scene> (lego_400: Blender, white background; beer: COLMAP, black).
+Reads ../shared/datasets/<scene> (or --data) (lego_400: Blender, white background; beer: COLMAP, black).
 Intermediate evaluations use `--eval-subset` evenly spaced test images (all at the end) and never
 land on an opacity-reset step. Writes bench/results/train_<scene>-<preset>-<device>.json (fields:
 train_<scene>-field-<device>.json) with the curve, final metrics, wall and training time, peak
@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import header, write_result
+from common import DATASETS, header, results_dir, write_result
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "datasets"
 SCENES = {"lego": "lego_400", "beer": "beer"}
 
 
@@ -49,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=["gaussians", "field"], default="gaussians")
     p.add_argument("--samples-per-step", type=int, default=1 << 18, help="field: target samples per step")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/<scene>, or $SPLAT_DATASETS/<scene>)")
     p.add_argument("--out", default=None, help="run folder (default: a temporary folder under outputs/bench)")
     args = p.parse_args(argv)
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from splat.train.config import preset_config
     from splat.train.runs import new_trainer
 
-    data = SHARED / SCENES[args.scene]
+    data = Path(args.data) if args.data else DATASETS / SCENES[args.scene]
     if not data.exists():
         print(f"{data} is absent: nothing to benchmark (see ../shared/datasets/README.md)", file=sys.stderr)
         return 1
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     }
     if device == "cuda":
         result["peak_gpu_mb"] = gpu_peak_mb
-    out = write_result(HERE / "results" / f"train_{tag}-{device}.json", result)
+    out = write_result(results_dir() / f"train_{tag}-{device}.json", result)
     print(f"\n{'step':>6} {'train s':>8} {'PSNR':>7} {'SSIM':>7} {'images':>6}  " + "  ".join(size_keys))
     for r in curve:
         print(f"{r['step']:6d} {r['train_seconds']:8.0f} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['num_images']:6d}  "

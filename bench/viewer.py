@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import header, write_result
+from common import header, results_dir, write_result
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         "notes": "server-side time per frame: render with splat + JPEG encoding as the viewer sends it; "
                  "network and browser decoding excluded",
     }  # fmt: skip
-    out = write_result(HERE / "results" / f"viewer-{device}.json", result)
+    out = write_result(results_dir() / f"viewer-{device}.json", result)
     print(f"wrote {out}")
     return 0
 

@@ -58,15 +58,16 @@ def leaf64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().double().requires_grad_(True)
 
 
-def leaf32(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().float().requires_grad_(True)
+def leaf32(t: torch.Tensor, device="cpu") -> torch.Tensor:
+    return t.detach().float().to(device).requires_grad_(True)
 
 
 def max_rel_err(actual: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """max |actual - expected| over max |expected| (optionally over a boolean mask)."""
-    a = actual.detach().double()
-    e = expected.detach().double()
+    a = actual.detach().double().cpu()  # a device result against a CPU float64 twin
+    e = expected.detach().double().cpu()
     if mask is not None:
+        mask = mask.cpu()
         a, e = a[mask], e[mask]
     scale = e.abs().max().item() if e.numel() else 0.0
     if scale == 0.0:

@@ -79,34 +79,34 @@ def _random_upstream(gen, *shapes):
     return [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
 
 
-def test_covariance_4d_kernel_matches_twin(gen):
+def test_covariance_4d_kernel_matches_twin(gen, device="cpu"):
     g = random_4d(gen, 300)
-    l32 = [leaf32(g[k]) for k in ("scales", "quats_left", "quats_right")]
+    l32 = [leaf32(g[k], device) for k in ("scales", "quats_left", "quats_right")]
     l64 = [leaf64(g[k]) for k in ("scales", "quats_left", "quats_right")]
     out32 = covariance_4d(*l32)
     out64 = ti.covariance_4d(*l64)
     for name, a, b in zip(("covars3", "velocities", "time_vars"), out32, out64):
         assert_close_rel(a, b, FWD_TOL, name)
     up = _random_upstream(gen, (300, 3, 3), (300, 3), (300,))  # non-symmetric on purpose
-    sum(((o.double() * u).sum() for o, u in zip(out32, up))).backward()
+    sum(((o.double().cpu() * u).sum() for o, u in zip(out32, up))).backward()
     sum(((o * u).sum() for o, u in zip(out64, up))).backward()
     for name, a, b in zip(("scales", "quats_left", "quats_right"), l32, l64):
         assert b.grad.abs().max() > 0
         assert_close_rel(a.grad, b.grad, GRAD_TOL, f"d loss / d {name}")
 
 
-def test_slice_at_times_kernel_matches_twin(gen):
+def test_slice_at_times_kernel_matches_twin(gen, device="cpu"):
     g = random_4d(gen, 400)
     cov3, vel, W = ti.covariance_4d(g["scales"], g["quats_left"], g["quats_right"])
     times = torch.rand(3, generator=gen, dtype=torch.float64)
     inputs = (g["means"], vel, W)
-    l32, l64 = [leaf32(x) for x in inputs], [leaf64(x) for x in inputs]
-    m32, w32 = slice_at_times(times.float(), *l32)
+    l32, l64 = [leaf32(x, device) for x in inputs], [leaf64(x) for x in inputs]
+    m32, w32 = slice_at_times(times.float().to(device), *l32)
     m64, w64 = ti.slice_at_times(times.float().double(), *l64)
     assert_close_rel(m32, m64, FWD_TOL, "means3")
     assert_close_rel(w32, w64, FWD_TOL, "weights")
     um, uw = _random_upstream(gen, (3, 400, 3), (3, 400))
-    ((m32.double() * um).sum() + (w32.double() * uw).sum()).backward()
+    ((m32.double().cpu() * um).sum() + (w32.double().cpu() * uw).sum()).backward()
     ((m64 * um).sum() + (w64 * uw).sum()).backward()
     for name, a, b in zip(("means", "velocities", "time_vars"), l32, l64):
         assert_close_rel(a.grad, b.grad, GRAD_TOL, f"d loss / d {name}")
@@ -124,7 +124,7 @@ def reference_rasterize_4d(g64, colors, views, Ks, width, height, times, backgro
 
 
 @pytest.mark.parametrize("compositing_variant", ["tile", "pixel"], indirect=True)
-def test_rasterize_4d_matches_reference(gen, compositing_variant):
+def test_rasterize_4d_matches_reference(gen, compositing_variant, device="cpu"):
     C, N, width, height = 3, 250, 36, 28
     g = random_4d(gen, N)
     colors = torch.rand((N, 3), generator=gen, dtype=torch.float64)
@@ -132,10 +132,12 @@ def test_rasterize_4d_matches_reference(gen, compositing_variant):
     times = torch.tensor([0.2, 0.2, 0.7], dtype=torch.float64)  # two cameras share a time
     backgrounds = torch.rand((C, 3), generator=gen, dtype=torch.float64)
     inputs = {**g, "colors": colors, "backgrounds": backgrounds}
-    l32 = {k: leaf32(v) for k, v in inputs.items()}
+    l32 = {k: leaf32(v, device) for k, v in inputs.items()}
     l64 = {k: leaf64(v) for k, v in inputs.items()}
-    out, alpha, meta = splat.rasterize_4d(**l32, viewmats=views.float(), Ks=Ks.float(), width=width, height=height,
-                                          times=times.float())  # fmt: skip
+    out, alpha, meta = splat.rasterize_4d(**l32, viewmats=views.float().to(device), Ks=Ks.float().to(device), width=width,
+                                          height=height, times=times.float().to(device))  # fmt: skip
+    assert out.device.type == torch.device(device).type
+    out, alpha = out.cpu(), alpha.cpu()
     ref, ref_alpha, margin = reference_rasterize_4d(
         {k: l64[k] for k in g}, l64["colors"], views.float().double(), Ks.float().double(), width, height,
         times.float().double(), l64["backgrounds"],

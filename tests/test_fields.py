@@ -48,7 +48,7 @@ def test_hash_of_a_known_vertex():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_encoding_matches_twin(gen, dims):
+def test_encoding_matches_twin(gen, dims, device="cpu"):
     enc = HashGridEncoding(dims, n_levels=6, n_features_per_level=2, log2_hashmap_size=10, base_resolution=4,
                            per_level_scale=1.8, generator=gen)  # fmt: skip
     assert any(d for *_, d in enc.layout) and not all(d for *_, d in enc.layout)
@@ -57,8 +57,11 @@ def test_encoding_matches_twin(gen, dims):
             t.copy_(torch.randn(t.shape, generator=gen))
     x = torch.rand((3000, dims), generator=gen)
     x[:20] = x[:20] * 1.4 - 0.2  # some outside [0, 1]^d: clamped
-    out = enc(x)
-    tables64 = [t.detach().double().requires_grad_(True) for t in enc.embeddings]
+    enc.to(device)
+    out = enc(x.to(device))
+    assert out.device.type == torch.device(device).type
+    out = out.cpu()
+    tables64 = [t.detach().double().cpu().requires_grad_(True) for t in enc.embeddings]
     ref = hash_encode_torch(x.double(), tables64, enc.layout)
     assert out.shape == (3000, 12)
     assert_close_rel(out, ref, FWD_TOL, "encoding")
@@ -86,7 +89,7 @@ def clear_of_relu_kinks(x: torch.Tensor, net, margin: float = 1e-4) -> torch.Ten
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dims, hidden, outputs", [(3, 1, 16), (2, 2, 3), (3, 3, 4)])
-def test_fused_mlp_matches_twin(gen, dims, hidden, outputs, fused):
+def test_fused_mlp_matches_twin(gen, dims, hidden, outputs, fused, device="cpu"):
     net = HashGridMLP(outputs, n_hidden_layers=hidden, n_input_dims=dims, n_levels=8, n_features_per_level=2,
                       log2_hashmap_size=9, base_resolution=4, per_level_scale=1.6, generator=gen, fused=fused)  # fmt: skip
     with torch.no_grad():
@@ -95,8 +98,11 @@ def test_fused_mlp_matches_twin(gen, dims, hidden, outputs, fused):
     params = [*net.encoding.embeddings, net.w_in, net.w_hidden, net.w_out]
     L = len(net.encoding.embeddings)
     x = clear_of_relu_kinks(torch.rand((1500, dims), generator=gen), net)
-    out = net(x)
-    p64 = [p.detach().double().requires_grad_(True) for p in params]
+    net.to(device)  # the same Parameter objects, now on `device`
+    out = net(x.to(device))
+    assert out.device.type == torch.device(device).type
+    out = out.cpu()
+    p64 = [p.detach().double().cpu().requires_grad_(True) for p in params]
     ref = mlp_torch(hash_encode_torch(x.double(), p64[:L], net.encoding.layout), *p64[L:])
     assert_close_rel(out, ref, FWD_TOL, "fused output")
     up = torch.randn(out.shape, generator=gen, dtype=torch.float64)

@@ -41,9 +41,11 @@ def test_contraction_twins():
 
 
 @pytest.mark.parametrize("contract", [False, True])
-def test_march_matches_twin(gen, contract):
+def test_march_matches_twin(gen, contract, device="cpu"):
     res, bound = 16, 0.4
     grid = blob_grid(gen, res, contract, bound)
+    occupied = grid.occupied
+    grid.occupied = occupied.to(device)
     if contract:
         grid.cone_angle, grid.max_step = 1 / 32, 0.5
     spec = FieldSpec(bound=bound, contract=contract)
@@ -51,11 +53,11 @@ def test_march_matches_twin(gen, contract):
     t0, t1 = ray_range(spec, o, d)
     if contract:
         t1 = torch.full_like(t1, 30.0)
-    offsets, t_starts, t_ends, t_next = march(grid, o, d, t0, t1)
+    offsets, t_starts, t_ends, t_next = (x.cpu() for x in march(grid, *(x.to(device) for x in (o, d, t0, t1))))
     assert t_starts.numel() > 100
     matched = 0
     for r in range(o.shape[0]):
-        ref, ref_next = march_torch(grid.occupied, res, bound, contract, grid.min_step, grid.max_step, grid.cone_angle,
+        ref, ref_next = march_torch(occupied, res, bound, contract, grid.min_step, grid.max_step, grid.cone_angle,
                                     o[r].double(), d[r].double(), float(t0[r]), float(t1[r]), 1 << 12)  # fmt: skip
         a, b = int(offsets[r]), int(offsets[r + 1])
         if b - a != len(ref):

@@ -28,11 +28,13 @@ def random_rays(gen, R: int = 60, max_samples: int = 40):
     return offsets, sigmas, rgbs, t_ends - deltas, t_ends
 
 
-def test_composite_rays_matches_twin(gen):
+def test_composite_rays_matches_twin(gen, device="cpu"):
     offsets, sigmas, rgbs, t0, t1 = random_rays(gen)
-    s32, c32 = sigmas.float().requires_grad_(True), rgbs.float().requires_grad_(True)
+    s32, c32 = sigmas.float().to(device).requires_grad_(True), rgbs.float().to(device).requires_grad_(True)
     s64, c64 = sigmas.float().double().requires_grad_(True), rgbs.float().double().requires_grad_(True)
-    colors, opac, depth, used = composite_rays(offsets, s32, c32, t0.float(), t1.float())
+    colors, opac, depth, used = composite_rays(offsets.to(device), s32, c32, t0.float().to(device), t1.float().to(device))
+    assert colors.device.type == torch.device(device).type
+    colors, opac, depth, used = colors.cpu(), opac.cpu(), depth.cpu(), used.cpu()
     ref = composite_rays_torch(offsets, s64, c64, t0.float().double(), t1.float().double())
     assert (used < offsets[1:]).any(), "no ray terminated early: the test does not cover early termination"
     assert opac[0] == 0 and colors[0].abs().max() == 0
@@ -44,7 +46,7 @@ def test_composite_rays_matches_twin(gen):
     assert_close_rel(s32.grad, s64.grad, 1e-4, "d loss / d sigmas")
     assert_close_rel(c32.grad, c64.grad, 1e-4, "d loss / d rgbs")
     late = torch.cat([torch.arange(int(u), int(e)) for u, e in zip(used, offsets[1:])])
-    assert late.numel() > 0 and (s32.grad[late] == 0).all(), "samples after termination must get no gradient"
+    assert late.numel() > 0 and (s32.grad.cpu()[late] == 0).all(), "samples after termination must get no gradient"
 
 
 def test_composite_rays_bad_input():
