@@ -64,12 +64,13 @@ class _Progress:
     """A rich progress bar with loss, PSNR, Gaussian count, steps/s and ETA (plain lines when the
     output is not a terminal)."""
 
-    def __init__(self, total: int, start: int):
+    def __init__(self, total: int, start: int, quiet: bool = False):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)
-        self.live = self.console.is_terminal
+        self.live = self.console.is_terminal and not quiet
+        self.quiet = quiet
         self.total = total
         self.t0 = time.perf_counter()
         self.start_step = start
@@ -83,6 +84,8 @@ class _Progress:
             self.bar.start()
 
     def __call__(self, trainer, out) -> None:
+        if self.quiet:
+            return
         step = trainer.step
         rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
         stats = f"loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
@@ -100,7 +103,7 @@ class _Progress:
 
 def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: str = "127.0.0.1") -> dict | None:
     """Train with a progress bar (and a live viewer); None when interrupted (checkpoint saved)."""
-    progress = _Progress(trainer.cfg.steps, trainer.step)
+    progress = _Progress(trainer.cfg.steps, trainer.step, quiet=not getattr(trainer, "is_main_rank", True))
     hook = progress
     viewer = None
     if viewer_port is not None:
@@ -137,6 +140,13 @@ def _print_eval(result: dict) -> None:
 
 
 def _cmd_train(args) -> int:
+    from splat import distributed
+
+    return distributed.run(args, _train, "train")  # here, as --nproc local ranks, or as a torchrun rank
+
+
+def _train(args) -> int:
+    from splat import distributed
     from splat.train.config import preset_config
     from splat.train.runs import new_trainer, read_run_config, restore_trainer
 
@@ -156,6 +166,7 @@ def _cmd_train(args) -> int:
         cfg = preset_config(args.preset, **over)
         cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
         run_dir = Path(args.out) if args.out else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = distributed.same_everywhere(run_dir)
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)
@@ -193,7 +204,14 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_render(args) -> int:
+    from splat import distributed
+
+    return distributed.run(args, _render, "render")  # --nproc N: the frames are dealt to N ranks
+
+
+def _render(args) -> int:
     import splat
+    from splat import distributed
     from splat.render_dataset import as_tensor_background, build_trajectory, render_to_folder
 
     if args.frames < 1:
@@ -217,7 +235,8 @@ def _cmd_render(args) -> int:
             print(f"rendered {done}/{total} frames", flush=True)
 
     transforms = render_to_folder(scene, cameras, out, depth=args.depth, alpha=args.alpha, video=args.video,
-                                  background=as_tensor_background(args.background), times=times, progress=progress)  # fmt: skip
+                                  background=as_tensor_background(args.background), times=times, progress=progress,
+                                  shard=distributed.world(), wait_for_shards=distributed.barrier)  # fmt: skip
     dt = time.perf_counter() - t_start
     print(f"{len(cameras)} frames at {cameras[0].width}x{cameras[0].height} in {dt:.1f} s -> {out} "
           f"({transforms.name}{', video.mp4' if args.video else ''})")  # fmt: skip
@@ -384,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-points", type=int, help="random initial points when the data has none (default 100000)")
     t.add_argument("--resolution-schedule", help="resolution warm-up, e.g. 0:2,2000:1 (step:downscale factor)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--nproc", type=int, help="train on N local processes, each owning 1/N of the Gaussians "
+                   "(torch.distributed; or launch with torchrun for several machines)")
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
     t.set_defaults(func=_cmd_train)
@@ -407,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--background", default="white", help="white, black or R,G,B in [0, 1]")
     r.add_argument("--times", help="dynamic scenes: START:END:COUNT, e.g. 0:1:120")
     r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    r.add_argument("--nproc", type=int, help="render the frames on N local processes (or launch with torchrun)")
     r.set_defaults(func=_cmd_render)
 
     v = sub.add_parser("view", help="open a scene or run in the web viewer")
@@ -448,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `--nproc` relaunches the same command
     if args.command is None:
         parser.print_help()
         return 0

@@ -153,9 +153,13 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     path = Path(path)
     if not path.exists():
         raise SceneLoadError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / "complete.json").is_file():  # a distributed run's checkpoint: one scene
+        return _load_checkpoint(path, device)
     if path.is_dir():
+        from splat.train.base import checkpoint_paths
+
         config = path / "config.json"
-        checkpoints = sorted((path / "checkpoints").glob("step_*.pt"))
+        checkpoints = checkpoint_paths(path)
         if not config.is_file() or not checkpoints:
             raise SceneLoadError(f"{path}: not a run folder with a checkpoint (config.json, checkpoints/step_*.pt)")
         try:
@@ -169,14 +173,22 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     if path.suffix.lower() == ".ply":
         return GaussianScene(load_ply(path), source=str(path)).to(device)
     if path.suffix.lower() == ".pt":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            if state.get("model") == "field":
-                from .field_scene import FieldScene
-
-                return FieldScene.from_checkpoint(state, device, source=str(path))
-            params, norm = state["params"], Normalization.from_dict(state["normalization"])
-        except Exception as e:  # noqa: BLE001
-            raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
-        return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)
+        return _load_checkpoint(path, device)
     raise SceneLoadError(f"{path}: not a PLY, a checkpoint (.pt) or a run folder")
+
+
+def _load_checkpoint(path: Path, device):
+    """A checkpoint file, or a distributed run's step folder (its shards merged)."""
+    from splat.datasets import Normalization
+    from splat.train.runs import load_checkpoint
+
+    try:
+        state = load_checkpoint(path)
+        if state.get("model") == "field":
+            from .field_scene import FieldScene
+
+            return FieldScene.from_checkpoint(state, device, source=str(path))
+        params, norm = state["params"], Normalization.from_dict(state["normalization"])
+    except Exception as e:  # noqa: BLE001
+        raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
+    return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)

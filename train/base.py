@@ -33,7 +33,9 @@ class TrainingError(RuntimeError):
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    """step_N.pt files, and step_N/ folders of distributed runs once complete (dist_checkpoint.py)."""
+    folder = run_dir / "checkpoints"
+    return sorted([*folder.glob("step_*.pt"), *(p.parent for p in folder.glob("step_*/complete.json"))], key=lambda p: p.name)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

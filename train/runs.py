@@ -10,6 +10,7 @@ import torch
 from splat.datasets import Normalization, load_dataset
 from splat.ply import save_ply
 
+from . import dist_checkpoint
 from .config import TrainConfig
 from .trainer import Trainer, latest_checkpoint
 
@@ -42,10 +43,23 @@ def new_trainer(data_path: str, run_dir: Path, config: TrainConfig, fmt: str | N
         from .field_trainer import FieldTrainer
 
         return FieldTrainer(config, data, run_dir, data_path=data_path)
+    if distributed_run():
+        from .distributed import DistributedTrainer
+
+        return DistributedTrainer(config, data, run_dir, data_path=data_path)
     return Trainer(config, data, run_dir, data_path=data_path)
 
 
+def distributed_run() -> bool:
+    from splat import distributed
+
+    return distributed.is_active()
+
+
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's state; a distributed run's step folder reads as one single-process state."""
+    if dist_checkpoint.is_distributed_checkpoint(path):
+        return dist_checkpoint.merged_state(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
@@ -59,8 +73,13 @@ def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str
     ckpt_path = latest_checkpoint(run_dir)
     if ckpt_path is None:
         raise RunError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty)")
-    state = load_checkpoint(ckpt_path)
     trainer = new_trainer(data_path or info["data"], run_dir, cfg, fmt=info.get("format"))
+    if distributed_run() and trainer.cfg.model != "field":
+        if not dist_checkpoint.is_distributed_checkpoint(ckpt_path):
+            raise RunError(f"{ckpt_path}: a single-process checkpoint; resume it without --nproc")
+        state = dist_checkpoint.rank_state(ckpt_path, trainer.rank, trainer.world_size)
+    else:
+        state = load_checkpoint(ckpt_path)
     trainer.load_state_dict(state)
     return trainer
 
