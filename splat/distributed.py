@@ -115,7 +115,7 @@ def describe_failure(error: BaseException) -> str:
     """One line: which rank is gone (from the heartbeats), what failed here."""
     rank, world_size = world()
     text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", str(error)).strip()  # gloo's source locations
-    reason = text.splitlines()[0][:120] if text else error.__class__.__name__
+    reason = text.splitlines()[0].split(". ")[0][:120] if text else error.__class__.__name__
     silent = _heartbeat.silent_ranks() if _heartbeat is not None else None
     if silent is None:
         hosted = "the rendezvous store (torchrun's agent)" if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") else "rank 0"
@@ -153,6 +153,10 @@ def init_from_env(device: str) -> None:
     backend = backend_for(device)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    elif "OMP_NUM_THREADS" not in os.environ and "SPLAT_NUM_THREADS" not in os.environ:
+        # ranks on one machine share its cores (as torchrun's OMP_NUM_THREADS=1, but all of them used)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_seconds()))  # fmt: skip
     _heartbeat = _Heartbeat(rank, world_size)
@@ -266,6 +270,8 @@ def run(args, fn, command: str) -> int:
         if nproc == 1:
             return fn(args)
         return launch_local(args.argv, nproc, command)
+    # c10d logs a multi-line warning for every store read after a peer is gone; our one line says it
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     init_from_env(getattr(args, "device", None) or "cpu")
     try:
         return fn(args)
