@@ -110,8 +110,8 @@ def rasterize_distributed(
     group=None,
 ):
     """`rasterize` over a process group: this rank's Gaussian shard (N_local, ...) and this rank's
-    C cameras (viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, D)); every rank calls it with the
-    same C, width, height and options. Returns this rank's images as `rasterize` does.
+    C cameras (viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, D)); every rank must call it with
+    the same C (the collectives' sizes depend on it), width, height and options. Returns this rank's images as `rasterize` does.
 
     meta adds: "shard_means2d" (R*C, N_local, 2, the owner's projection into all cameras of the
     step; `.retain_grad()` it for densification statistics), "shard_radii" (R*C, N_local, 2),
@@ -126,14 +126,15 @@ def rasterize_distributed(
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     C, N = viewmats.shape[0], means.shape[0]
     device = means.device
-    sizes = all_gather_cat(torch.tensor([[C, N]], dtype=torch.int64, device=device), group).tolist()
-    if any(c != C for c, _ in sizes):
-        raise ValueError(f"viewmats: every rank must render the same number of cameras, got {[c for c, _ in sizes]}")
-    n_world = [n for _, n in sizes]
-
+    # one all-gather for the step's cameras and the shard sizes: per camera [N_local, viewmat, K] in
+    # float64 (exact for float32 matrices and for counts below 2^53)
+    mine = torch.cat([torch.full((C, 1), float(N), dtype=torch.float64, device=device),
+                      viewmats.reshape(C, 16).double(), Ks.reshape(C, 9).double()], dim=1)  # fmt: skip
+    cameras = all_gather_cat(mine, group)
+    n_world = [int(n) for n in cameras[::C, 0].tolist()]
+    all_viewmats = cameras[:, 1:17].reshape(-1, 4, 4).float()
+    all_Ks = cameras[:, 17:26].reshape(-1, 3, 3).float()
     means, opacities = _f32(means), _f32(opacities)
-    all_viewmats = all_gather_cat(_f32(viewmats), group)
-    all_Ks = all_gather_cat(_f32(Ks), group)
     if covars is not None:
         covars6, quats, scales = _f32(covars[:, _TRIU[0], _TRIU[1]]), None, None
     else:
@@ -161,7 +162,9 @@ def rasterize_distributed(
     M = sum(recv_rows)
     # (C, m_r, F) blocks of each source rank, side by side: (C, M, F) in global Gaussian order
     blocks = incoming.split([C * m for m in recv_rows])
-    rows = torch.cat([b.reshape(C, m, F) for b, m in zip(blocks, recv_rows)], dim=1) if M else incoming.reshape(C, 0, F)
+    rows = torch.cat([b.reshape(C, m, F) for b, m in zip(blocks, recv_rows)], dim=1)
+    if M == 0:  # nothing reaches these cameras: one invisible row (radius 0) keeps the stages' shapes non-empty
+        rows = torch.cat([rows, rows.new_zeros(C, 1, F)], dim=1)
 
     received = {
         "radii": rows[..., 0:2].detach().round().to(torch.int32).contiguous(),

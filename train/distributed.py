@@ -173,15 +173,6 @@ class DistributedTrainer(Trainer):
         loss.backward()
         psnr_sum = sum(losses.psnr(images[k].detach(), gt, mask) for k, (gt, mask) in enumerate(truths))
 
-        elapsed = self.train_seconds + time.perf_counter() - t0
-        scalars = torch.tensor([[loss.item(), psnr_sum, float(self._stop_local), elapsed]], dtype=torch.float64)
-        world = all_gather_cat(scalars.to(self.device)).cpu()
-        total_loss = float(world[:, 0].sum())
-        self._stop_synced = bool(world[:, 2].any())
-        self._synced_seconds = float(world[:, 3].max())
-        if not math.isfinite(total_loss):
-            raise TrainingError(f"loss became {total_loss} at step {step}; lower the learning rates or check the data "
-                                "(last checkpoint is kept)")  # fmt: skip
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -189,11 +180,19 @@ class DistributedTrainer(Trainer):
             self.params, self.optimizers, self.strategy_state, step + 1, info, self.shard_generator, lr_means=lr,
             progress=self.progress(step + 1),
         )  # fmt: skip
+        # the step's one gather of scalars: loss, PSNR, stop flag, clock, Gaussian count, densification counts
         counts = sorted(k for k, v in stats.items() if not isinstance(v, bool))
-        summed = all_gather_cat(torch.tensor([[self.num_gaussians] + [stats[k] for k in counts]], device=self.device))
-        summed = summed.sum(dim=0).tolist()
-        self.n_world = int(summed[0])
-        stats.update({k: int(v) for k, v in zip(counts, summed[1:])})
+        elapsed = self.train_seconds + time.perf_counter() - t0
+        scalars = [loss.item(), psnr_sum, float(self._stop_local), elapsed, self.num_gaussians] + [stats[k] for k in counts]
+        world = all_gather_cat(torch.tensor([scalars], dtype=torch.float64, device=self.device)).cpu()
+        total_loss = float(world[:, 0].sum())
+        if not math.isfinite(total_loss):
+            raise TrainingError(f"loss became {total_loss} at step {step}; lower the learning rates or check the data "
+                                "(last checkpoint is kept)")  # fmt: skip
+        self._stop_synced = bool(world[:, 2].any())
+        self._synced_seconds = float(world[:, 3].max())
+        self.n_world = int(world[:, 4].sum())
+        stats.update({k: int(v) for k, v in zip(counts, world[:, 5:].sum(dim=0).tolist())})
         self.step = step + 1
         return {"loss": total_loss, "psnr": float(world[:, 1].sum()) / self.global_batch, **stats}
 
