@@ -272,7 +272,9 @@ def run(args, fn, command: str) -> int:
         return launch_local(args.argv, nproc, command)
     # c10d logs a multi-line warning for every store read after a peer is gone; our one line says it
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    init_from_env(getattr(args, "device", None) or "cpu")
+    from splat.train.config import resolve_device
+
+    init_from_env(resolve_device(getattr(args, "device", None) or "auto"))
     try:
         return fn(args)
     except Exception as e:

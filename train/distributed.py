@@ -47,6 +47,9 @@ class DistributedTrainer(Trainer):
         if config.model == "field" or (config.model in ("auto", "4d") and dataset.is_dynamic):
             raise ValueError(f"{dataset.root}: distributed training supports 3D Gaussians only (model 3d), "
                              "not 4D Gaussians or fields")  # fmt: skip
+        if getattr(config, "appearance", False):
+            raise ValueError("appearance: not available in distributed training (each image's compensation would "
+                             "live on the rank that rendered it)")  # fmt: skip
         if config.strategy == "default" and config.absgrad:
             raise ValueError("absgrad: not available in distributed training (the per-pixel sums live on other ranks)")
         sizes = {(dataset.camera(i).width, dataset.camera(i).height) for i in range(len(dataset.frames))}
@@ -180,6 +183,7 @@ class DistributedTrainer(Trainer):
             self.params, self.optimizers, self.strategy_state, step + 1, info, self.shard_generator, lr_means=lr,
             progress=self.progress(step + 1),
         )  # fmt: skip
+        stats["tile_pairs"] = int(meta["isect_ids"].numel())  # (Gaussian, tile) pairs composited, summed over ranks
         # the step's one gather of scalars: loss, PSNR, stop flag, clock, Gaussian count, densification counts
         counts = sorted(k for k, v in stats.items() if not isinstance(v, bool))
         elapsed = self.train_seconds + time.perf_counter() - t0
