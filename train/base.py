@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -241,6 +242,9 @@ class BaseTrainer:
         with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
         for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+            if old.is_dir():  # a distributed run's step folder (the run resumed in one process)
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
         return path
 
