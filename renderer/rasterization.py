@@ -97,8 +97,6 @@ def rasterize(
     )  # fmt: skip
     if packed:
         raise ValueError("packed: only packed=False is supported (per-camera (C, N) layouts)")
-    N = means.shape[0]
-    C = viewmats.shape[0]
     means, opacities, viewmats, Ks = _f32(means), _f32(opacities), _f32(viewmats), _f32(Ks)
     backgrounds = _f32(backgrounds)
     if covars is not None:
@@ -108,6 +106,20 @@ def rasterize(
         covars6 = None
         quats, scales = _f32(quats), _f32(scales)
 
+    projected = project(means, quats, scales, covars6, opacities, colors, viewmats, Ks, width, height, near_plane,
+                        far_plane, eps2d, sh_degree, render_mode, rasterize_mode, camera_model, radius_clip)  # fmt: skip
+    return composite(projected, width, height, render_mode, backgrounds, tile_size, absgrad)
+
+
+def project(means, quats, scales, covars6, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
+            sh_degree, render_mode, rasterize_mode, camera_model, radius_clip) -> dict:  # fmt: skip
+    """Stage 1 of `rasterize` (checked float32 inputs): project N Gaussians into C cameras.
+
+    Returns the per-(camera, Gaussian) screen-space attributes, all (C, N, ...): "radii" (int32,
+    not differentiable), "means2d", "depths", "conics", "opacities", "features" ((C, N, D), or
+    (N, D) for plain features shared by all cameras, or None for depth only).
+    `renderer.distributed` exchanges them between ranks before `composite`."""
+    N, C = means.shape[0], viewmats.shape[0]
     antialiased = rasterize_mode == "antialiased"
     radii, means2d, depths, conics, compensations = fully_fused_projection(
         means, quats, scales, viewmats, Ks, width, height, covars=covars6, opacities=opacities, eps2d=eps2d,
@@ -123,10 +135,19 @@ def rasterize(
         features = sh_colors(sh_degree, means, camera_centers(viewmats), _f32(colors), radii)
     else:
         features = _f32(colors)
+    return {"radii": radii, "means2d": means2d, "depths": depths, "conics": conics, "opacities": opacities_cn,
+            "features": features}  # fmt: skip
 
+
+def composite(projected: dict, width: int, height: int, render_mode: str, backgrounds, tile_size: int, absgrad: bool):
+    """Stages 2 and 3 of `rasterize`: bin the projected Gaussians (C, N, ...) into tiles and
+    composite the C images; returns (render_colors, render_alphas, meta) as `rasterize` does."""
+    radii, means2d, depths, conics = projected["radii"], projected["means2d"], projected["depths"], projected["conics"]
+    opacities_cn, features = projected["opacities"], projected["features"]
+    C = means2d.shape[0]
     if render_mode in ("RGB+D", "RGB+ED"):
         if features.dim() == 2:
-            features = features[None].expand(C, N, features.shape[-1])
+            features = features[None].expand(C, features.shape[0], features.shape[-1])
         features = torch.cat([features, depths[..., None]], dim=-1)
         if backgrounds is not None:
             backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], dim=-1)

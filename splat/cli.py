@@ -71,12 +71,13 @@ class _Progress:
 
     UNITS = 1000
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, quiet: bool = False):
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)
-        self.live = self.console.is_terminal
+        self.live = self.console.is_terminal and not quiet
+        self.quiet = quiet
         self.total = trainer.cfg.steps
         self.t0 = time.perf_counter()
         self.start_step = trainer.step
@@ -91,6 +92,8 @@ class _Progress:
             self.bar.start()
 
     def __call__(self, trainer, out) -> None:
+        if self.quiet:
+            return
         step = trainer.step
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         rate = (step - self.start_step) / elapsed
@@ -111,7 +114,7 @@ class _Progress:
 
 def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: str = "127.0.0.1") -> dict | None:
     """Train with a progress bar (and a live viewer); None when interrupted (checkpoint saved)."""
-    progress = _Progress(trainer)
+    progress = _Progress(trainer, quiet=not getattr(trainer, "is_main_rank", True))
     hook = progress
     viewer = None
     if viewer_port is not None:
@@ -177,6 +180,13 @@ def _print_eval(result: dict) -> None:
 
 
 def _cmd_train(args) -> int:
+    from splat import distributed
+
+    return distributed.run(args, _train, "train")  # here, as --nproc local ranks, or as a torchrun rank
+
+
+def _train(args) -> int:
+    from splat import distributed
     from splat.train.config import preset_config
     from splat.train.run_lock import lock_run
     from splat.train.runs import new_trainer, read_run_config, restore_trainer
@@ -198,6 +208,7 @@ def _cmd_train(args) -> int:
         cfg = preset_config(args.preset, **over)
         cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
         run_dir = Path(args.out) if args.out else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = distributed.same_everywhere(run_dir)
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)  # checks the data, writes nothing
@@ -237,7 +248,14 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_render(args) -> int:
+    from splat import distributed
+
+    return distributed.run(args, _render, "render")  # --nproc N: the frames are dealt to N ranks
+
+
+def _render(args) -> int:
     import splat
+    from splat import distributed
     from splat.render_dataset import as_tensor_background, build_trajectory, render_to_folder
 
     if args.frames < 1:
@@ -261,7 +279,8 @@ def _cmd_render(args) -> int:
             print(f"rendered {done}/{total} frames", flush=True)
 
     transforms = render_to_folder(scene, cameras, out, depth=args.depth, alpha=args.alpha, video=args.video,
-                                  background=as_tensor_background(args.background), times=times, progress=progress)  # fmt: skip
+                                  background=as_tensor_background(args.background), times=times, progress=progress,
+                                  shard=distributed.world(), wait_for_shards=distributed.barrier)  # fmt: skip
     dt = time.perf_counter() - t_start
     print(f"{len(cameras)} frames at {cameras[0].width}x{cameras[0].height} in {dt:.1f} s -> {out} "
           f"({transforms.name}{', video.mp4' if args.video else ''})")  # fmt: skip
@@ -448,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps (default 5000)")
     t.add_argument("--checkpoint-minutes", type=float,
                    help="also save one after this many minutes of training (default 10; 0: by steps only)")
+    t.add_argument("--nproc", type=int, help="train on N local processes, each owning 1/N of the Gaussians "
+                   "(torch.distributed; or launch with torchrun for several machines)")
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
     t.set_defaults(func=_cmd_train)
@@ -471,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--background", default="white", help="white, black or R,G,B in [0, 1]")
     r.add_argument("--times", help="dynamic scenes: START:END:COUNT, e.g. 0:1:120")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    r.add_argument("--nproc", type=int, help="render the frames on N local processes (or launch with torchrun)")
     r.set_defaults(func=_cmd_render)
 
     from splat.viewer import DEFAULT_MAX_SPLATS
@@ -523,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `--nproc` relaunches the same command
     if args.command is None:
         parser.print_help()
         return 0

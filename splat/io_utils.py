@@ -124,13 +124,16 @@ FIELD_KEYS = ("field_spec", "field", "grid", "normalization")
 
 
 def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read") -> tuple[Path, dict]:
-    """(path, state) of a run folder's newest complete checkpoint. A run training meanwhile may
-    delete an old one as it saves a new one: then the new one is read."""
+    """(path, state) of a run folder's newest complete checkpoint (a step_N.pt file, or a
+    distributed run's complete step_N/ folder). A run training meanwhile may delete an old one as
+    it saves a new one: then the new one is read."""
+    from splat.train.base import checkpoint_paths
+
     from .errors import InputError
 
     run_dir = Path(run_dir)
     for _ in range(3):
-        paths = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        paths = checkpoint_paths(run_dir)
         if not paths:
             raise InputError(f"{run_dir}: no checkpoint to {what} (checkpoints/ is empty)")
         try:
@@ -141,9 +144,9 @@ def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read") -> tu
     raise InputError(f"{run_dir}: its checkpoints keep disappearing while being read")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A splat checkpoint (.pt) as a dict, read with torch's weights-only unpickler: a file that
-    asks for any other code or type (a crafted pickle) is refused with an InputError, not run."""
+def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
+    """torch.load with the weights-only unpickler: a file that asks for any other code or type (a
+    crafted pickle) is refused with an InputError, not run."""
     import re
 
     import torch
@@ -153,17 +156,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such checkpoint") from None
+        raise InputError(f"{path}: no such {what}") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for damaged or hostile files
         text = " ".join(str(e).split())
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"Unsupported operand (\S+)", text)
         if found or "Weights only load failed" in text:
-            what = found.group(1) if found else "a type outside the allow-list"
-            raise InputError(f"{path}: refused: the checkpoint asks to run or build {what}, which a splat "
+            kind = found.group(1) if found else "a type outside the allow-list"
+            raise InputError(f"{path}: refused: the {what} asks to run or build {kind}, which a splat "
                              "checkpoint never does (an untrusted or foreign file?)") from None  # fmt: skip
-        raise InputError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {text[:200]})") from None
+        raise InputError(f"{path}: unreadable {what} ({e.__class__.__name__}: {text[:200]})") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A splat checkpoint as a dict: a .pt file read weights-only (load_weights_only), or a
+    distributed run's step folder, its shards merged into one single-process state."""
+    import torch
+
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        from splat.train import dist_checkpoint
+
+        return dist_checkpoint.merged_state(path)
+    state = load_weights_only(path)
     if not isinstance(state, dict):
         raise InputError(f"{path}: not a splat checkpoint (holds a {type(state).__name__}, not a dict)")
     keys = FIELD_KEYS if state.get("model") == "field" else GAUSSIAN_KEYS

@@ -36,39 +36,56 @@ def write_depth_png(path: Path, depth: np.ndarray) -> None:
 
 def render_to_folder(scene, cameras: Sequence[Camera], out: str | Path, *, depth: bool = False, alpha: bool = False,
                      video: bool = False, background=(1.0, 1.0, 1.0), times: Sequence[float] | None = None,
-                     fps: int = 30, progress=None) -> Path:  # fmt: skip
-    """Render `cameras` (and `times` for dynamic scenes) into `out`; returns the transforms.json path."""
+                     fps: int = 30, progress=None, shard: tuple[int, int] = (0, 1),
+                     wait_for_shards=None) -> Path:  # fmt: skip
+    """Render `cameras` (and `times` for dynamic scenes) into `out`; returns the transforms.json path.
+
+    shard (rank, ranks): render only frames k with k % ranks == rank; after `wait_for_shards()`
+    (a barrier), rank 0 writes the transforms.json of all frames (the same file an unsharded
+    render writes) and the video."""
     out = Path(out)
+    rank, ranks = shard
     outputs = ("rgb",) + (("depth",) if depth else ()) + (("alpha",) if alpha else ())
     frames, video_frames = [], []
+    mine, done = len(range(rank, len(cameras), ranks)), 0
     for k, cam in enumerate(cameras):
         t = None if times is None else float(times[k])
-        result = scene.render(cam, outputs=outputs, background=background, time=t)
         name = f"frame_{k:05d}"
-        rgb = result["rgb"].cpu()
-        write_image(out / "images" / f"{name}.png", rgb)
         entry = {
             "file_path": f"images/{name}.png",
             "transform_matrix": cam.c2w_opengl.tolist(),
             "fl_x": cam.fx, "fl_y": cam.fy, "cx": cam.cx, "cy": cam.cy, "w": cam.width, "h": cam.height,
         }  # fmt: skip
         if depth:
+            entry["depth_file_path"] = f"depth/{name}.png"
+        if alpha:
+            entry["mask_path"] = f"masks/{name}.png"
+        if t is not None:
+            entry["time"] = t
+        frames.append(entry)
+        if k % ranks != rank:
+            continue
+        result = scene.render(cam, outputs=outputs, background=background, time=t)
+        rgb = result["rgb"].cpu()
+        write_image(out / "images" / f"{name}.png", rgb)
+        if depth:
             d = result["depth"][..., 0].cpu().numpy().astype(np.float32)
             write_depth_png(out / "depth" / f"{name}.png", d)
             with atomic_path(out / "depth" / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, d)
-            entry["depth_file_path"] = f"depth/{name}.png"
         if alpha:
             write_image(out / "masks" / f"{name}.png", result["alpha"].cpu())
-            entry["mask_path"] = f"masks/{name}.png"
-        if t is not None:
-            entry["time"] = t
-        frames.append(entry)
-        if video:
+        if video and ranks == 1:
             video_frames.append((rgb.numpy() * 255 + 0.5).astype(np.uint8))
+        done += 1
         if progress is not None:
-            progress(k + 1, len(cameras))
+            progress(done, mine)
+    if wait_for_shards is not None:
+        wait_for_shards()
+    transforms = out / "transforms.json"
+    if rank != 0:
+        return transforms
     first = cameras[0]
     meta = {
         "camera_model": "PINHOLE",
@@ -76,10 +93,13 @@ def render_to_folder(scene, cameras: Sequence[Camera], out: str | Path, *, depth
         "depth_unit_scale_factor": 1.0 / DEPTH_SCALE,
         "frames": frames,
     }  # fmt: skip
-    transforms = out / "transforms.json"
     with atomic_path(transforms) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
     if video:
+        if ranks > 1:  # the other ranks' frames, as written (the PNGs hold the same 8-bit values)
+            import imageio.v3 as iio
+
+            video_frames = [iio.imread(out / f["file_path"]) for f in frames]
         write_video(out / "video.mp4", video_frames, fps)
     return transforms
 

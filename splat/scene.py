@@ -152,18 +152,22 @@ def _training_cameras(run_info: dict) -> list[Camera]:
 
 def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True):
     """Load a trained scene: a splat file (INRIA / gsplat / nerfstudio PLY, SuperSplat compressed
-    PLY, Niantic SPZ, antimatter15 .splat: `splat.formats`), a splat checkpoint (.pt) or a run
-    folder (its newest checkpoint, with the training cameras when its dataset is reachable).
-    Gaussian runs and PLYs give a `GaussianScene`, neural-field runs a `FieldScene`; both render
-    the same way."""
+    PLY, Niantic SPZ, antimatter15 .splat: `splat.formats`), a splat checkpoint (.pt, or a
+    distributed run's step folder) or a run folder (its newest checkpoint, with the training
+    cameras when its dataset is reachable). Gaussian runs and PLYs give a `GaussianScene`,
+    neural-field runs a `FieldScene`; both render the same way."""
     from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
 
     path = Path(path)
     if not path.exists():
         raise SceneLoadError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / "complete.json").is_file():  # a distributed run's checkpoint: one scene
+        return _scene_from_checkpoint(path, read_checkpoint(path), device)
     if path.is_dir():
+        from splat.train.base import checkpoint_paths
+
         config = path / "config.json"
-        if not config.is_file() or not any((path / "checkpoints").glob("step_*.pt")):
+        if not config.is_file() or not checkpoint_paths(path):
             raise SceneLoadError(f"{path}: not a run folder with a checkpoint (config.json, checkpoints/step_*.pt)")
         info = read_json_object(config, SceneLoadError)
         scene = _scene_from_checkpoint(*read_newest_checkpoint(path, "load"), device)

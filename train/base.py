@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -33,7 +34,9 @@ from .run_lock import run_lock
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    """step_N.pt files, and step_N/ folders of distributed runs once complete (dist_checkpoint.py)."""
+    folder = run_dir / "checkpoints"
+    return sorted([*folder.glob("step_*.pt"), *(p.parent for p in folder.glob("step_*/complete.json"))], key=lambda p: p.name)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -294,7 +297,10 @@ class BaseTrainer:
             write()
         self._checkpoint_seconds = self.train_seconds
         for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+            if old.is_dir():  # a distributed run's step folder (the run resumed in one process)
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
         return path
 
 

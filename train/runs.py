@@ -9,6 +9,7 @@ from splat.errors import InputError
 from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
 from splat.ply import save_ply
 
+from . import dist_checkpoint
 from .config import MAX_IMAGE_SIDE, TrainConfig, device_kind, resolve_device
 from .trainer import Trainer
 
@@ -47,11 +48,22 @@ def new_trainer(data_path: str, run_dir: Path, config: TrainConfig, fmt: str | N
         from .field_trainer import FieldTrainer
 
         return FieldTrainer(config, data, run_dir, data_path=data_path)
+    if distributed_run():
+        from .distributed import DistributedTrainer
+
+        return DistributedTrainer(config, data, run_dir, data_path=data_path)
     return Trainer(config, data, run_dir, data_path=data_path)
 
 
+def distributed_run() -> bool:
+    from splat import distributed
+
+    return distributed.is_active()
+
+
 def load_checkpoint(path: Path) -> dict:
-    """The checkpoint's state (weights only: a crafted file cannot run code; InputError if bad)."""
+    """A checkpoint's state, read weights-only (a crafted file cannot run code; InputError if bad);
+    a distributed run's step folder reads as one single-process state."""
     return read_checkpoint(path)
 
 
@@ -70,6 +82,10 @@ def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str
         raise RunError(f"{run_dir / 'config.json'}: bad configuration ({e})") from None
     ckpt_path, state = newest_checkpoint(run_dir, "resume from")
     trainer = new_trainer(data_path or info["data"], run_dir, cfg, fmt=info.get("format"))
+    if distributed_run() and trainer.cfg.model != "field":
+        if not dist_checkpoint.is_distributed_checkpoint(ckpt_path):
+            raise RunError(f"{ckpt_path}: a single-process checkpoint; resume it without --nproc")
+        state = dist_checkpoint.rank_state(ckpt_path, trainer.rank, trainer.world_size)
     try:
         trainer.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # entries missing or of the wrong shape
