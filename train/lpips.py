@@ -163,17 +163,23 @@ class LPIPS(torch.nn.Module):
 
 
 @functools.cache
-def _model(device: str) -> LPIPS | None:
+def _model(device: str) -> LPIPS | str:
+    """The network, or why there is none (a metric never stops a training run)."""
     path = weights_path()
     if path is None:
-        return None
-    return LPIPS.from_file(path).to(device).eval()
+        return f"LPIPS weights not installed ({INSTALL_HINT})"
+    try:
+        return LPIPS.from_file(path).to(device).eval()
+    except (OSError, ValueError) as e:  # ValueError includes LPIPSWeightsError
+        return f"LPIPS weights unusable: {e}"
 
 
 def lpips_model(device: torch.device | str = "cpu") -> LPIPS | None:
     """The LPIPS network on `device`, loaded once; None (with one note on stderr) without weights."""
     model = _model(str(torch.device(device)))
-    if model is None and not getattr(lpips_model, "warned", False):
+    if isinstance(model, LPIPS):
+        return model
+    if not getattr(lpips_model, "warned", False):
         lpips_model.warned = True
-        print(f"note: LPIPS weights not installed, LPIPS is reported as null ({INSTALL_HINT})", file=sys.stderr)
-    return model
+        print(f"note: {model}; LPIPS is reported as null", file=sys.stderr)
+    return None
