@@ -44,6 +44,7 @@ bench: setup
 	$(PY) bench/viewer.py
 	$(PY) bench/render_4d.py
 	$(PY) bench/fields.py
+	$(PY) bench/lpips.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
