@@ -31,6 +31,7 @@ class TrainConfig:
     init_points: int = 100_000  # random initialisation when the dataset has no sparse points
     init_opacity: float | None = None  # default: 0.1 (default strategy), 0.5 (mcmc)
     init_scale: float | None = None  # times the kNN distance; default: 1.0 (default), 0.1 (mcmc)
+    random_init_scale: float | None = None  # the same for random points (no sparse points); default: init_scale
     max_gaussians: int = 3_000_000
 
     # optimisation (Adam, eps 1e-15)
@@ -126,13 +127,15 @@ class TrainConfig:
 # until 2000) and a 20k-point random initialisation, which get NeRF-synthetic lego at 400x400
 # past 30 dB test PSNR in under 20 minutes on a 2-core CPU (bench/train_lego.py).
 # "cpu": "fast" within a time budget that ends a run in about a quarter of an hour, evaluated
-# once at the end (bench/results/train_lego-cpu-cpu.json measures it). "auto" (the CLI default)
+# once at the end (bench/results/train_defaults_lego-cpu.json measures it); random points start at
+# half their kNN distance: random points are not surfaces, and at full size their overlapping
+# footprints made the first steps cost 2.4x the late ones (bench/results/step_cost-cpu.json). "auto" (the CLI default)
 # is "inria" on CUDA and "cpu" on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "inria": {},
     "fast": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000},
     "cpu": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000, "max_train_seconds": 780.0,
-            "eval_steps": []},
+            "eval_steps": [], "random_init_scale": 0.5},
 }
 AUTO_PRESET = {"cuda": "inria", "cpu": "cpu"}
 # Automatic downscaling: the longer image side in pixels, at most (INRIA rescales beyond 1.6k;

@@ -31,15 +31,16 @@ class Trainer(BaseTrainer):
         if self.dynamic and not dataset.is_dynamic:
             raise InputError(f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none")
         mcmc = config.strategy == "mcmc"
+        init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
         if dataset.points is not None:
             points, colors = dataset.points, dataset.point_colors
         else:
             points, colors = random_points(config.init_points, dataset, self.generator)
+            init_scale = config.random_init_scale if config.random_init_scale is not None else init_scale
         if points.shape[0] > config.max_gaussians:
             keep = torch.randperm(points.shape[0], generator=self.generator)[: config.max_gaussians]
             points, colors = points[keep], colors[keep]
         init_opacity = config.init_opacity if config.init_opacity is not None else (0.5 if mcmc else 0.1)
-        init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
         times = torch.rand(points.shape[0], generator=self.generator) if self.dynamic else None
         self.params = init_params(points, colors, config.sh_degree, init_opacity, init_scale, times,
                                   config.init_time_scale).to(self.device)  # fmt: skip
