@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+from splat.errors import InputError
+
 HEARTBEAT_SECONDS = 1.0
 
 
@@ -53,7 +55,7 @@ def timeout_seconds() -> float:
     try:
         return float(os.environ.get("SPLAT_DIST_TIMEOUT", "300"))
     except ValueError:
-        raise ValueError(f"SPLAT_DIST_TIMEOUT: expected seconds, got {os.environ['SPLAT_DIST_TIMEOUT']!r}") from None
+        raise InputError(f"SPLAT_DIST_TIMEOUT: expected seconds, got {os.environ['SPLAT_DIST_TIMEOUT']!r}") from None
 
 
 def backend_for(device: str) -> str:
@@ -264,7 +266,7 @@ def run(args, fn, command: str) -> int:
     """Run `fn(args)` here, as `args.nproc` local ranks, or as one rank of a torchrun job."""
     nproc = getattr(args, "nproc", None) or 1
     if nproc < 1:
-        raise ValueError(f"--nproc: expected a positive number of processes, got {nproc}")
+        raise InputError(f"--nproc: expected a positive number of processes, got {nproc}")
     under_launcher = "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
     if not under_launcher:
         if nproc == 1:

@@ -80,7 +80,7 @@ class GaussianScene:
         from splat.renderer.slicing import slice_gaussians
 
         if not self.is_dynamic:
-            raise ValueError("time: this scene is static (3D Gaussians); it has no time to slice")
+            raise InputError("time: this scene is static (3D Gaussians); it has no time to slice")
         return GaussianScene(slice_gaussians(self.splats, time), self.cameras, f"{self.source}@t={time:g}")
 
     def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from splat.errors import InputError
 from splat import distributed as D
 from splat.renderer.distributed import all_gather_cat, rasterize_distributed
 
@@ -45,16 +46,16 @@ class DistributedTrainer(Trainer):
         self._synced_seconds = 0.0
         self._eval_log: list | None = None
         if config.model == "field" or (config.model in ("auto", "4d") and dataset.is_dynamic):
-            raise ValueError(f"{dataset.root}: distributed training supports 3D Gaussians only (model 3d), "
+            raise InputError(f"{dataset.root}: distributed training supports 3D Gaussians only (model 3d), "
                              "not 4D Gaussians or fields")  # fmt: skip
         if getattr(config, "appearance", False):
-            raise ValueError("appearance: not available in distributed training (each image's compensation would "
+            raise InputError("appearance: not available in distributed training (each image's compensation would "
                              "live on the rank that rendered it)")  # fmt: skip
         if config.strategy == "default" and config.absgrad:
-            raise ValueError("absgrad: not available in distributed training (the per-pixel sums live on other ranks)")
+            raise InputError("absgrad: not available in distributed training (the per-pixel sums live on other ranks)")
         sizes = {(dataset.camera(i).width, dataset.camera(i).height) for i in range(len(dataset.frames))}
         if len(sizes) > 1:
-            raise ValueError(f"{dataset.root}: distributed training needs images of one size, found {sorted(sizes)[:4]}")
+            raise InputError(f"{dataset.root}: distributed training needs images of one size, found {sorted(sizes)[:4]}")
         super().__init__(config, dataset, run_dir, data_path)
         # every rank initialised the same Gaussians from the same seed: keep this rank's share
         full = self.params
@@ -243,7 +244,7 @@ class DistributedTrainer(Trainer):
             super()._write_config()
 
     def scene(self, cameras: list):
-        raise ValueError("--viewer: the live viewer is not available in distributed training (view the run afterwards)")
+        raise InputError("--viewer: the live viewer is not available in distributed training (view the run afterwards)")
 
     def model_stats(self) -> dict:
         return {"num_gaussians": self.n_world}

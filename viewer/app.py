@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from splat.camera import Camera, quat_to_rotmat, rotmat_to_quat
+from splat.errors import InputError
 from splat.io_utils import write_image
 
 from .client_gui import RENDERERS, ClientGui, Settings, camera_pose
@@ -80,11 +81,11 @@ class Viewer:
         import viser
 
         if max_splats < 1:
-            raise ValueError(f"--max-splats {max_splats}: expected a positive number of Gaussians")
+            raise InputError(f"--max-splats {max_splats}: expected a positive number of Gaussians")
         if renderer not in ("auto", *RENDERERS):
-            raise ValueError(f"--renderer {renderer}: expected auto, browser or server")
+            raise InputError(f"--renderer {renderer}: expected auto, browser or server")
         if token is not None and not token:
-            raise ValueError("--token: expected a non-empty token")
+            raise InputError("--token: expected a non-empty token")
         resolve(host, port)
         self._source = source
         self.trainer = trainer
@@ -112,7 +113,7 @@ class Viewer:
         if renderer == "auto":
             renderer = "browser" if self.splat_capable and scene.num_gaussians <= self.max_splats else "server"
         if renderer not in self.renderers:
-            raise ValueError(f"--renderer {renderer}: {scene.summary} can only be rendered on the server")
+            raise InputError(f"--renderer {renderer}: {scene.summary} can only be rendered on the server")
         self.default_renderer = renderer
         self._initial_fov = self._set_initial_view(scene)
         self.server.on_client_connect(self._on_connect)

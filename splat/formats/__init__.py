@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..io_utils import atomic_path
 from .common import FormatError, fail, read_bytes, to_numpy_splats, to_tensors
 
@@ -75,7 +76,7 @@ def write_splats(path: str | os.PathLike, splats: dict, format: str | None = Non
     path = Path(path)
     fmt = format or format_for_name(path)
     if fmt not in FORMATS:
-        raise ValueError(f"format: choose from {', '.join(FORMATS)} (or name the file *.ply, *.splat, *.spz, "
+        raise InputError(f"format: choose from {', '.join(FORMATS)} (or name the file *.ply, *.splat, *.spz, "
                          f"*.compressed.ply), got {fmt!r} for {path}")  # fmt: skip
     if fmt == "ply":
         from splat.ply import save_ply
@@ -84,7 +85,7 @@ def write_splats(path: str | os.PathLike, splats: dict, format: str | None = Non
         return path
     arrays = to_numpy_splats(splats)
     if len(arrays["means"]) == 0:
-        raise ValueError("no Gaussians to export")
+        raise InputError("no Gaussians to export")
     encoders = {"splat": antimatter.encode, "spz": spz.encode, "compressed-ply": compressed_ply.encode}
     data = encoders[fmt](arrays, **options)
     with atomic_path(path) as tmp:

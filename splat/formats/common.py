@@ -135,7 +135,7 @@ def to_numpy_splats(splats: dict) -> dict[str, np.ndarray]:
 
     means = arr(splats["means"])
     if means.ndim != 2 or means.shape[1] != 3:
-        raise ValueError(f"means: expected 3D Gaussians (N, 3), got shape {tuple(means.shape)} "
+        raise InputError(f"means: expected 3D Gaussians (N, 3), got shape {tuple(means.shape)} "
                          "(4D scenes export a time slice: --time t)")  # fmt: skip
     N = means.shape[0]
     shN = splats.get("shN")
@@ -149,7 +149,7 @@ def to_numpy_splats(splats: dict) -> dict[str, np.ndarray]:
     }
     for k, v in out.items():
         if not np.isfinite(v).all():
-            raise ValueError(f"{k}: NaN or Inf in the Gaussians to export")
+            raise InputError(f"{k}: NaN or Inf in the Gaussians to export")
     return out
 
 
