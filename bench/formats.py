@@ -11,7 +11,7 @@ SPZ <= 1/8 and compressed PLY <= 1/3 of the PLY's size. Short CPU runs have bare
 higher SH bands, so each run is also measured with its higher bands replaced by Gaussian noise of
 --sh-std (a "synthetic SH" variant, marked as such) to exercise the SH quantisation.
 Also measured: SPZ version 4 (ZSTD) and SPZ with the reference's SH bits (5 / 4; splat's default
-is 6 / 5). Writes bench/results/formats-<device>.json.
+is 5 / 5). Writes bench/results/formats-<device>.json.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ alphas (u8, sigmoid(opacity) x 255), colours (3 x u8, f_dc x 0.15 x 255 + 127.5)
 |component| of the unit xyzw quaternion, made positive and dropped, then for each other component
 in order a sign bit and 9 bits of |q| / sqrt(1/2); v1-2: 3 x u8 of xyz with w >= 0, q x 127.5 +
 127.5), SH (per Gaussian, coefficient-major with RGB inner, i.e. our (K-1, 3) order, each u8 of
-f x 128 + 128; the writer keeps 6 bits of degree 1 and 5 of the higher bands by default (the
-reference keeps 5 and 4: about 40 dB against the original render with SH where 6 / 5 gives 43 dB
-at 1/8 of the PLY, bench/formats.py), so the streams compress; trailing bands that are zero
+f x 128 + 128; the writer keeps 5 bits of every band by default (the reference keeps 5 for
+degree 1 and 4 for the rest: about 40 dB against the original render with SH, where 5 / 5 gives
+43 dB at under 1/8 of the PLY, bench/formats.py), so the streams compress; trailing bands that are zero
 everywhere are not written).
 
 Coordinates: SPZ stores RUB (x right, y up, z back: OpenGL / three.js); splat scenes and PLY files
@@ -202,7 +202,7 @@ def _quantise_sh(f: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
-def encode_blocks(splats: dict[str, np.ndarray], version: int = 3, sh1_bits: int = 6, sh_rest_bits: int = 5):
+def encode_blocks(splats: dict[str, np.ndarray], version: int = 3, sh1_bits: int = 5, sh_rest_bits: int = 5):
     """Header fields and the six attribute blocks (RDF splats in, RUB blocks out)."""
     if not (1 <= sh1_bits <= 8 and 1 <= sh_rest_bits <= 8):
         raise ValueError(f"SPZ SH bits: expected 1..8, got sh1_bits={sh1_bits}, sh_rest_bits={sh_rest_bits}")
