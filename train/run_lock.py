@@ -24,8 +24,11 @@ _held: dict[Path, int] = {}  # resolved run folder -> open, locked file descript
 
 def lock_run(run_dir: str | os.PathLike) -> bool:
     """Take the run folder's lock for this process (created if needed). True when taken now, False
-    when this process already holds it; RunBusyError naming the holder's PID when another does."""
+    when this process already holds it; RunBusyError naming the holder's PID when another does.
+    In a distributed run rank 0 holds it for every rank (they write one folder together)."""
     run_dir = Path(run_dir)
+    if _distributed_rank() > 0:
+        return False
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         key = run_dir.resolve()
@@ -47,6 +50,12 @@ def lock_run(run_dir: str | os.PathLike) -> bool:
     _held[key] = fd
     remove_stale_temp_files(run_dir)
     return True
+
+
+def _distributed_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def unlock_run(run_dir: str | os.PathLike) -> None:
