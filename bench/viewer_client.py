@@ -84,14 +84,14 @@ def quality(name: str, run: Path, views: int) -> dict:
     centre = (lo + hi) / 2
     bg = (1.0, 1.0, 1.0)
     dc_scene = baked_scene(scene, None)
-    rows = {"dc": [], "baked_here": [], f"baked_{RECOLOUR_DEGREES:g}deg_away": [], "exact_quantized_wire": []}
+    rows = {"dc": [], "baked_here": [], f"baked_{RECOLOUR_DEGREES:g}deg_away": [], "baked_here_float_colours": []}
     for cam in cams:
         exact = scene.render(cam, background=bg)["rgb"]
         rows["dc"].append(psnr(dc_scene.render(cam, background=bg)["rgb"], exact))
         rows["baked_here"].append(psnr(baked_scene(scene, cam.center).render(cam, background=bg)["rgb"], exact))
         away = rotated_about(cam.center, centre, RECOLOUR_DEGREES)
         rows[f"baked_{RECOLOUR_DEGREES:g}deg_away"].append(psnr(baked_scene(scene, away).render(cam, background=bg)["rgb"], exact))
-        rows["exact_quantized_wire"].append(psnr(baked_scene(scene, cam.center, quantize=False).render(cam, background=bg)["rgb"], exact))
+        rows["baked_here_float_colours"].append(psnr(baked_scene(scene, cam.center, quantize=False).render(cam, background=bg)["rgb"], exact))
     out = {"run": str(run), "gaussians": scene.num_gaussians, "sh_degree": scene.sh_degree, "views": len(cams),
            "resolution": f"{cams[0].width}x{cams[0].height}",
            "psnr_vs_exact_db": {k: float(np.mean(v)) for k, v in rows.items()}}  # fmt: skip

@@ -303,6 +303,7 @@ def _cmd_view(args) -> int:
 
     import splat
     from splat.viewer.app import Viewer
+
     scene = splat.load(args.scene, device=_device(args.device))
     viewer = Viewer(scene, host=args.host, port=args.port, title=Path(args.scene).name, max_splats=args.max_splats,
                     renderer=args.renderer, token=args.token)  # fmt: skip

@@ -121,16 +121,22 @@ def test_viewer_refines_a_field_progressively(trained):
 
     trainer, run, _, _ = trained
     scene = splat.load(run)
+    from types import SimpleNamespace
+
+    from splat.viewer.app import _ClientState
+    from splat.viewer.client_gui import Settings
+
     v = Viewer(scene, port=free_port())
     try:
-        assert v._levels() == [v.moving_scale.value, 0.5, 1.0], "a field refines through half resolution"
+        assert v.renderers == ("server",), "a field has no Gaussians for the browser to draw"
+        assert v._levels(Settings()) == [Settings().moving_scale, 0.5, 1.0], "a field refines through half resolution"
         cam = scene.cameras[trainer.data.test_indices[0]].resized(40, 30)
         for mode in ("rgb", "depth", "alpha"):
-            v.mode.value = mode
-            img = v._render(cam)
+            img = v._render(cam, Settings(mode=mode))
             assert img.shape == (30, 40, 3) and np.isfinite(img).all() and img.std() > 0.02, mode
-        v._update_stats()
-        assert "hash-grid field" in v.stats.content
+        state = _ClientState(None, SimpleNamespace(stats=SimpleNamespace(content="")))
+        v._update_stats(state, Settings(renderer="server"))
+        assert "hash-grid field" in state.gui.stats.content
     finally:
         v.close()
     live = live_scene(trainer)()  # what `splat train --viewer` shows: the training frame
