@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     import splat
     from splat.camera import Camera
     from splat.renderer.torch_impl import rasterize_torch
-    from splat.viewer.app import MOVING_SCALE
+    from splat.viewer.client_gui import MOVING_SCALE
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     scenes = []

@@ -19,12 +19,14 @@ import ipaddress
 import socket
 import urllib.parse
 
+from splat.errors import InputError
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 POLICY_VIOLATION = 1008  # websocket close code
 
 
-class ViewerAddressError(ValueError):
+class ViewerAddressError(InputError):
     """A --host / --port the viewer cannot serve on (one-line message naming it)."""
 
 
