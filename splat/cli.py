@@ -148,11 +148,12 @@ def _duration(seconds: float) -> str:
 
 
 def _eval_estimate(trainer) -> float:
-    """Seconds for the final evaluation, roughly: measured on a 2-core CPU, 0.25 s per
-    megapixel-image for Gaussians (SSIM and the PNG included), 5 s for a field; CUDA 10x less."""
+    """Seconds for the final evaluation, roughly: measured on a 2-core CPU, 1.5 s per
+    megapixel-image for Gaussians (SSIM, LPIPS and the PNG included; lego: 57 s for 200 images at
+    400x400), 5 s an image for a field; CUDA 10x less."""
     cam = trainer.data.camera(trainer.data.train_indices[0])
     n = len(trainer.data.test_indices or trainer.data.train_indices)
-    per_image = 5.0 if trainer.cfg.model == "field" else 0.25 * cam.width * cam.height / 1e6 + 0.05
+    per_image = 5.0 if trainer.cfg.model == "field" else 1.5 * cam.width * cam.height / 1e6 + 0.05
     return n * per_image / (10.0 if trainer.device.type == "cuda" else 1.0)
 
 
