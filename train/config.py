@@ -129,7 +129,8 @@ class TrainConfig:
 # "cpu": "fast" within a time budget that ends a run in about a quarter of an hour, evaluated
 # once at the end (bench/results/train_defaults_lego-cpu.json measures it); random points start at
 # half their kNN distance: random points are not surfaces, and at full size their overlapping
-# footprints made the first steps cost 2.4x the late ones (bench/results/step_cost-cpu.json). "auto" (the CLI default)
+# footprints gave the first steps 2.2x the tile pairs (bench/results/step_cost-cpu.json has the
+# early / late step costs with this setting). "auto" (the CLI default)
 # is "inria" on CUDA and "cpu" on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "inria": {},
