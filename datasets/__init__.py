@@ -28,9 +28,11 @@ from .images import ImageCache, read_image, resize, undistort, undistortion_grid
 from .llff import load_llff
 from .multiview import load_multiview, looks_like_multiview
 from .nerfstudio import load_nerfstudio
+from .scene_bounds import SceneBounds, estimate_bounds, normalized_bounds
 
 FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")
-__all__ = ["FORMATS", "Camera", "DatasetError", "Frame", "Normalization", "SceneDataset", "detect_format", "load_dataset"]
+__all__ = ["FORMATS", "Camera", "DatasetError", "Frame", "Normalization", "SceneBounds", "SceneDataset", "auto_downscale",
+           "detect_format", "load_dataset"]
 
 
 def detect_format(root: str | Path) -> str:
@@ -134,11 +136,28 @@ def _images_dir(root: Path, downscale: int) -> Path:
     return root / "images"
 
 
+def _downscaled_folders(root: Path) -> list[int]:
+    return sorted(int(p.name[7:]) for p in root.glob("images_*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) > 1)
+
+
+def auto_downscale(width: int, height: int, max_side: int, available: list[int] = ()) -> int:
+    """The integer downscale that brings the longer image side to at most `max_side` pixels;
+    the smallest pre-downscaled `images_N/` folder at least that large is preferred (LLFF
+    captures ship images_4 / images_8 and a full-size folder that is slow to decode)."""
+    need = max(1, math.ceil(max(width, height) / max_side))
+    if need > 1:
+        for n in sorted(available):
+            if need <= n <= 2 * need:
+                return n
+    return need
+
+
 class SceneDataset:
     """Frames of one scene in a normalised world frame, with images decoded on demand."""
 
     def __init__(self, root: Path, fmt: str, frames: list[Frame], points, *, downscale: int = 1,
-                 normalize: bool = True, background=(1.0, 1.0, 1.0), cache_bytes: int = 4 << 30):  # fmt: skip
+                 normalize: bool = True, background=(1.0, 1.0, 1.0), cache_bytes: int = 4 << 30,
+                 box: dict | None = None, notes: tuple[str, ...] = ()):  # fmt: skip
         self.root = root
         self.format = fmt
         self.downscale = downscale
@@ -148,12 +167,21 @@ class SceneDataset:
         if not self.train_indices:
             raise DatasetError(f"{root}: no training images")
 
-        centers = np.stack([frames[i].camera.center for i in self.train_indices])
-        forwards = np.stack([frames[i].camera.viewmat[2, :3] for i in self.train_indices])  # optical axes
+        self.notes = tuple(notes)  # what the loader chose or dropped, for the start-up summary
+        train_frames = [frames[i] for i in self.train_indices]
+        centers = np.stack([f.camera.center for f in train_frames])
+        forwards = np.stack([f.camera.viewmat[2, :3] for f in train_frames])  # optical axes
         center = focus_point(centers, forwards)
-        radius = float(np.linalg.norm(centers - center, axis=1).max())
+        has_points = points is not None and len(points[0]) > 0
+        bounds = None
+        if has_points:  # INRIA 3DGS: centred on the cameras' focus, scaled by their distance to it
+            radius = float(np.linalg.norm(centers - center, axis=1).max())
+        else:  # no points to start from: find where the content is (scene_bounds.py)
+            center, radius, bounds = estimate_bounds(train_frames, center, box)
         self.normalization = Normalization(center, 1.0 / radius) if (normalize and radius > 0) else Normalization.identity()
         s, c = self.normalization.scale, self.normalization.center
+        # depth range and kind of the capture in the normalised frame: where random points go
+        self.bounds = None if bounds is None else normalized_bounds(bounds, c, s)
         self.frames = []
         for f in frames:
             cam = f.camera
@@ -161,7 +189,7 @@ class SceneDataset:
                 cam = cam.scaled(max(1, round(cam.width / downscale)), max(1, round(cam.height / downscale)))
             view = self.normalization.viewmat_to_normalized(cam.viewmat)
             self.frames.append(dataclasses.replace(f, camera=dataclasses.replace(cam, viewmat=view)))
-        self.extent = float(radius * s) if radius > 0 else 1.0  # camera distance from their centroid
+        self.extent = float(radius * s) if radius > 0 else 1.0  # the scene scale (1 once normalised)
 
         self.points = self.point_colors = None
         if points is not None and len(points[0]) > 0:
@@ -230,33 +258,66 @@ class SceneDataset:
             mask = m if mask is None else (mask & m)
         return img, mask
 
+    def train_cameras(self) -> list[Camera]:
+        return [self.frames[i].camera for i in self.train_indices]
+
     def summary(self) -> str:
         pts = f", {len(self.points):,} points" if self.points is not None else ""
+        bounds = f"; {self.bounds.describe()}" if self.bounds is not None else ""
         cam = self.frames[self.train_indices[0]].camera
+        notes = "".join(f"\n  {note}" for note in self.notes)
         return (f"{self.format} scene {self.root}: {len(self.train_indices)} train / {len(self.test_indices)} test "
-                f"images at {cam.width}x{cam.height}{pts}")  # fmt: skip
+                f"images at {cam.width}x{cam.height}{pts}{bounds}{notes}")  # fmt: skip
 
 
 def load_dataset(root: str | Path, format: str | None = None, downscale: int = 1, normalize: bool = True,
-                 background=(1.0, 1.0, 1.0), test_every: int = 8, cache_bytes: int = 4 << 30) -> SceneDataset:  # fmt: skip
-    """Load a posed-image scene. Raises DatasetError (one line naming the file) on bad input."""
+                 background=(1.0, 1.0, 1.0), test_every: int = 8, cache_bytes: int = 4 << 30,
+                 max_side: int = 1600) -> SceneDataset:  # fmt: skip
+    """Load a posed-image scene. Raises DatasetError (one line naming the file) on bad input.
+
+    downscale 0 chooses one: the longer image side is brought to at most `max_side` pixels
+    (`SceneDataset.downscale` and `.notes` say what was chosen)."""
     root = Path(root)
     fmt = format or detect_format(root)
     if fmt not in FORMATS:
         raise DatasetError(f"{root}: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if not isinstance(downscale, int) or downscale < 1:
-        raise DatasetError(f"{root}: downscale must be a positive integer, got {downscale!r}")
+    if not isinstance(downscale, int) or downscale < 0:
+        raise DatasetError(f"{root}: downscale must be a positive integer (or 0: automatic), got {downscale!r}")
     if not root.is_dir():
         raise DatasetError(f"{root}: no such directory")
-    if fmt == "blender":
-        frames, points = load_blender(root)
-    elif fmt == "nerfstudio":
-        frames, points = load_nerfstudio(root, test_every=test_every)
-    elif fmt == "multiview":
-        frames, points = load_multiview(root)
-    elif fmt == "colmap":
-        frames, points = load_colmap(root, _images_dir(root, downscale), test_every=test_every)
-    else:
-        frames, points = load_llff(root, _images_dir(root, downscale), test_every=test_every)
-    return SceneDataset(root, fmt, frames, points, downscale=downscale, normalize=normalize,
-                        background=background, cache_bytes=cache_bytes)  # fmt: skip
+    notes: list[str] = []
+    auto = downscale == 0
+    if auto and fmt in ("colmap", "llff") and not (root / "images").is_dir() and _downscaled_folders(root):
+        downscale = _downscaled_folders(root)[0]  # only pre-downscaled folders: start from the largest
+    box = None
+    for attempt in range(2):
+        images_dir = _images_dir(root, max(downscale, 1))
+        if fmt == "blender":
+            frames, points = load_blender(root)
+        elif fmt == "nerfstudio":
+            frames, points, extras = load_nerfstudio(root, test_every=test_every)
+            box = extras["box"]
+            if extras["dropped"] and attempt == 0:
+                notes.append(f"dropped {extras['dropped']} frame(s) of transforms.json: image missing or blurrier "
+                             "than their neighbours (instant-ngp's sharpness rule)")  # fmt: skip
+        elif fmt == "multiview":
+            frames, points = load_multiview(root)
+        elif fmt == "colmap":
+            frames, points = load_colmap(root, images_dir, test_every=test_every)
+        else:
+            frames, points = load_llff(root, images_dir, test_every=test_every)
+        if not auto:
+            break
+        auto = False
+        width = max(f.camera.width for f in frames)
+        height = max(f.camera.height for f in frames)
+        chosen = max(downscale, auto_downscale(width, height, max_side, _downscaled_folders(root)))
+        if chosen > 1:
+            notes.append(f"downscale {chosen} chosen automatically: {width}x{height} images, at most {max_side} px "
+                         f"a side on this device (--downscale 1 keeps the full size)")  # fmt: skip
+        if _images_dir(root, chosen) == images_dir or fmt not in ("colmap", "llff"):
+            downscale = chosen
+            break
+        downscale = chosen  # read the images_N folder that matches instead
+    return SceneDataset(root, fmt, frames, points, downscale=max(downscale, 1), normalize=normalize,
+                        background=background, cache_bytes=cache_bytes, box=box, notes=tuple(notes))  # fmt: skip

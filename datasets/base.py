@@ -56,6 +56,8 @@ class Frame:
     split: str  # "train" or "test"
     mask_path: Path | None = None
     depth_path: Path | None = None
+    near: float | None = None  # depth range of the content seen by this frame (LLFF bounds), dataset units
+    far: float | None = None
 
 
 def check_pose(pose: np.ndarray, where: str) -> np.ndarray:

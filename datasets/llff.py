@@ -1,6 +1,7 @@
 """LLFF scenes: `poses_bounds.npy` (N x 17) + `images/` (or `images_N/` downscales).
 
-Each row is a 3x5 matrix [R | t | (h, w, f)] flattened, then near and far. The rotation columns
+Each row is a 3x5 matrix [R | t | (h, w, f)] flattened, then the near and far depth of the
+content that image sees (kept on the frame: they place the random initialisation). The rotation columns
 are in (down, right, back) order: camera-to-world OpenGL = [m[:,1], -m[:,0], m[:,2]]. (h, w, f)
 describe the full-resolution images; `images_N/` downscales are matched by the dataset.
 """
@@ -39,5 +40,7 @@ def load_llff(root: Path, images_dir: Path, test_every: int = 8):
         c2w = np.concatenate([m[:, 1:2], -m[:, 0:1], m[:, 2:3], m[:, 3:4]], axis=1)
         K = check_intrinsics(intrinsic_matrix(f, f, w / 2, h / 2), width, height, where)
         cam = Camera(width=width, height=height, K=K, viewmat=viewmat_from_c2w_opengl(c2w, where))
-        frames.append(Frame(name=image.name, image_path=image, camera=cam, split=part))
+        near, far = float(arr[k, 15]), float(arr[k, 16])
+        bounds = (near, far) if 0 < near < far else (None, None)  # some tools write zeros: no bounds
+        frames.append(Frame(name=image.name, image_path=image, camera=cam, split=part, near=bounds[0], far=bounds[1]))
     return frames, None

@@ -6,6 +6,15 @@ OPENCV (k1 k2 [k3] p1 p2) or OPENCV_FISHEYE (k1..k4); frames have `file_path`,
 and `time`. `ply_file_path` gives initial points. `train_filenames` / `test_filenames` (or `val_`)
 choose the split, else every 8th image is held out. `applied_transform` is recorded, not undone:
 the poses are used (and exports written) in the transforms.json frame.
+
+The instant-ngp dialect is read too: no `camera_model` (distortion `k1 k2 p1 p2` at the top level
+or per frame means OPENCV, `is_fisheye` OPENCV_FISHEYE), focal lengths as `fl_x`,
+`camera_angle_x` (radians) or `x_fov` (degrees), image paths without an extension, and the box
+that holds the scene: `aabb_scale`, `scale` and `offset` (instant-ngp maps `p * scale + offset`
+into its unit cube; `aabb_scale` widens that cube around its centre) or an explicit `aabb`.
+When frames carry `sharpness`, frames are dropped as instant-ngp's loader drops them: those whose
+image is absent, and those less sharp than `sharpness_discard_threshold` (default 0) times the
+mean of their neighbours (frames in natural file-name order, a window of 3 before and 2 after).
 """
 
 from __future__ import annotations
@@ -14,9 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+import math
+import re
+
 from .base import Camera, DatasetError, Frame, check_intrinsics, every_nth_test_split, intrinsic_matrix, pinhole_if_undistorted, viewmat_from_c2w_opengl
 from .blender import read_json
 from .images import image_size
+
+NGP_SCALE, NGP_OFFSET = 0.33, 0.5  # instant-ngp's defaults for `scale` and `offset`
+NGP_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".exr")
+SHARPNESS_WINDOW = 3
 
 CAMERA_MODELS = {"PINHOLE": "PINHOLE", "SIMPLE_PINHOLE": "PINHOLE", "OPENCV": "OPENCV", "OPENCV_FISHEYE": "OPENCV_FISHEYE"}
 
@@ -25,7 +41,10 @@ def _intrinsics(entry: dict, default: dict, where: str, image: Path):
     def get(key):
         return entry.get(key, default.get(key))
 
-    model_name = get("camera_model") or "PINHOLE"
+    model_name = get("camera_model")
+    if model_name is None:  # instant-ngp: the lens follows from the coefficients present
+        has_distortion = any(get(k) not in (None, 0, 0.0) for k in ("k1", "k2", "k3", "k4", "p1", "p2"))
+        model_name = ("OPENCV_FISHEYE" if get("is_fisheye") else "OPENCV") if has_distortion else "PINHOLE"
     if model_name not in CAMERA_MODELS:
         raise DatasetError(f"{where}: camera_model {model_name!r} is not supported ({', '.join(CAMERA_MODELS)})")
     model = CAMERA_MODELS[model_name]
@@ -33,8 +52,11 @@ def _intrinsics(entry: dict, default: dict, where: str, image: Path):
         w, h = get("w"), get("h")
         if w is None or h is None:
             w, h = image_size(image)
-        fx = float(get("fl_x"))
-        fy = float(get("fl_y") if get("fl_y") is not None else fx)
+        fx = _focal(get, "x", float(w))
+        fy = _focal(get, "y", float(h))
+        fx, fy = (fx or fy), (fy or fx)
+        if fx is None:
+            raise ValueError
         cx = float(get("cx") if get("cx") is not None else w / 2)
         cy = float(get("cy") if get("cy") is not None else h / 2)
         w, h = int(w), int(h)
@@ -55,6 +77,73 @@ def _intrinsics(entry: dict, default: dict, where: str, image: Path):
     return (K, w, h, *pinhole_if_undistorted(model, dist))
 
 
+def _focal(get, axis: str, size: float) -> float | None:
+    """Focal length in pixels from fl_<axis>, camera_angle_<axis> (radians) or <axis>_fov (degrees)."""
+    if get(f"fl_{axis}") is not None:
+        return float(get(f"fl_{axis}"))
+    for key, to_radians in ((f"camera_angle_{axis}", 1.0), (f"{axis}_fov", math.pi / 180.0)):
+        if get(key) is not None:
+            angle = float(get(key)) * to_radians
+            if not 0 < angle < math.pi:
+                raise ValueError
+            return 0.5 * size / math.tan(0.5 * angle)
+    return None
+
+
+def _natural_key(name: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _resolve_image(root: Path, file_path: str) -> Path:
+    """instant-ngp accepts image paths without an extension: the first existing one is used."""
+    path = root / file_path
+    if path.suffix == "" and not path.exists():
+        for suffix in NGP_IMAGE_SUFFIXES:
+            if path.with_suffix(suffix).exists():
+                return path.with_suffix(suffix)
+    return path
+
+
+def _drop_blurry(root: Path, raw_frames: list, meta: dict, path: Path) -> tuple[list, int]:
+    """instant-ngp's rule for frames that carry `sharpness` (see the module docstring)."""
+    if not raw_frames or not isinstance(raw_frames[0], dict) or "sharpness" not in raw_frames[0]:
+        return raw_frames, 0
+    try:
+        threshold = float(meta.get("sharpness_discard_threshold", 0.0))
+        ordered = sorted(raw_frames, key=lambda fr: _natural_key(str(fr.get("file_path", ""))))
+        sharpness = [float(fr.get("sharpness", 1.0)) for fr in ordered]
+    except (TypeError, ValueError, AttributeError):
+        raise DatasetError(f"{path}: 'sharpness' and 'sharpness_discard_threshold' must be numbers") from None
+    kept = []
+    for i, fr in enumerate(ordered):
+        lo, hi = max(0, i - SHARPNESS_WINDOW), min(i + SHARPNESS_WINDOW, len(ordered) - 1)
+        mean = sum(sharpness[lo:hi]) / (hi - lo) if hi > lo else sharpness[i]
+        if _resolve_image(root, str(fr.get("file_path", ""))).exists() and sharpness[i] > threshold * mean:
+            kept.append(fr)
+    return kept, len(raw_frames) - len(kept)
+
+
+def scene_box(meta: dict, path: Path) -> dict | None:
+    """instant-ngp's scene box in transforms.json coordinates: {"center", "half" (of its unit
+    cube, the region of interest), "aabb_scale"}, or None when the file gives none of its keys."""
+    if not any(k in meta for k in ("aabb_scale", "scale", "offset", "aabb")):
+        return None
+    try:
+        if "aabb" in meta:
+            lo, hi = (np.asarray(c, dtype=np.float64).reshape(3) for c in meta["aabb"])
+            center, half = (lo + hi) / 2, float(np.max(np.abs(hi - lo))) / 2
+        else:
+            scale = float(meta.get("scale", NGP_SCALE))
+            offset = np.broadcast_to(np.asarray(meta.get("offset", NGP_OFFSET), dtype=np.float64), (3,))
+            center, half = (0.5 - offset) / scale, 0.5 / abs(scale)
+        aabb_scale = float(meta.get("aabb_scale", 1.0))
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise DatasetError(f"{path}: aabb_scale, scale, offset and aabb must be numbers") from None
+    if not (np.isfinite(center).all() and math.isfinite(half) and half > 0 and math.isfinite(aabb_scale) and aabb_scale >= 1):
+        raise DatasetError(f"{path}: the scene box (aabb_scale, scale, offset or aabb) is degenerate")
+    return {"center": [float(c) for c in center], "half": half, "aabb_scale": aabb_scale}
+
+
 def _read_points_ply(path: Path):
     from plyfile import PlyData
 
@@ -73,17 +162,22 @@ def _read_points_ply(path: Path):
 
 
 def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int = 8):
+    """(frames, points or None, extras): extras holds the instant-ngp scene box ("box") and the
+    number of frames dropped for sharpness or missing images ("dropped")."""
     path = json_path or root / "transforms.json"
     meta = read_json(path)
     raw_frames = meta.get("frames")
     if not isinstance(raw_frames, list) or not raw_frames:
         raise DatasetError(f"{path}: expected a non-empty 'frames' list")
+    raw_frames, dropped = _drop_blurry(root, raw_frames, meta, path)
+    if not raw_frames:
+        raise DatasetError(f"{path}: every frame was dropped (missing images or below the sharpness threshold)")
     frames = []
     for k, fr in enumerate(raw_frames):
         where = f"{path} (frame {k})"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise DatasetError(f"{where}: needs 'file_path' and 'transform_matrix'")
-        image_path = root / fr["file_path"]
+        image_path = _resolve_image(root, str(fr["file_path"]))
         try:
             c2w = np.asarray(fr["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError):
@@ -109,4 +203,4 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
         for f, part in zip(frames, every_nth_test_split([f.name for f in frames], test_every)):
             f.split = part
     points = _read_points_ply(root / meta["ply_file_path"]) if meta.get("ply_file_path") else None
-    return frames, points
+    return frames, points, {"box": scene_box(meta, path), "dropped": dropped}

@@ -1,7 +1,7 @@
 """Procedural scenes built in code (no downloaded assets), for the demo, tests and benchmarks."""
 
 from .cameras import intrinsics, look_at, orbit
-from .dataset import dome_cameras, write_blender_dataset
+from .dataset import dome_cameras, forward_facing_cameras, write_blender_dataset, write_llff_dataset
 from .dynamic import dynamic_scene_at, dynamic_scene_objects, write_dnerf_dataset, write_multiview_video_dataset
 from .still_life import still_life, still_life_cameras
 
@@ -9,6 +9,7 @@ __all__ = [
     "dome_cameras",
     "dynamic_scene_at",
     "dynamic_scene_objects",
+    "forward_facing_cameras",
     "intrinsics",
     "look_at",
     "orbit",
@@ -16,5 +17,6 @@ __all__ = [
     "still_life_cameras",
     "write_blender_dataset",
     "write_dnerf_dataset",
+    "write_llff_dataset",
     "write_multiview_video_dataset",
 ]

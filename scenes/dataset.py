@@ -75,3 +75,47 @@ def write_blender_dataset(scene: dict, root: str | Path, views: np.ndarray, K: n
             write_png(root / split / f"r_{k}.png", pixels[k])
             frames.append({"file_path": f"./{split}/r_{k}", "transform_matrix": c2w_opengl(views[k]).tolist()})
         (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1))
+
+
+def forward_facing_cameras(n: int, width: int, height: int, eye=(0.0, -3.4, 1.1), target=(0.0, 0.0, 0.3),
+                           spread=(0.6, 0.35), fov_x_degrees: float = 55.0, seed: int = 0):  # fmt: skip
+    """n cameras of a hand-held forward-facing capture (LLFF-style): centres jittered on a small
+    grid around `eye`, all looking the same way (at `target` from `eye`). (viewmats, K) float64."""
+    rng = np.random.default_rng(seed)
+    base = look_at(eye, target, dtype=torch.float64).numpy()
+    cols = math.ceil(math.sqrt(n * spread[0] / spread[1]))
+    rows = math.ceil(n / cols)
+    views = []
+    for k in range(n):
+        i, j = k % cols, k // cols
+        dx = spread[0] * ((i + 0.5) / cols - 0.5) + rng.uniform(-0.02, 0.02)
+        dy = spread[1] * ((j + 0.5) / rows - 0.5) + rng.uniform(-0.02, 0.02)
+        view = base.copy()
+        view[:3, 3] -= np.array([dx, dy, 0.0])  # move the camera in its own image plane
+        views.append(view)
+    f = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
+    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    return np.stack(views), K
+
+
+def write_llff_dataset(scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int,
+                       background=(0.0, 0.0, 0.0)) -> None:  # fmt: skip
+    """Render `scene` and write an LLFF capture without points: images/ and poses_bounds.npy,
+    whose near/far per image are the 0.1 / 99.9 percentile depths of the scene's visible
+    Gaussians (as LLFF's imgs2poses does with its sparse points)."""
+    root = Path(root)
+    pixels = render_rgba(scene, views, K, width, height).astype(np.float64) / 255.0
+    rgb = pixels[..., :3] * pixels[..., 3:] + np.asarray(background) * (1 - pixels[..., 3:])
+    means = scene["means"].double().numpy()
+    rows = []
+    for k, view in enumerate(views):
+        write_png(root / "images" / f"image_{k:03d}.png", (rgb[k] * 255 + 0.5).astype(np.uint8))
+        p = means @ view[:3, :3].T + view[:3, 3]
+        uv = p[:, :2] / p[:, 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+        seen = (p[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+        near, far = np.percentile(p[seen, 2], [0.1, 99.9])
+        c2w = c2w_opengl(view)
+        # LLFF's rotation columns are (down, right, back) = (-y, x, z) of the OpenGL camera
+        m = np.concatenate([-c2w[:3, 1:2], c2w[:3, 0:1], c2w[:3, 2:3], c2w[:3, 3:4], [[height], [width], [K[0, 0]]]], 1)
+        rows.append(np.concatenate([m.ravel(), [near, far]]))
+    np.save(root / "poses_bounds.npy", np.stack(rows))

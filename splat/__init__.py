@@ -7,7 +7,14 @@
     out = scene.render(splat.Camera.look_at((0, -4, 2), (0, 0, 0)), outputs=("rgb", "depth"))
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# torch's OpenMP threads spin-wait after every parallel op; they then take the cores from Warp's
+# launch threads (and from any other job), which made CPU training steps up to 5x slower under
+# load (bench/results/step_cost-cpu.json). Passive waiting, unless the user chose otherwise; it
+# takes effect only where torch is imported after splat (the CLI, or `import splat` first).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     __version__ = version("splat")

@@ -23,11 +23,14 @@ class UserError(Exception):
 
 
 def _device(name: str) -> str:
+    """The device to use: "auto" is CUDA where available, else the CPU."""
     import torch
 
+    from splat.train.config import resolve_device
+
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here (use --device cpu)")
-    return name
+        raise UserError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    return resolve_device(name)
 
 
 def _config_overrides(args) -> dict:
@@ -38,11 +41,11 @@ def _config_overrides(args) -> dict:
                       ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model"),
                       ("batch_size", "batch_size"), ("samples_per_step", "field_samples"),
                       ("grid_resolution", "field_grid_resolution"), ("log2_hashmap_size", "field_log2_hashmap_size"),
-                      ("contract", "field_contract"), ("field_loss", "field_loss")):  # fmt: skip
+                      ("contract", "field_contract"), ("field_loss", "field_loss"), ("appearance", "appearance")):  # fmt: skip
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
-    if args.device is not None:
+    if args.device is not None and not (args.resume and args.device == "auto"):
         over["device"] = _device(args.device)
     if args.resolution_schedule:
         try:
@@ -62,36 +65,43 @@ def _eval_steps(args, steps: int, current: list) -> list:
 
 class _Progress:
     """A rich progress bar with loss, PSNR, Gaussian count, steps/s and ETA (plain lines when the
-    output is not a terminal)."""
+    output is not a terminal). The bar shows the run's completed fraction (by steps, or by
+    training time under a time budget), so its ETA holds for both."""
 
-    def __init__(self, total: int, start: int):
+    UNITS = 1000
+
+    def __init__(self, trainer):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)
         self.live = self.console.is_terminal
-        self.total = total
+        self.total = trainer.cfg.steps
         self.t0 = time.perf_counter()
-        self.start_step = start
+        self.start_step = trainer.step
+        self.start_fraction = trainer.progress(trainer.step)
         self.last_print = 0.0
         if self.live:
             self.bar = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(), console=self.console,
+                TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                console=self.console,
             )  # fmt: skip
-            self.task = self.bar.add_task("train", total=total, completed=start, stats="")
+            self.task = self.bar.add_task("train", total=self.UNITS, completed=self.UNITS * self.start_fraction, stats="")
             self.bar.start()
 
     def __call__(self, trainer, out) -> None:
         step = trainer.step
-        rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
-        stats = f"loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        rate = (step - self.start_step) / elapsed
+        fraction = trainer.progress(step)
+        stats = f"step {step:,}  loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
         if self.live:
-            self.bar.update(self.task, completed=step, stats=stats)
-        elif time.perf_counter() - self.last_print > 10 or step == self.total:
+            self.bar.update(self.task, completed=self.UNITS * fraction, stats=stats)
+        elif time.perf_counter() - self.last_print > 10 or fraction >= 1.0:
             self.last_print = time.perf_counter()
-            eta = (self.total - step) / max(rate, 1e-9)
-            print(f"step {step}/{self.total}  {stats}  eta {eta:.0f}s", flush=True)
+            done = max(fraction - self.start_fraction, 1e-9)
+            eta = elapsed * (1.0 - fraction) / done
+            print(f"{stats}  {100 * fraction:.0f}%  eta {eta:.0f}s", flush=True)
 
     def close(self) -> None:
         if self.live:
@@ -100,7 +110,7 @@ class _Progress:
 
 def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: str = "127.0.0.1") -> dict | None:
     """Train with a progress bar (and a live viewer); None when interrupted (checkpoint saved)."""
-    progress = _Progress(trainer.cfg.steps, trainer.step)
+    progress = _Progress(trainer)
     hook = progress
     viewer = None
     if viewer_port is not None:
@@ -127,6 +137,35 @@ def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: st
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: splat train --resume {run_dir}")
         return None
     return result
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _eval_estimate(trainer) -> float:
+    """Seconds for the final evaluation, roughly: measured on a 2-core CPU, 0.25 s per
+    megapixel-image for Gaussians (SSIM and the PNG included), 5 s for a field; CUDA 10x less."""
+    cam = trainer.data.camera(trainer.data.train_indices[0])
+    n = len(trainer.data.test_indices or trainer.data.train_indices)
+    per_image = 5.0 if trainer.cfg.model == "field" else 0.25 * cam.width * cam.height / 1e6 + 0.05
+    return n * per_image / (10.0 if trainer.device.type == "cuda" else 1.0)
+
+
+def plan_line(trainer) -> str:
+    """One line on what will run: device, resolution, preset, steps or time budget, and an ETA."""
+    c = trainer.cfg
+    cam = trainer.data.camera(trainer.data.train_indices[0])
+    n_eval = len(trainer.data.test_indices or trainer.data.train_indices)
+    if c.max_train_seconds > 0:
+        left = max(c.max_train_seconds - trainer.train_seconds, 0.0)
+        budget = f"{_duration(c.max_train_seconds)} of training (at most {c.steps:,} steps)"
+        eta = f"ETA about {_duration(left + _eval_estimate(trainer))}, evaluation included"
+    else:
+        budget = f"{c.steps:,} steps"
+        eta = "ETA from the progress bar after the first steps"
+    return (f"plan: {trainer.device.type}, {cam.width}x{cam.height} images (downscale {c.downscale}), preset {c.preset}: "
+            f"{budget}, evaluation on {n_eval} images at the end; {eta}")  # fmt: skip
 
 
 def _print_eval(result: dict) -> None:
@@ -160,6 +199,7 @@ def _cmd_train(args) -> int:
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)
         print(f"{trainer.data.summary()}\n{trainer.model_text()} at the start -> {run_dir}")
+    print(plan_line(trainer))
     result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)
     if result is None:
         return 130
@@ -358,9 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
     t.add_argument("--format", choices=["blender", "nerfstudio", "colmap", "llff", "multiview"], help="override format detection")
-    t.add_argument("--preset", choices=["inria", "fast"], default="inria",
-                   help="inria: the published 3DGS schedule (default); fast: resolution warm-up and a lighter "
-                        "initialisation, for CPUs and quick results")  # fmt: skip
+    t.add_argument("--preset", choices=["auto", "inria", "fast", "cpu"], default="auto",
+                   help="auto (default): inria on CUDA, cpu on a CPU. inria: the published 3DGS schedule; fast: "
+                        "resolution warm-up and a lighter initialisation; cpu: fast within a 13-minute budget")  # fmt: skip
     t.add_argument("--steps", type=int, help="training steps (default 30000)")
     t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
     t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
@@ -374,8 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--contract", choices=["auto", "yes", "no"],
                    help="field: contract space for unbounded scenes (auto: no for Blender object captures)")
     t.add_argument("--field-loss", choices=["l2", "huber"], help="field: colour loss (default l2)")
-    t.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default cpu)")
-    t.add_argument("--downscale", type=int, help="image downscale factor (uses images_N/ when present)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to train (default auto: CUDA when available, else the CPU)")
+    t.add_argument("--downscale", type=int,
+                   help="image downscale factor (uses images_N/ when present; default: automatic, the longer side "
+                        "at most 1600 px on CUDA, 800 px on a CPU; 1 keeps the full size)")
     t.add_argument("--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)")
     t.add_argument("--eval-subset", type=int, help="intermediate evaluations use N evenly spaced test images")
     t.add_argument("--background", choices=["auto", "white", "black", "random"], help="training background")
@@ -383,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sh-degree", type=int, help="maximum spherical-harmonics degree (default 3)")
     t.add_argument("--init-points", type=int, help="random initial points when the data has none (default 100000)")
     t.add_argument("--resolution-schedule", help="resolution warm-up, e.g. 0:2,2000:1 (step:downscale factor)")
+    t.add_argument("--appearance", action="store_const", const=True,
+                   help="per-image exposure / colour compensation, for phone captures with auto-exposure (off for evaluation)")
     t.add_argument("--seed", type=int)
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
@@ -390,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="re-compute test metrics of a run")
     e.add_argument("run", help="run folder")
-    e.add_argument("--device", choices=["cpu", "cuda"])
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the device the run trained on")
     e.add_argument("--no-renders", action="store_true", help="do not write test renders")
     e.set_defaults(func=_cmd_eval)
 
@@ -406,14 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--video", action="store_true", help="also write video.mp4")
     r.add_argument("--background", default="white", help="white, black or R,G,B in [0, 1]")
     r.add_argument("--times", help="dynamic scenes: START:END:COUNT, e.g. 0:1:120")
-    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.set_defaults(func=_cmd_render)
 
     v = sub.add_parser("view", help="open a scene or run in the web viewer")
     v.add_argument("scene", help="run folder, checkpoint (.pt) or PLY")
     v.add_argument("--port", type=int, default=8080)
     v.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
-    v.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    v.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     v.set_defaults(func=_cmd_view)
 
     x = sub.add_parser("export", help="export a run's Gaussians (INRIA 3DGS PLY)")
@@ -428,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--steps", type=int, default=2000)
     fi.add_argument("--batch", type=int, default=1 << 16, help="pixels per step (default 65536)")
     fi.add_argument("--log2-hashmap-size", type=int, default=19)
-    fi.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    fi.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     fi.set_defaults(func=_cmd_fit_image)
 
     demo = sub.add_parser("demo", help="train on the built-in procedural scene and render it (no downloads)")
@@ -437,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--views", type=int, default=48, help="photographs of the scene (default 48, 1 in 8 held out)")
     demo.add_argument("--width", type=int, default=160)
     demo.add_argument("--height", type=int, default=120)
-    demo.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     demo.add_argument("--dynamic", action="store_true",
                       help="the moving scene instead: film it with several cameras over time and train 4D Gaussians")
     demo.add_argument("--field", action="store_true", help="train a hash-grid neural field (Instant-NGP) instead")

@@ -8,14 +8,15 @@ from typing import Any
 
 @dataclasses.dataclass
 class TrainConfig:
+    preset: str = "inria"  # the named starting point this configuration came from (PRESETS)
     steps: int = 30_000
     max_train_seconds: float = 0.0  # > 0: stop (evaluate, checkpoint) once training time passes this
     strategy: str = "default"  # "default" (INRIA adaptive density control) or "mcmc"
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA when available, else the CPU
     seed: int = 0
 
     # data
-    downscale: int = 1
+    downscale: int = 0  # 0: automatic (longer side at most MAX_IMAGE_SIDE[device] pixels)
     background: str = "auto"  # "auto" (white for Blender scenes, else black), "white", "black", "random"
     test_every: int = 8
     cache_gb: float = 4.0
@@ -26,7 +27,6 @@ class TrainConfig:
     sh_degree: int = 3
     sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
     init_points: int = 100_000  # random initialisation when the dataset has no sparse points
-    init_extent: float = 0.33  # half-size of the random-init cube, in units of the camera radius
     init_opacity: float | None = None  # default: 0.1 (default strategy), 0.5 (mcmc)
     init_scale: float | None = None  # times the kNN distance; default: 1.0 (default), 0.1 (mcmc)
     max_gaussians: int = 3_000_000
@@ -41,6 +41,7 @@ class TrainConfig:
     lr_sh0: float = 2.5e-3
     lr_shN: float = 2.5e-3 / 20
     ssim_lambda: float = 0.2
+    appearance: bool = False  # per-image colour affine for auto-exposure captures (train/appearance.py)
 
     # densification (strategy parameters; see strategies.py)
     refine_start: int = 500
@@ -80,6 +81,10 @@ class TrainConfig:
         return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
     def validate(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+        if self.downscale < 0:
+            raise ValueError(f"downscale: expected a positive factor or 0 (automatic), got {self.downscale}")
         if self.steps < 1:
             raise ValueError(f"steps: must be positive, got {self.steps}")
         if self.strategy not in ("default", "mcmc"):
@@ -109,13 +114,42 @@ class TrainConfig:
 # the same optimiser and densification, but a resolution warm-up (1/4 size for 500 steps, 1/2
 # until 2000) and a 20k-point random initialisation, which get NeRF-synthetic lego at 400x400
 # past 30 dB test PSNR in under 20 minutes on a 2-core CPU (bench/train_lego.py).
+# "cpu": "fast" within a time budget that ends a run in about a quarter of an hour, evaluated
+# once at the end (bench/results/train_lego-cpu-cpu.json measures it). "auto" (the CLI default)
+# is "inria" on CUDA and "cpu" on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "inria": {},
     "fast": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000},
+    "cpu": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000, "max_train_seconds": 780.0,
+            "eval_steps": []},
 }
+AUTO_PRESET = {"cuda": "inria", "cpu": "cpu"}
+# Automatic downscaling: the longer image side in pixels, at most (INRIA rescales beyond 1.6k;
+# a CPU step costs about 4x less at half the size).
+MAX_IMAGE_SIDE = {"cuda": 1600, "cpu": 800}
 
 
-def preset_config(name: str, **overrides) -> TrainConfig:
+def resolve_device(name: str = "auto", cuda_available: bool | None = None) -> str:
+    """"auto" -> "cuda" where a CUDA device is available, else "cpu"; other names unchanged."""
+    if name != "auto":
+        return name
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return "cuda" if cuda_available else "cpu"
+
+
+def device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def preset_config(name: str = "auto", **overrides) -> TrainConfig:
+    """The preset's configuration with `overrides` on top; "auto" picks the preset (and "auto"
+    the device) for this machine."""
+    device = resolve_device(overrides.get("device", "auto"))
+    if name == "auto":
+        name = AUTO_PRESET[device_kind(device)]
     if name not in PRESETS:
-        raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {name!r}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
+        raise ValueError(f"preset: expected auto or one of {', '.join(PRESETS)}, got {name!r}")
+    return TrainConfig(**{**PRESETS[name], **overrides, "device": device, "preset": name})

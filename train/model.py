@@ -73,9 +73,10 @@ def init_params(
     return torch.nn.ParameterDict({k: torch.nn.Parameter(v.contiguous()) for k, v in tensors.items()})
 
 
-def random_points(n: int, extent: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points uniform in the cube [-extent, extent]^3 with random colours."""
-    points = (torch.rand(n, 3, generator=generator) * 2 - 1) * extent
+def random_points(n: int, dataset, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n points with random colours where the dataset's content is: inside the training cameras'
+    view frusta, between the near and far depth of its SceneBounds (datasets/scene_bounds.py)."""
+    points = dataset.bounds.sample_points(n, dataset.train_cameras(), generator)
     colors = torch.rand(n, 3, generator=generator)
     return points, colors
 

@@ -10,7 +10,7 @@ import torch
 from splat.datasets import Normalization, load_dataset
 from splat.ply import save_ply
 
-from .config import TrainConfig
+from .config import MAX_IMAGE_SIDE, TrainConfig, device_kind, resolve_device
 from .trainer import Trainer, latest_checkpoint
 
 
@@ -29,12 +29,18 @@ def read_run_config(run_dir: Path) -> dict:
 
 
 def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None):
+    """The run's dataset; an automatic downscale (0) is resolved and recorded in `config`, so a
+    resumed or re-evaluated run reads the same images."""
     bg = (0.0, 0.0, 0.0) if config.background == "black" else (1.0, 1.0, 1.0)
-    return load_dataset(data_path, format=fmt, downscale=config.downscale, background=bg,
-                        test_every=config.test_every, cache_bytes=int(config.cache_gb * (1 << 30)))  # fmt: skip
+    data = load_dataset(data_path, format=fmt, downscale=config.downscale, background=bg,
+                        test_every=config.test_every, cache_bytes=int(config.cache_gb * (1 << 30)),
+                        max_side=MAX_IMAGE_SIDE[device_kind(config.device)])  # fmt: skip
+    config.downscale = data.downscale
+    return data
 
 
 def new_trainer(data_path: str, run_dir: Path, config: TrainConfig, fmt: str | None = None) -> Trainer:
+    config.device = resolve_device(config.device)
     config.validate()
     data = dataset_for(config, data_path, fmt)
     data.verify_images()  # a bad image stops the run here, before anything is written

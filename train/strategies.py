@@ -20,7 +20,11 @@ class DefaultStrategy:
     """INRIA 3DGS adaptive density control: clone small / split large Gaussians whose average
     screen-space position gradient exceeds `grow_grad2d`, prune transparent (and, after the first
     opacity reset, oversized) ones, reset opacities periodically. Gradients are scaled by half
-    the image size and the camera count, as gsplat, so the 2e-4 threshold carries over."""
+    the image size and the camera count, as gsplat, so the 2e-4 threshold carries over.
+
+    "Oversized" is INRIA's `prune_scale3d` x scene scale inside the scene's radius, and grows with
+    the distance beyond it (a limit on angular size): distant background is large in world units
+    and the fixed limit pruned it away (beer: 23.8 -> 19.8 dB mid-run)."""
 
     prune_opa: float = 0.005
     grow_grad2d: float = 0.0002
@@ -82,6 +86,12 @@ class DefaultStrategy:
         state["grad2d"].index_add_(0, ids, grads[visible].norm(dim=-1))
         state["count"].index_add_(0, ids, torch.ones(ids.shape[0], device=grads.device))
 
+    def size_limit(self, params, scene_scale: float) -> torch.Tensor:
+        """Per-Gaussian largest allowed scale: prune_scale3d x max(scene scale, distance from the
+        scene centre) (the normalised frame's origin)."""
+        distance = params["means"].data[:, :3].norm(dim=-1)
+        return self.prune_scale3d * distance.clamp(min=scene_scale)
+
     def _grow(self, params, optimizers, state, generator) -> dict:
         grads = state["grad2d"] / state["count"].clamp(min=1)
         high = grads > self.grow_grad2d
@@ -108,7 +118,7 @@ class DefaultStrategy:
     def _prune(self, params, optimizers, state, step) -> dict:
         prune = torch.sigmoid(params["opacities"].data) < self.prune_opa
         if step > self.reset_every:
-            prune |= ops.spatial_scale_max(params) > self.prune_scale3d * state["scene_scale"]
+            prune |= ops.spatial_scale_max(params) > self.size_limit(params, state["scene_scale"])
         n_prune = int(prune.sum())
         if n_prune and n_prune < prune.numel():
             ops.remove(params, optimizers, prune)

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""A user's first run: `splat train DATA` with no flags (or only a time budget), timed from the
+outside as a newcomer would see it, start-up and final evaluation included.
+
+    python bench/train_defaults.py lego                    # splat train ../shared/datasets/lego_400
+    python bench/train_defaults.py beer --max-seconds 600  # the 10-minute phone-capture run
+
+Writes bench/results/train_defaults_<scene>-<device>.json: the command, wall time, the plan line
+the CLI printed, final test PSNR / SSIM, Gaussians, steps, and the training log's step times and
+(Gaussian, tile) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, header, write_result
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared" / "datasets"
+SCENES = {"lego": "lego_400", "beer": "beer"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scene", choices=sorted(SCENES))
+    p.add_argument("--max-seconds", type=float, help="the only flag passed on, when given")
+    p.add_argument("--keep", action="store_true", help="keep the run folder (outputs/bench/defaults_<scene>)")
+    args = p.parse_args(argv)
+    data = SHARED / SCENES[args.scene]
+    if not data.is_dir():
+        print(f"{data} is absent: nothing to benchmark (see ../shared/datasets/README.md)", file=sys.stderr)
+        return 1
+    run = HERE.parent / "outputs" / "bench" / f"defaults_{args.scene}"
+    shutil.rmtree(run, ignore_errors=True)
+    splat_cli = Path(sys.executable).with_name("splat")
+    command = [str(splat_cli), "train", str(data), "--out", str(run)]
+    if args.max_seconds:
+        command += ["--max-seconds", str(args.max_seconds)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        return 1
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in records if "eval" in r][-1]
+    log = [r for r in records if "steps_per_second" in r]
+    config = json.loads((run / "config.json").read_text())["config"]
+    plan = next((line for line in proc.stdout.splitlines() if line.startswith("plan:")), "")
+    result = {
+        **header("train_defaults", config["device"]),
+        "scene": args.scene,
+        "command": " ".join(["splat", *command[1:2], f"../shared/datasets/{SCENES[args.scene]}"]
+                            + (["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])),  # fmt: skip
+        "plan_line": plan,
+        "preset": config["preset"],
+        "downscale": config["downscale"],
+        "wall_seconds": round(wall, 1),
+        "final": {"step": final["step"], "train_seconds": final["train_seconds"], **final["eval"],
+                  "num_gaussians": final.get("num_gaussians")},  # fmt: skip
+        "log": [{k: r.get(k) for k in ("step", "train_seconds", "steps_per_second", "tile_pairs", "num_gaussians", "psnr")}
+                for r in log],  # fmt: skip
+    }
+    out = write_result(RESULTS / f"train_defaults_{args.scene}-{config['device']}.json", result)
+    e = final["eval"]
+    print(f"{plan}\n{result['command']}: {e['psnr']:.2f} dB PSNR, SSIM {e['ssim']:.4f} on {e['num_images']} {e['split']} "
+          f"images, step {final['step']}, {final.get('num_gaussians', 0):,} Gaussians; {wall:.0f} s wall -> {out}")  # fmt: skip
+    if not args.keep:
+        shutil.rmtree(run, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
