@@ -87,7 +87,7 @@ def stage_commands(args, device: str, tmp: Path, results: Path, gsplat_ready, da
         lego_skip = None if (lego / "transforms_train.json").exists() else f"{lego} is absent (give --lego DIR or --datasets DIR)"
     cmds["lego"] = (lambda: [PY, HERE / "train_lego.py", *dev, "--preset", "fast", "--max-seconds", str(LEGO_SECONDS[dry]),
                              "--data", str(lego if lego else lego_dry_data(tmp)), "--out", str(tmp / "lego_run"),
-                             "--eval-subset", "2" if dry else "25"],
+                             "--eval-subset", "2" if dry else "25", "--eval-every", "1000000"],  # one eval: the final
                     f"train_lego-fast-{device}.json", lego_skip)  # fmt: skip
 
     def rasterize_cmd(scene, out):
