@@ -62,7 +62,9 @@ def test_client_values_are_clamped(viewer):
     for handle, value in ((state.gui.max_res, 4096), (state.gui.moving_scale, 50.0), (state.gui.jpeg_quality, 1000),
                           (state.gui.fov, 500.0), (state.gui.mode, "../../etc"), (state.gui.renderer, "gpu-miner")):  # fmt: skip
         client.set_gui(handle, value)
-    wait_until(lambda: state.gui.max_res.value == 4096 and state.client.camera.image_width == 4096, what="the updates")
+    wait_until(lambda: state.gui.max_res.value == 4096 and state.gui.moving_scale.value == 50.0
+               and state.gui.jpeg_quality.value == 1000 and state.gui.fov.value == 500.0
+               and state.client.camera.image_width == 4096, what="the updates")  # fmt: skip
     s = state.gui.settings()
     assert s.max_resolution == MAX_RESOLUTION and s.moving_scale == MAX_MOVING and s.jpeg_quality == MAX_JPEG
     assert s.mode == "rgb" and s.renderer in viewer.renderers
