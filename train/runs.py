@@ -80,11 +80,19 @@ def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str
         cfg.validate()
     except TypeError as e:  # a value of the wrong type in config.json
         raise RunError(f"{run_dir / 'config.json'}: bad configuration ({e})") from None
-    ckpt_path, state = newest_checkpoint(run_dir, "resume from")
-    trainer = new_trainer(data_path or info["data"], run_dir, cfg, fmt=info.get("format"))
-    if distributed_run() and trainer.cfg.model != "field":
+    sharded = distributed_run() and cfg.model != "field"
+    if sharded:  # each rank reads its own shard below, not the merged state of every rank
+        from .base import latest_checkpoint
+
+        ckpt_path = latest_checkpoint(run_dir)
+        if ckpt_path is None:
+            raise RunError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty)")
         if not dist_checkpoint.is_distributed_checkpoint(ckpt_path):
             raise RunError(f"{ckpt_path}: a single-process checkpoint; resume it without --nproc")
+    else:
+        ckpt_path, state = newest_checkpoint(run_dir, "resume from")
+    trainer = new_trainer(data_path or info["data"], run_dir, cfg, fmt=info.get("format"))
+    if sharded:
         state = dist_checkpoint.rank_state(ckpt_path, trainer.rank, trainer.world_size)
     try:
         trainer.load_state_dict(state)
