@@ -19,6 +19,13 @@ FWD_TOL = 1e-5
 GRAD_TOL = 1e-4
 
 
+def encoding_fwd_tol(enc: HashGridEncoding) -> float:
+    """float32 rounds x * resolution at the finest level to ~eps32 * resolution per axis, and the
+    interpolation weights move with it: measured max errors reach 1.1e-5 at resolution 76."""
+    finest = max(scale for scale, *_ in enc.layout)
+    return 8 * 2.0**-24 * finest
+
+
 def test_level_layout_follows_tiny_cuda_nn():
     layout = level_layout(3, 16, 19, 16, 1.447269237440378)
     for level, (scale, res, entries, dense) in enumerate(layout):
@@ -64,7 +71,7 @@ def test_encoding_matches_twin(gen, dims, device="cpu"):
     tables64 = [t.detach().double().cpu().requires_grad_(True) for t in enc.embeddings]
     ref = hash_encode_torch(x.double(), tables64, enc.layout)
     assert out.shape == (3000, 12)
-    assert_close_rel(out, ref, FWD_TOL, "encoding")
+    assert_close_rel(out, ref, encoding_fwd_tol(enc), "encoding")
     up = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     (out.double() * up).sum().backward()
     (ref * up).sum().backward()
