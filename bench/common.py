@@ -43,8 +43,12 @@ def versions() -> dict:
 
     import splat
 
-    v = {"python": platform.python_version(), "torch": torch.__version__, "warp": warp.__version__,
-         "splat": splat.__version__}  # fmt: skip
+    v = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "warp": warp.__version__,
+        "splat": splat.__version__,
+    }
     try:
         import gsplat
 
@@ -55,8 +59,13 @@ def versions() -> dict:
 
 
 def header(benchmark: str, device: str) -> dict:
-    return {"benchmark": benchmark, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": device, "device_name": device_name(device), "versions": versions()}  # fmt: skip
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "device_name": device_name(device),
+        "versions": versions(),
+    }
 
 
 def frame_times(fn, n: int, device) -> list[float]:

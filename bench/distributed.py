@@ -56,8 +56,17 @@ def worker(out: Path, data: str, gaussians: int, steps: int, batch: int) -> None
     if "RANK" in os.environ:
         D.init_from_env("cpu")
     rank, world = D.world()
-    cfg = TrainConfig(steps=10_000, init_points=gaussians, refine_start=10**9, sh_degree=0, eval_steps=[],
-                      checkpoint_every=10**9, batch_size=batch, save_renders=False, log_every=10**9)  # fmt: skip
+    cfg = TrainConfig(
+        steps=10_000,
+        init_points=gaussians,
+        refine_start=10**9,
+        sh_degree=0,
+        eval_steps=[],
+        checkpoint_every=10**9,
+        batch_size=batch,
+        save_renders=False,
+        log_every=10**9,
+    )
     trainer = new_trainer(data, out / "run", cfg)
     for _ in range(3):  # warm-up: kernel loading, allocator
         trainer.train_step()
@@ -69,12 +78,18 @@ def worker(out: Path, data: str, gaussians: int, steps: int, batch: int) -> None
     D.barrier()
     seconds = time.perf_counter() - t0
     record = {
-        "rank": rank, "world_size": world, "cameras_per_rank": batch, "steps": steps, "seconds": seconds,
-        "steps_per_second": steps / seconds, "gaussians_on_rank": trainer.num_gaussians,
-        "gaussian_bytes": tensor_bytes(trainer), "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rank": rank,
+        "world_size": world,
+        "cameras_per_rank": batch,
+        "steps": steps,
+        "seconds": seconds,
+        "steps_per_second": steps / seconds,
+        "gaussians_on_rank": trainer.num_gaussians,
+        "gaussian_bytes": tensor_bytes(trainer),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "forward_bytes_per_step": EXCHANGE_STATS["forward_bytes"] / steps,
         "backward_bytes_per_step": EXCHANGE_STATS["backward_bytes"] / steps,
-    }  # fmt: skip
+    }
     if world > 1:  # which Gaussians reach the other rank's cameras (one more render, after the clock)
         import torch
 
@@ -95,13 +110,30 @@ def free_port() -> int:
 def run_config(data: str, world: int, batch: int, args, tmp: Path) -> list[dict]:
     out = tmp / f"world{world}"
     out.mkdir()
-    cmd = [sys.executable, __file__, "--worker", str(out), "--data", data, "--gaussians", str(args.gaussians),
-           "--steps", str(args.steps), "--batch", str(batch)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(out),
+        "--data",
+        data,
+        "--gaussians",
+        str(args.gaussians),
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(batch),
+    ]
     if world == 1:
         subprocess.run(cmd, check=True)
     else:
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world),
-               "LOCAL_WORLD_SIZE": str(world)}  # fmt: skip
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+        }
         procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(world)]
         assert [p.wait() for p in procs] == [0] * world
     return [json.loads((out / f"rank_{r}.json").read_text()) for r in range(world)]
@@ -145,7 +177,10 @@ def main() -> None:
         "single_process": single,
         "two_ranks": ranks,
         "memory_per_rank_vs_single": [r["gaussian_bytes"]["total"] / single["gaussian_bytes"]["total"] for r in ranks],
-        "steps_per_second": {"single_batch2": single["steps_per_second"], "two_ranks_batch1": min(r["steps_per_second"] for r in ranks)},
+        "steps_per_second": {
+            "single_batch2": single["steps_per_second"],
+            "two_ranks_batch1": min(r["steps_per_second"] for r in ranks),
+        },
         "speedup_2_ranks_vs_1": min(r["steps_per_second"] for r in ranks) / single["steps_per_second"],
         "exchange": {
             "row_bytes": 4 * ROW_FLOATS,
@@ -157,13 +192,20 @@ def main() -> None:
             "formula": "(R - 1) * C * f * N * 4 * (9 + D), backward the same",
         },
         "notes": "2 ranks share the machine's cores with each other (and, here, with other users): the speed-up is "
-                 "bounded by the cores, not by the exchange",
-    }  # fmt: skip
+        "bounded by the cores, not by the exchange",
+    }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "distributed-cpu.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("memory_per_rank_vs_single", "steps_per_second", "speedup_2_ranks_vs_1",
-                                             "exchange")}, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("memory_per_rank_vs_single", "steps_per_second", "speedup_2_ranks_vs_1", "exchange")
+            },
+            indent=1,
+        )
+    )
     print(f"-> {path}")
 
 

@@ -73,9 +73,13 @@ def measure(name: str, scene, cams, workdir: Path) -> dict:
         back = splat.load(path)
         t2 = time.perf_counter()
         score = psnr(render_all(back, cams), ref)
-        out["formats"][key] = {"bytes": path.stat().st_size, "bytes_per_gaussian": path.stat().st_size / scene.num_gaussians,
-                               "psnr_vs_original_db": round(score, 2) if math.isfinite(score) else None,
-                               "write_s": round(t1 - t0, 3), "read_s": round(t2 - t1, 3)}  # fmt: skip
+        out["formats"][key] = {
+            "bytes": path.stat().st_size,
+            "bytes_per_gaussian": path.stat().st_size / scene.num_gaussians,
+            "psnr_vs_original_db": round(score, 2) if math.isfinite(score) else None,
+            "write_s": round(t1 - t0, 3),
+            "read_s": round(t2 - t1, 3),
+        }
         print(f"  {name:28s} {key:18s} {path.stat().st_size / 2**20:8.2f} MiB  {score:6.2f} dB", flush=True)
     ply = out["formats"]["ply"]["bytes"]
     for entry in out["formats"].values():
@@ -94,16 +98,22 @@ def main() -> int:
     p.add_argument("--sh-std", type=float, default=0.05, help="std of the synthetic higher SH bands")
     p.add_argument("--out", default=str(RESULTS / "formats-cpu.json"))
     args = p.parse_args()
-    result = {**header("formats", "cpu"), "cameras_per_scene": args.cameras, "synthetic_sh_std": args.sh_std,
-              "scenes": {}}  # fmt: skip
+    result = {
+        **header("formats", "cpu"),
+        "cameras_per_scene": args.cameras,
+        "synthetic_sh_std": args.sh_std,
+        "scenes": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for run in map(Path, args.runs):
             scene = splat.load(run)
             cams = test_cameras(run, scene, args.cameras)
             metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            trained = {"steps": max(m.get("step", 0) for m in metrics),
-                       "test_psnr": next((m["eval"]["psnr"] for m in reversed(metrics) if "eval" in m), None),
-                       "sh_rest_abs_mean": float(scene.splats["shN"].abs().mean()) if scene.sh_degree else 0.0}  # fmt: skip
+            trained = {
+                "steps": max(m.get("step", 0) for m in metrics),
+                "test_psnr": next((m["eval"]["psnr"] for m in reversed(metrics) if "eval" in m), None),
+                "sh_rest_abs_mean": float(scene.splats["shN"].abs().mean()) if scene.sh_degree else 0.0,
+            }
             print(f"{run}: {scene.summary}, SH degree {scene.sh_degree}, {len(cams)} test cameras, {trained}")
             entry = {"run": str(run), "training": trained, "as_trained": measure(run.name, scene, cams, Path(tmp))}
             g = torch.Generator().manual_seed(0)

@@ -36,12 +36,22 @@ def write(folder: Path) -> None:
 
     g = torch.Generator().manual_seed(0)
     N = 5000
-    s = {"means": torch.randn(N, 3, generator=g), "scales": -4 + 2 * torch.rand(N, 3, generator=g),
-         "quats": torch.randn(N, 4, generator=g), "opacities": 6 * torch.rand(N, generator=g) - 3,
-         "sh0": 3 * torch.rand(N, 1, 3, generator=g) - 1.5, "shN": 0.6 * torch.rand(N, 15, 3, generator=g) - 0.3}  # fmt: skip
+    s = {
+        "means": torch.randn(N, 3, generator=g),
+        "scales": -4 + 2 * torch.rand(N, 3, generator=g),
+        "quats": torch.randn(N, 4, generator=g),
+        "opacities": 6 * torch.rand(N, generator=g) - 3,
+        "sh0": 3 * torch.rand(N, 1, 3, generator=g) - 1.5,
+        "shN": 0.6 * torch.rand(N, 15, 3, generator=g) - 0.3,
+    }
     folder.mkdir(parents=True, exist_ok=True)
-    for name, fmt, opts in [("scene.ply", "ply", {}), ("scene.compressed.ply", "compressed-ply", {}),
-                            ("scene.splat", "splat", {}), ("scene_v3.spz", "spz", {}), ("scene_v4.spz", "spz", {"version": 4})]:  # fmt: skip
+    for name, fmt, opts in [
+        ("scene.ply", "ply", {}),
+        ("scene.compressed.ply", "compressed-ply", {}),
+        ("scene.splat", "splat", {}),
+        ("scene_v3.spz", "spz", {}),
+        ("scene_v4.spz", "spz", {"version": 4}),
+    ]:
         write_splats(folder / name, s, fmt, **opts)
     arrays = {k: v.numpy() for k, v in s.items()}
     np.savez(folder / "expected.npz", **arrays, sh_signs_rub=sh_axis_signs(3, RDF_TO_RUB))
@@ -84,18 +94,31 @@ def _errors(read: dict, ref: dict) -> dict:
 
 
 def _gsdata(d) -> dict:
-    return {"means": np.asarray(d.means, np.float64), "scales": np.asarray(d.scales, np.float64),
-            "quats": np.asarray(d.quats, np.float64), "opacities": np.asarray(d.opacities, np.float64),
-            "sh0": np.asarray(d.sh0, np.float64), "shN": None if d.shN is None else np.asarray(d.shN, np.float64)}  # fmt: skip
+    return {
+        "means": np.asarray(d.means, np.float64),
+        "scales": np.asarray(d.scales, np.float64),
+        "quats": np.asarray(d.quats, np.float64),
+        "opacities": np.asarray(d.opacities, np.float64),
+        "sh0": np.asarray(d.sh0, np.float64),
+        "shN": None if d.shN is None else np.asarray(d.shN, np.float64),
+    }
 
 
 def check(folder: Path) -> None:
     ref = dict(np.load(folder / "expected.npz"))
     signs = ref.pop("sh_signs_rub")
-    ref_rub = {**ref, "means": ref["means"] * RDF_TO_RUB, "quats": ref["quats"] * np.concatenate([[1.0], RDF_TO_RUB]),
-               "shN": ref["shN"] * signs[None, :, None]}  # fmt: skip
-    result = {"benchmark": "formats-interop", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "python": sys.version.split()[0], "readers": {}}  # fmt: skip
+    ref_rub = {
+        **ref,
+        "means": ref["means"] * RDF_TO_RUB,
+        "quats": ref["quats"] * np.concatenate([[1.0], RDF_TO_RUB]),
+        "shN": ref["shN"] * signs[None, :, None],
+    }
+    result = {
+        "benchmark": "formats-interop",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "readers": {},
+    }
     try:
         import gsply
 
@@ -116,9 +139,14 @@ def check(folder: Path) -> None:
             opts.to_coord = niantic.CoordinateSystem.RDF  # the PLY frame splat works in
             c = niantic.load_spz(str(folder / name), opts)
             xyzw = np.asarray(c.rotations, np.float64).reshape(-1, 4)
-            d = {"means": np.asarray(c.positions, np.float64).reshape(-1, 3), "scales": np.asarray(c.scales, np.float64).reshape(-1, 3),
-                 "quats": xyzw[:, [3, 0, 1, 2]], "opacities": np.asarray(c.alphas, np.float64).reshape(-1),
-                 "sh0": np.asarray(c.colors, np.float64).reshape(-1, 3), "shN": np.asarray(c.sh, np.float64).reshape(len(xyzw), -1, 3)}  # fmt: skip
+            d = {
+                "means": np.asarray(c.positions, np.float64).reshape(-1, 3),
+                "scales": np.asarray(c.scales, np.float64).reshape(-1, 3),
+                "quats": xyzw[:, [3, 0, 1, 2]],
+                "opacities": np.asarray(c.alphas, np.float64).reshape(-1),
+                "sh0": np.asarray(c.colors, np.float64).reshape(-1, 3),
+                "shN": np.asarray(c.sh, np.float64).reshape(len(xyzw), -1, 3),
+            }
             res[name + " (to RDF)"] = _errors(d, ref)
         result["readers"]["niantic spz"] = res
     except ImportError as e:
@@ -130,7 +158,11 @@ def check(folder: Path) -> None:
             c = niantic.GaussianCloud()
             c.sh_degree = 3  # num_points follows from the positions
             f32 = lambda a: a[:n].reshape(-1).astype(np.float32)  # noqa: E731
-            c.positions, c.scales, c.rotations = f32(ref["means"]), f32(ref["scales"]), f32(ref["quats"][:, [1, 2, 3, 0]])
+            c.positions, c.scales, c.rotations = (
+                f32(ref["means"]),
+                f32(ref["scales"]),
+                f32(ref["quats"][:, [1, 2, 3, 0]]),
+            )
             c.alphas, c.colors, c.sh = f32(ref["opacities"]), f32(ref["sh0"]), f32(ref["shN"])
             return c
 

@@ -46,8 +46,15 @@ PY = sys.executable
 # work, on a CI machine that may be loaded; it takes 1-2 minutes of CPU on two cores).
 # On CUDA the first stage also pays Warp's first compile of each kernel module (NVRTC); the
 # kernel cache it fills serves the later stages.
-BOXES = {"tests": (110, 300), "fields": (30, 150), "render_4d": (35, 150), "viewer": (35, 150), "lego": (160, 200),
-         "rasterize": (65, 250), "rasterize_garden": (45, 0)}  # fmt: skip
+BOXES = {
+    "tests": (110, 300),
+    "fields": (30, 150),
+    "render_4d": (35, 150),
+    "viewer": (35, 150),
+    "lego": (160, 200),
+    "rasterize": (65, 250),
+    "rasterize_garden": (45, 0),
+}
 BUDGET = (480.0, 1200.0)
 STAGES = list(BOXES)
 LEGO_SECONDS = (120, 4)
@@ -70,39 +77,134 @@ def stage_commands(args, device: str, tmp: Path, results: Path, gsplat_ready, da
     garden = datasets / "garden_points" / "test_garden.npz"
     lego = Path(args.lego).resolve() if args.lego else datasets / "lego_400"
     cmds = {
-        "tests": ([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_cuda.py"), "-m", "cuda",
-                   f"--junitxml={tmp / 'tests.xml'}", *(["-k", "not (feature_channels and 32)"] if dry else [])], None, None),
-        "fields": ([PY, HERE / "fields.py", *dev, "--points", str(4096 if dry else 1 << 21), "--repeats", str(2 if dry else 10),
-                   *(["--levels", "4", "--log2-hashmap-size", "12"] if dry else [])],
-                   f"fields-{device}.json", None),
-        "render_4d": ([PY, HERE / "render_4d.py", *dev, "--sizes", "2000" if dry else "100000,1000000",
-                       "--frames", str(2 if dry else 10), *(["--width", "64", "--height", "64"] if dry else [])],
-                      f"render_4d-{device}.json", None),
-        "viewer": ([PY, HERE / "viewer.py", *dev, "--gaussians", str(2000 if dry else 1_000_000), "--frames", str(2 if dry else 30),
-                    "--training-steps", "0"], f"viewer-{device}.json", None),
-    }  # fmt: skip
+        "tests": (
+            [
+                PY,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(ROOT / "tests" / "test_cuda.py"),
+                "-m",
+                "cuda",
+                f"--junitxml={tmp / 'tests.xml'}",
+                *(["-k", "not (feature_channels and 32)"] if dry else []),
+            ],
+            None,
+            None,
+        ),
+        "fields": (
+            [
+                PY,
+                HERE / "fields.py",
+                *dev,
+                "--points",
+                str(4096 if dry else 1 << 21),
+                "--repeats",
+                str(2 if dry else 10),
+                *(["--levels", "4", "--log2-hashmap-size", "12"] if dry else []),
+            ],
+            f"fields-{device}.json",
+            None,
+        ),
+        "render_4d": (
+            [
+                PY,
+                HERE / "render_4d.py",
+                *dev,
+                "--sizes",
+                "2000" if dry else "100000,1000000",
+                "--frames",
+                str(2 if dry else 10),
+                *(["--width", "64", "--height", "64"] if dry else []),
+            ],
+            f"render_4d-{device}.json",
+            None,
+        ),
+        "viewer": (
+            [
+                PY,
+                HERE / "viewer.py",
+                *dev,
+                "--gaussians",
+                str(2000 if dry else 1_000_000),
+                "--frames",
+                str(2 if dry else 30),
+                "--training-steps",
+                "0",
+            ],
+            f"viewer-{device}.json",
+            None,
+        ),
+    }
     if dry:
         lego, lego_skip = None, None
     else:
-        lego_skip = None if (lego / "transforms_train.json").exists() else f"{lego} is absent (give --lego DIR or --datasets DIR)"
-    cmds["lego"] = (lambda: [PY, HERE / "train_lego.py", *dev, "--preset", "fast", "--max-seconds", str(LEGO_SECONDS[dry]),
-                             "--data", str(lego if lego else lego_dry_data(tmp)), "--out", str(tmp / "lego_run"),
-                             "--eval-subset", "2" if dry else "25", "--eval-every", "1000000"],  # one eval: the final
-                    f"train_lego-fast-{device}.json", lego_skip)  # fmt: skip
+        lego_skip = (
+            None
+            if (lego / "transforms_train.json").exists()
+            else f"{lego} is absent (give --lego DIR or --datasets DIR)"
+        )
+    cmds["lego"] = (
+        lambda: [
+            PY,
+            HERE / "train_lego.py",
+            *dev,
+            "--preset",
+            "fast",
+            "--max-seconds",
+            str(LEGO_SECONDS[dry]),
+            "--data",
+            str(lego if lego else lego_dry_data(tmp)),
+            "--out",
+            str(tmp / "lego_run"),
+            "--eval-subset",
+            "2" if dry else "25",
+            "--eval-every",
+            "1000000",
+        ],  # one eval: the final
+        f"train_lego-fast-{device}.json",
+        lego_skip,
+    )
 
     def rasterize_cmd(scene, out):
         def cmd():
             peers = ["torch"] + (["gsplat"] if gsplat_ready() else [])
-            return [PY, HERE / "rasterize.py", *dev, "--scenes", scene, "--peers", ",".join(peers), "--repeats",
-                    str(1 if dry else 5), "--peer-repeats", str(1 if dry else 3), "--reference-device", device, "--no-pixel", "--out", results / out]  # fmt: skip
+            return [
+                PY,
+                HERE / "rasterize.py",
+                *dev,
+                "--scenes",
+                scene,
+                "--peers",
+                ",".join(peers),
+                "--repeats",
+                str(1 if dry else 5),
+                "--peer-repeats",
+                str(1 if dry else 3),
+                "--reference-device",
+                device,
+                "--no-pixel",
+                "--out",
+                results / out,
+            ]
 
         return cmd
 
-    cmds["rasterize"] = (rasterize_cmd("synthetic_small" if dry else "synthetic_1m", f"rasterize-{device}.json"),
-                         f"rasterize-{device}.json", None)  # fmt: skip
-    garden_skip = "dry run: the garden scene is full size" if dry else (None if garden.exists() else f"{garden} is absent")
-    cmds["rasterize_garden"] = (rasterize_cmd("garden", f"rasterize_garden-{device}.json"), f"rasterize_garden-{device}.json",
-                                garden_skip)  # fmt: skip
+    cmds["rasterize"] = (
+        rasterize_cmd("synthetic_small" if dry else "synthetic_1m", f"rasterize-{device}.json"),
+        f"rasterize-{device}.json",
+        None,
+    )
+    garden_skip = (
+        "dry run: the garden scene is full size" if dry else (None if garden.exists() else f"{garden} is absent")
+    )
+    cmds["rasterize_garden"] = (
+        rasterize_cmd("garden", f"rasterize_garden-{device}.json"),
+        f"rasterize_garden-{device}.json",
+        garden_skip,
+    )
     return cmds
 
 
@@ -110,8 +212,9 @@ def run_stage(argv, timeout: float, log: Path, env: dict) -> tuple[str, float, i
     """Run one stage in its own process group; on timeout the whole group is killed."""
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen([str(a) for a in argv], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(a) for a in argv], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
         try:
             rc = proc.wait(timeout=max(1.0, timeout))
             status = "ok" if rc == 0 else "failed"
@@ -134,8 +237,9 @@ class GsplatBuild:
         self.f = open(log, "w")
         # leave cores to the stages that run meanwhile
         env = {**env, "MAX_JOBS": env.get("MAX_JOBS", str(max(2, (os.cpu_count() or 4) // 2)))}
-        self.proc = subprocess.Popen([PY, "-c", code], stdout=self.f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [PY, "-c", code], stdout=self.f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
 
     def state(self) -> str:
         if self.proc is None:
@@ -161,8 +265,11 @@ def junit_counts(path: Path) -> dict:
         return {}
     root = ET.parse(path).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
-    failed = [f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
-              if c.find("failure") is not None or c.find("error") is not None]  # fmt: skip
+    failed = [
+        f"{c.get('classname')}::{c.get('name')}"
+        for c in suite.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ]
     n = int(suite.get("tests", 0))
     skipped = int(suite.get("skipped", 0))
     return {"passed": n - skipped - len(failed), "failed": len(failed), "skipped": skipped, "failures": failed}
@@ -182,22 +289,29 @@ def headline(stage: str, result: dict | None, extra: dict) -> str:
     if stage == "fields":
         row = next(x for x in r if x["case"] == "encoding+MLP fused forward+backward")
         fwd = next(x for x in r if x["case"] == "encoding+MLP fused forward")
-        return (f"fused fwd {fwd['queries_per_s'] / 1e6:.1f} M q/s (x{fwd['speedup']:.2f} torch), "
-                f"fwd+bwd {row['queries_per_s'] / 1e6:.1f} M q/s (x{row['speedup']:.2f} torch)")  # fmt: skip
+        return (
+            f"fused fwd {fwd['queries_per_s'] / 1e6:.1f} M q/s (x{fwd['speedup']:.2f} torch), "
+            f"fwd+bwd {row['queries_per_s'] / 1e6:.1f} M q/s (x{row['speedup']:.2f} torch)"
+        )
     if stage == "render_4d":
         return ", ".join(f"{x['gaussians']:,}: {x['fps']:.1f} FPS (x{x['speedup_vs_torch_slicing']:.2f})" for x in r)
     if stage == "viewer":
         return ", ".join(f"{x['mode']}: {x['fps']:.1f} FPS" for x in r)
     if stage == "lego":
         f = result["final"]
-        return f"{f['step']} steps in {f['train_seconds']:.0f} s ({f['step'] / f['train_seconds']:.1f} steps/s), PSNR {f['psnr']:.2f} dB"
+        rate = f["step"] / f["train_seconds"]
+        return f"{f['step']} steps in {f['train_seconds']:.0f} s ({rate:.1f} steps/s), PSNR {f['psnr']:.2f} dB"
     if stage.startswith("rasterize"):
         parts = []
         for x in r:
             if x["method"] == "splat":
-                ratios = " ".join(f"x{v['forward']:.1f}/x{v['forward_backward']:.1f} {p}" for p, v in x["speedup_vs"].items())
-                parts.append(f"{x['scene']}: fwd {x['forward_ms']:.1f} ms, f+b {x['forward_backward_ms']:.1f} ms, "
-                             f"{x['forward_backward_peak_mb']:.0f} MB; {ratios}")  # fmt: skip
+                ratios = " ".join(
+                    f"x{v['forward']:.1f}/x{v['forward_backward']:.1f} {p}" for p, v in x["speedup_vs"].items()
+                )
+                parts.append(
+                    f"{x['scene']}: fwd {x['forward_ms']:.1f} ms, f+b {x['forward_backward_ms']:.1f} ms, "
+                    f"{x['forward_backward_peak_mb']:.0f} MB; {ratios}"
+                )
         return "; ".join(parts)
     return ""
 
@@ -233,16 +347,26 @@ def main(argv=None) -> int:
     elif torch.cuda.is_available():
         device = "cuda"
     else:
-        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); run it with --dry "
-              "(make gpu-check DRY=1) to check the stages on the CPU", file=sys.stderr)  # fmt: skip
+        print(
+            "gpu_check: no CUDA device here (torch.cuda.is_available() is False); run it with --dry "
+            "(make gpu-check DRY=1) to check the stages on the CPU",
+            file=sys.stderr,
+        )
         return 2
     # gsplat's build starts first thing, so it overlaps every stage before the rasterize one
-    gsplat = GsplatBuild(tmp / "gsplat_build.log", env, enabled=not (args.dry or args.no_gsplat) and any(s.startswith("rasterize") for s in stages))
+    gsplat = GsplatBuild(
+        tmp / "gsplat_build.log",
+        env,
+        enabled=not (args.dry or args.no_gsplat) and any(s.startswith("rasterize") for s in stages),
+    )
     results = Path(args.results).resolve() if args.results else (tmp / "results" if args.dry else HERE / "results")
     results.mkdir(parents=True, exist_ok=True)
     env["SPLAT_BENCH_RESULTS"] = str(results)
-    print(f"gpu_check on {device} ({'dry run, tiny sizes' if args.dry else 'full sizes'}): stages {', '.join(stages)}; "
-          f"budget {args.budget:.0f} s; logs in {tmp}", flush=True)  # fmt: skip
+    print(
+        f"gpu_check on {device} ({'dry run, tiny sizes' if args.dry else 'full sizes'}): stages {', '.join(stages)}; "
+        f"budget {args.budget:.0f} s; logs in {tmp}",
+        flush=True,
+    )
 
     cmds = stage_commands(args, device, tmp, results, gsplat.ready, datasets)
     report = {}
@@ -269,8 +393,13 @@ def main(argv=None) -> int:
                 if result_name:
                     (results / result_name).unlink(missing_ok=True)  # never report an earlier run's numbers
                 status, seconds, rc = run_stage(argv, min(box, left), log, env)
-                entry.update(status=status, seconds=round(seconds, 1), exit=rc, log=str(log),
-                             command=" ".join(str(a) for a in argv))  # fmt: skip
+                entry.update(
+                    status=status,
+                    seconds=round(seconds, 1),
+                    exit=rc,
+                    log=str(log),
+                    command=" ".join(str(a) for a in argv),
+                )
                 if status != "ok":
                     entry["log_tail"] = log.read_text(errors="replace")[-2500:]
         extra = {}
@@ -289,21 +418,35 @@ def main(argv=None) -> int:
             entry["headline"] = f"(no headline: {type(e).__name__} {e})"
         entry["result"] = result
         report[stage] = entry
-        print(f"[{stage}] {entry['status']} in {entry['seconds']:.0f} s {entry.get('reason', '')} {entry['headline']}", flush=True)
+        print(
+            f"[{stage}] {entry['status']} in {entry['seconds']:.0f} s {entry.get('reason', '')} {entry['headline']}",
+            flush=True,
+        )
     gsplat_state = gsplat.state()
     gsplat.stop()
 
     total = time.perf_counter() - t_start
-    out = write_result(results / f"gpu_check-{device}.json", {
-        **header("gpu_check", device), "dry": args.dry, "budget_seconds": args.budget, "total_seconds": round(total, 1),
-        "gsplat_build": {"state": gsplat_state, "seconds": gsplat.seconds, "log_tail": gsplat.log.read_text(errors="replace")[-2000:]
-                         if gsplat.log.exists() else None},
-        "stages": report,
-    })  # fmt: skip
+    out = write_result(
+        results / f"gpu_check-{device}.json",
+        {
+            **header("gpu_check", device),
+            "dry": args.dry,
+            "budget_seconds": args.budget,
+            "total_seconds": round(total, 1),
+            "gsplat_build": {
+                "state": gsplat_state,
+                "seconds": gsplat.seconds,
+                "log_tail": gsplat.log.read_text(errors="replace")[-2000:] if gsplat.log.exists() else None,
+            },
+            "stages": report,
+        },
+    )
 
     # the one-screen summary
     name = header("gpu_check", device)["device_name"]
-    print(f"\n=== gpu_check on {name} ({device}{', dry' if args.dry else ''}): {total:.0f} s of {args.budget:.0f} s ===")
+    print(
+        f"\n=== gpu_check on {name} ({device}{', dry' if args.dry else ''}): {total:.0f} s of {args.budget:.0f} s ==="
+    )
     for stage, e in report.items():
         why = e.get("reason") or ""
         print(f"{stage:16s} {e['status']:8s} {e['seconds']:4.0f} s  {(e['headline'] or why)[:220]}")

@@ -71,9 +71,11 @@ def main() -> None:
         "psnr_ssim_cpu_seconds_per_image": round(cpu_peer, 4),
         "lpips_seconds_for_200_images": round(200 * med_lpips, 1),
     }
-    print(f"{s}x{s}: LPIPS {med_lpips * 1000:.1f} ms/image, PSNR+SSIM {med_peer * 1000:.1f} ms/image "
-          f"(x{med_lpips / med_peer:.2f}); 200 images: {200 * med_lpips:.1f} s of LPIPS; CPU time per image: "
-          f"LPIPS {cpu_lpips:.3f} s, PSNR+SSIM {cpu_peer:.3f} s")  # fmt: skip
+    print(
+        f"{s}x{s}: LPIPS {med_lpips * 1000:.1f} ms/image, PSNR+SSIM {med_peer * 1000:.1f} ms/image "
+        f"(x{med_lpips / med_peer:.2f}); 200 images: {200 * med_lpips:.1f} s of LPIPS; CPU time per image: "
+        f"LPIPS {cpu_lpips:.3f} s, PSNR+SSIM {cpu_peer:.3f} s"
+    )
     print(write_result(HERE / "results" / f"lpips-{args.device}.json", result))
 
 

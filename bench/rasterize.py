@@ -66,8 +66,21 @@ class PeakMemory:
     """
 
     class _MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
 
     def __init__(self):
         self.libc = ctypes.CDLL(None)
@@ -211,8 +224,24 @@ def worker(args) -> dict:
 
 
 def run_worker(scene, method, device, repeats, warmup, image_out, allocator, extra=()) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--scene", scene, "--method", method, "--device", device,
-           "--repeats", str(repeats), "--warmup", str(warmup), "--image-out", image_out, *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--scene",
+        scene,
+        "--method",
+        method,
+        "--device",
+        device,
+        "--repeats",
+        str(repeats),
+        "--warmup",
+        str(warmup),
+        "--image-out",
+        image_out,
+        *extra,
+    ]
     env = dict(os.environ)
     if allocator == "jemalloc":
         env["LD_PRELOAD"] = f"{JEMALLOC} {env.get('LD_PRELOAD', '')}".strip()
@@ -230,13 +259,29 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--scenes", default="garden,synthetic_1m")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of splat (median reported)")
-    p.add_argument("--peer-repeats", type=int, default=None, help="timed runs of the peer (default: as --repeats on CUDA, 1 on CPU)")
-    p.add_argument("--allocator", choices=["jemalloc", "glibc"], default=None,
-                   help="malloc for every worker (default: jemalloc when installed, as PyTorch recommends on CPU)")
-    p.add_argument("--peers", default=None,
-                   help="comma-separated peers among torch, gsplat (default: gsplat on CUDA, torch on the CPU)")
-    p.add_argument("--reference-device", choices=["cpu", "cuda"], default=None,
-                   help="where the float64 reference render runs (default: cpu)")
+    p.add_argument(
+        "--peer-repeats",
+        type=int,
+        default=None,
+        help="timed runs of the peer (default: as --repeats on CUDA, 1 on CPU)",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=["jemalloc", "glibc"],
+        default=None,
+        help="malloc for every worker (default: jemalloc when installed, as PyTorch recommends on CPU)",
+    )
+    p.add_argument(
+        "--peers",
+        default=None,
+        help="comma-separated peers among torch, gsplat (default: gsplat on CUDA, torch on the CPU)",
+    )
+    p.add_argument(
+        "--reference-device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="where the float64 reference render runs (default: cpu)",
+    )
     p.add_argument("--no-pixel", action="store_true", help="on the CPU, skip the splat-pixel variant")
     p.add_argument("--out", default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -295,7 +340,9 @@ def main(argv=None) -> int:
 
     by = {(r["scene"], r["method"]): r for r in rows}
     ratio_cols = "".join(f" {'fwd x ' + p:>12s} {'f+b x ' + p:>12s}" for p in peers)
-    header = f"{'scene':14s} {'method':11s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'fwd MB':>8s} {'f+b MB':>8s}{ratio_cols}"
+    header = (
+        f"{'scene':14s} {'method':11s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'fwd MB':>8s} {'f+b MB':>8s}{ratio_cols}"
+    )
     print(f"\nrasterize benchmark on {device_name(device)} ({device}, {allocator}); ratios: peer time / splat time")
     print(header)
     print("-" * len(header))
@@ -304,20 +351,29 @@ def main(argv=None) -> int:
         r["speedup_vs"] = {}
         for peer in peers:
             theirs = by[(r["scene"], peer)]
-            r["speedup_vs"][peer] = {"forward": theirs["forward_ms"] / ours["forward_ms"],
-                                     "forward_backward": theirs["forward_backward_ms"] / ours["forward_backward_ms"]}  # fmt: skip
+            r["speedup_vs"][peer] = {
+                "forward": theirs["forward_ms"] / ours["forward_ms"],
+                "forward_backward": theirs["forward_backward_ms"] / ours["forward_backward_ms"],
+            }
         # the first peer's ratios under the names earlier results use
         r["speedup_forward_vs_peer"] = r["speedup_vs"][peers[0]]["forward"]
         r["speedup_forward_backward_vs_peer"] = r["speedup_vs"][peers[0]]["forward_backward"]
-        ratios = "".join(f" {x['forward']:12.2f} {x['forward_backward']:12.2f}" if r["method"] == "splat" else f" {'':12s} {'':12s}"
-                         for x in r["speedup_vs"].values())  # fmt: skip
-        print(f"{r['scene']:14s} {r['method']:11s} {r['forward_ms']:9.1f} {r['forward_backward_ms']:11.1f} "
-              f"{r['forward_peak_mb']:8.1f} {r['forward_backward_peak_mb']:8.1f}{ratios}")  # fmt: skip
+        ratios = "".join(
+            f" {x['forward']:12.2f} {x['forward_backward']:12.2f}" if r["method"] == "splat" else f" {'':12s} {'':12s}"
+            for x in r["speedup_vs"].values()
+        )
+        print(
+            f"{r['scene']:14s} {r['method']:11s} {r['forward_ms']:9.1f} {r['forward_backward_ms']:11.1f} "
+            f"{r['forward_peak_mb']:8.1f} {r['forward_backward_peak_mb']:8.1f}{ratios}"
+        )
     for scene, c in comparisons.items():
         for peer in peers:
-            print(f"{scene}: splat vs {peer} images: max |diff| {c[peer]['max_abs_diff']:.2e}, mean |diff| "
-                  f"{c[peer]['mean_abs_diff']:.2e}; against a float64 render: splat {c['splat_vs_float64_max_abs_diff']:.2e}, "
-                  f"{peer} {c[peer]['vs_float64_max_abs_diff']:.2e}")  # fmt: skip
+            print(
+                f"{scene}: splat vs {peer} images: max |diff| {c[peer]['max_abs_diff']:.2e}, mean |diff| "
+                f"{c[peer]['mean_abs_diff']:.2e}; "
+                f"against a float64 render: splat {c['splat_vs_float64_max_abs_diff']:.2e}, "
+                f"{peer} {c[peer]['vs_float64_max_abs_diff']:.2e}"
+            )
 
     result = {
         "benchmark": "rasterize",

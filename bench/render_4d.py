@@ -31,15 +31,23 @@ def make_scene(n: int, device, seed: int = 0) -> dict:
     d = torch.randn(n, 3, generator=g)
     xyz = d / d.norm(dim=1, keepdim=True) * torch.rand(n, 1, generator=g) ** (1 / 3)
     means = torch.cat([xyz, torch.rand(n, 1, generator=g)], 1)
-    scales = torch.cat([torch.exp(-5.0 + 1.5 * torch.rand(n, 3, generator=g)), 0.05 + 0.25 * torch.rand(n, 1, generator=g)], 1)
+    scales = torch.cat(
+        [torch.exp(-5.0 + 1.5 * torch.rand(n, 3, generator=g)), 0.05 + 0.25 * torch.rand(n, 1, generator=g)], 1
+    )
 
     def quat():
         q = 0.3 * torch.randn(n, 4, generator=g)
         q[:, 0] += 1
         return q
 
-    scene = {"means": means, "quats_left": quat(), "quats_right": quat(), "scales": scales,
-             "opacities": 0.2 + 0.8 * torch.rand(n, generator=g), "colors": torch.rand(n, 3, generator=g)}  # fmt: skip
+    scene = {
+        "means": means,
+        "quats_left": quat(),
+        "quats_right": quat(),
+        "scales": scales,
+        "opacities": 0.2 + 0.8 * torch.rand(n, generator=g),
+        "colors": torch.rand(n, 3, generator=g),
+    }
     return {k: v.to(device).contiguous() for k, v in scene.items()}
 
 
@@ -66,8 +74,9 @@ def torch_sliced_render(scene, viewmats, Ks, width, height, t):
     means3, weights = ti.slice_at_times(torch.tensor([t], device=viewmats.device), scene["means"], vel, W)
     visible = scene["opacities"] * weights[0]
     ids = (visible >= 1 / 255).nonzero().flatten()
-    return splat.rasterize(means3[0][ids], None, None, visible[ids], scene["colors"][ids], viewmats, Ks, width, height,
-                           covars=cov3[ids])  # fmt: skip
+    return splat.rasterize(
+        means3[0][ids], None, None, visible[ids], scene["colors"][ids], viewmats, Ks, width, height, covars=cov3[ids]
+    )
 
 
 def main(argv=None) -> int:
@@ -109,22 +118,41 @@ def main(argv=None) -> int:
             t_ours = statistics.median(frame_times(ours, args.frames, dev))
             t_slice = statistics.median(frame_times(slicing_only, args.frames, dev))
             t_peer = statistics.median(frame_times(peer, max(2, args.frames // 2), dev))
-            rows.append({"gaussians": n, "resolution": f"{W}x{H}", "frame_ms": 1000 * t_ours, "fps": 1 / t_ours,
-                         "slicing_ms": 1000 * t_slice, "alive_fraction": statistics.mean(alive) / n,
-                         "torch_slicing_frame_ms": 1000 * t_peer, "speedup_vs_torch_slicing": t_peer / t_ours})  # fmt: skip
-            print(f"{n:>9,d} Gaussians: {1000 * t_ours:8.1f} ms ({1 / t_ours:6.1f} FPS), slicing {1000 * t_slice:6.1f} ms, "
-                  f"alive {rows[-1]['alive_fraction']:.0%}; torch-slicing peer {1000 * t_peer:8.1f} ms", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "gaussians": n,
+                    "resolution": f"{W}x{H}",
+                    "frame_ms": 1000 * t_ours,
+                    "fps": 1 / t_ours,
+                    "slicing_ms": 1000 * t_slice,
+                    "alive_fraction": statistics.mean(alive) / n,
+                    "torch_slicing_frame_ms": 1000 * t_peer,
+                    "speedup_vs_torch_slicing": t_peer / t_ours,
+                }
+            )
+            print(
+                f"{n:>9,d} Gaussians: {1000 * t_ours:8.1f} ms ({1 / t_ours:6.1f} FPS), "
+                f"slicing {1000 * t_slice:6.1f} ms, "
+                f"alive {rows[-1]['alive_fraction']:.0%}; torch-slicing peer {1000 * t_peer:8.1f} ms",
+                flush=True,
+            )
 
     print(f"\n4D render at {W}x{H} on {dev.type}")
     print(f"{'Gaussians':>10s} {'ms':>8s} {'FPS':>7s} {'slice ms':>9s} {'alive':>6s} {'peer ms':>8s} {'x':>5s}")
     for r in rows:
-        print(f"{r['gaussians']:10,d} {r['frame_ms']:8.1f} {r['fps']:7.1f} {r['slicing_ms']:9.1f} "
-              f"{r['alive_fraction']:6.0%} {r['torch_slicing_frame_ms']:8.1f} {r['speedup_vs_torch_slicing']:5.2f}")  # fmt: skip
-    path = write_result(results_dir() / f"render_4d-{dev.type}.json", {
-        **header("render_4d", dev.type), "results": rows,
-        "notes": "median frame time of rasterize_4d (slicing + culling + 3D rasterizer, forward only, RGB); peer: "
-                 "the same with slicing by the pure-torch twins",
-    })  # fmt: skip
+        print(
+            f"{r['gaussians']:10,d} {r['frame_ms']:8.1f} {r['fps']:7.1f} {r['slicing_ms']:9.1f} "
+            f"{r['alive_fraction']:6.0%} {r['torch_slicing_frame_ms']:8.1f} {r['speedup_vs_torch_slicing']:5.2f}"
+        )
+    path = write_result(
+        results_dir() / f"render_4d-{dev.type}.json",
+        {
+            **header("render_4d", dev.type),
+            "results": rows,
+            "notes": "median frame time of rasterize_4d (slicing + culling + 3D rasterizer, forward only, RGB); peer: "
+            "the same with slicing by the pure-torch twins",
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from common import DATASETS
 
 GARDEN = DATASETS / "garden_points" / "test_garden.npz"

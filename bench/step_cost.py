@@ -49,16 +49,21 @@ def probe(trainer, repeats: int = 3) -> dict:
         pairs = int(info["isect_ids"].numel())
         for p in trainer.params.values():
             p.grad = None
-    return {"step": trainer.step, "seconds": sorted(times)[len(times) // 2], "tile_pairs": pairs,
-            "num_gaussians": trainer.num_gaussians}  # fmt: skip
+    return {
+        "step": trainer.step,
+        "seconds": sorted(times)[len(times) // 2],
+        "tile_pairs": pairs,
+        "num_gaussians": trainer.num_gaussians,
+    }
 
 
 def run_scene(name: str, data: str, seconds: float, probe_every: int, device: str) -> dict:
     from splat.train.config import preset_config
     from splat.train.runs import new_trainer
 
-    cfg = preset_config("auto", device=device, max_train_seconds=seconds, eval_steps=[], save_renders=False,
-                        checkpoint_every=10**9)  # fmt: skip
+    cfg = preset_config(
+        "auto", device=device, max_train_seconds=seconds, eval_steps=[], save_renders=False, checkpoint_every=10**9
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = new_trainer(data, Path(tmp) / "run", cfg)
         probes = [probe(trainer)]
@@ -68,19 +73,34 @@ def run_scene(name: str, data: str, seconds: float, probe_every: int, device: st
             out = trainer.train_step()
             dt = time.perf_counter() - t0
             trainer.train_seconds += dt
-            step_times.append({"step": trainer.step, "seconds": dt, "tile_pairs": out["tile_pairs"],
-                               "downscale": trainer.downscale_at(trainer.step - 1)})  # fmt: skip
+            step_times.append(
+                {
+                    "step": trainer.step,
+                    "seconds": dt,
+                    "tile_pairs": out["tile_pairs"],
+                    "downscale": trainer.downscale_at(trainer.step - 1),
+                }
+            )
             if trainer.step % probe_every == 0:
                 probes.append(probe(trainer))
         probes.append(probe(trainer))
         cam = trainer.data.camera(trainer.data.train_indices[0])
     early, late = probes[0], probes[-1]
     ratio = early["seconds"] / late["seconds"]
-    print(f"{name}: {cam.width}x{cam.height}, preset {cfg.preset}: early {early['seconds'] * 1e3:.0f} ms "
-          f"({early['num_gaussians']:,} G, {early['tile_pairs']:,} pairs) vs late {late['seconds'] * 1e3:.0f} ms "
-          f"({late['num_gaussians']:,} G, {late['tile_pairs']:,} pairs) at step {late['step']}: ratio {ratio:.2f}")  # fmt: skip
-    return {"scene": name, "data": data, "resolution": [cam.width, cam.height], "preset": cfg.preset,
-            "early_over_late": ratio, "probes": probes, "steps": step_times[::10]}  # fmt: skip
+    print(
+        f"{name}: {cam.width}x{cam.height}, preset {cfg.preset}: early {early['seconds'] * 1e3:.0f} ms "
+        f"({early['num_gaussians']:,} G, {early['tile_pairs']:,} pairs) vs late {late['seconds'] * 1e3:.0f} ms "
+        f"({late['num_gaussians']:,} G, {late['tile_pairs']:,} pairs) at step {late['step']}: ratio {ratio:.2f}"
+    )
+    return {
+        "scene": name,
+        "data": data,
+        "resolution": [cam.width, cam.height],
+        "preset": cfg.preset,
+        "early_over_late": ratio,
+        "probes": probes,
+        "steps": step_times[::10],
+    }
 
 
 ADAM_SNIPPET = """
@@ -126,22 +146,29 @@ def omp_wait_policy(data: str) -> dict:
 
     def step_seconds(policy: str) -> float:
         env = {**os.environ, "OMP_WAIT_POLICY": policy}
-        out = subprocess.run([sys.executable, "-c", OMP_SNIPPET, data], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", OMP_SNIPPET, data], env=env, capture_output=True, text=True, check=True
+        )
         return float(out.stdout.strip().splitlines()[-1])
 
     result = {}
     for load in ("quiet", "one_busy_neighbour"):
         neighbour = None
         if load != "quiet":
-            neighbour = subprocess.Popen([sys.executable, "-c", "import torch\nx=torch.randn(800,800)\nwhile True: x@x"])
+            neighbour = subprocess.Popen(
+                [sys.executable, "-c", "import torch\nx=torch.randn(800,800)\nwhile True: x@x"]
+            )
         try:
             result[load] = {policy: step_seconds(policy) for policy in ("ACTIVE", "PASSIVE")}
         finally:
             if neighbour is not None:
                 neighbour.kill()
         r = result[load]
-        print(f"OpenMP wait policy, {load}: ACTIVE {r['ACTIVE'] * 1e3:.0f} ms/step, PASSIVE {r['PASSIVE'] * 1e3:.0f} ms/step "
-              f"(x{r['ACTIVE'] / r['PASSIVE']:.2f})")  # fmt: skip
+        print(
+            f"OpenMP wait policy, {load}: ACTIVE {r['ACTIVE'] * 1e3:.0f} ms/step, "
+            f"PASSIVE {r['PASSIVE'] * 1e3:.0f} ms/step "
+            f"(x{r['ACTIVE'] / r['PASSIVE']:.2f})"
+        )
     return result
 
 
@@ -164,15 +191,23 @@ def main(argv=None) -> int:
         write_llff_dataset(still_life(), fixture, views, K, 256, 192)
         result["scenes"] = [run_scene("forward_fixture_256x192", str(fixture), args.seconds, args.probe_every, device)]
         if not args.skip_lego and (SHARED / "lego_400").is_dir():
-            result["scenes"].append(run_scene("lego_400", str(SHARED / "lego_400"), args.seconds, args.probe_every, device))
-        adam = json.loads(subprocess.run([sys.executable, "-c", ADAM_SNIPPET], capture_output=True, text=True, check=True).stdout)
-        print(f"Adam on 130k Gaussians (1 thread, CPU time): single-tensor {adam['single_tensor'] * 1e3:.1f} ms, "
-              f"fused {adam['fused'] * 1e3:.1f} ms (x{adam['single_tensor'] / adam['fused']:.1f})")  # fmt: skip
+            result["scenes"].append(
+                run_scene("lego_400", str(SHARED / "lego_400"), args.seconds, args.probe_every, device)
+            )
+        adam = json.loads(
+            subprocess.run([sys.executable, "-c", ADAM_SNIPPET], capture_output=True, text=True, check=True).stdout
+        )
+        print(
+            f"Adam on 130k Gaussians (1 thread, CPU time): single-tensor {adam['single_tensor'] * 1e3:.1f} ms, "
+            f"fused {adam['fused'] * 1e3:.1f} ms (x{adam['single_tensor'] / adam['fused']:.1f})"
+        )
         result["adam_seconds_130k"] = adam
         if device == "cpu":
             result["omp_wait_policy_step_seconds"] = omp_wait_policy(str(fixture))
-    result["notes"] = ("probe: forward+backward of one training view at full resolution (median of 3); "
-                       "early = before the first step, late = end of the time budget")  # fmt: skip
+    result["notes"] = (
+        "probe: forward+backward of one training view at full resolution (median of 3); "
+        "early = before the first step, late = end of the time budget"
+    )
     out = write_result(RESULTS / f"step_cost-{device}.json", result)
     print(f"wrote {out}")
     return 0

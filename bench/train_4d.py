@@ -69,8 +69,17 @@ def main(argv=None) -> int:
         rgba = torch.from_numpy(render_rgba(dynamic_scene_at(t), views, K, W, H)).float() / 255
         return rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
 
-    base = dict(device=device, background="white", init_points=20_000, save_renders=False, checkpoint_every=10**9,
-                eval_steps=[], log_every=10**9, sh_degree=1, sh_degree_interval=500)  # fmt: skip
+    base = dict(
+        device=device,
+        background="white",
+        init_points=20_000,
+        save_renders=False,
+        checkpoint_every=10**9,
+        eval_steps=[],
+        log_every=10**9,
+        sh_degree=1,
+        sh_degree_interval=500,
+    )
 
     def score(render_at) -> dict:
         held_view = [psnr(render_at(cams[0], t), ground_truth(t)[0]) for t in filmed]
@@ -84,8 +93,11 @@ def main(argv=None) -> int:
     trainer.train()
     seconds_4d = time.perf_counter() - t0
     scene4d = splat.load(out / "run4d", with_cameras=False)
-    result_4d = {**score(lambda cam, t: scene4d.render(cam, background=(1, 1, 1), time=t)["rgb"]),
-                 "train_seconds": seconds_4d, "num_gaussians": scene4d.num_gaussians}  # fmt: skip
+    result_4d = {
+        **score(lambda cam, t: scene4d.render(cam, background=(1, 1, 1), time=t)["rgb"]),
+        "train_seconds": seconds_4d,
+        "num_gaussians": scene4d.num_gaussians,
+    }
     print(f"4D: {result_4d}", flush=True)
 
     # per-frame 3DGS, same total steps
@@ -96,8 +108,14 @@ def main(argv=None) -> int:
     for i, t in enumerate(filmed):
         root = out / f"frame{i:02d}"
         write_blender_dataset(dynamic_scene_at(t), root / "data", views[order], K, W, H, n_test=1)
-        cfg = TrainConfig(steps=steps_each, refine_start=min(500, steps_each // 4), refine_stop=int(steps_each * 0.6),
-                          refine_every=max(10, steps_each // 30), reset_every=10**9, **base)  # fmt: skip
+        cfg = TrainConfig(
+            steps=steps_each,
+            refine_start=min(500, steps_each // 4),
+            refine_stop=int(steps_each * 0.6),
+            refine_every=max(10, steps_each // 30),
+            reset_every=10**9,
+            **base,
+        )
         tr = new_trainer(str(root / "data"), root / "run", cfg)
         tr.train()
         per_frame.append(splat.load(root / "run", with_cameras=False))
@@ -107,22 +125,41 @@ def main(argv=None) -> int:
     def nearest(t: float):
         return per_frame[min(range(T), key=lambda i: abs(filmed[i] - t))]
 
-    result_3d = {**score(lambda cam, t: nearest(t).render(cam, background=(1, 1, 1))["rgb"]),
-                 "train_seconds": seconds_3d, "num_gaussians_total": total, "steps_per_frame": steps_each}  # fmt: skip
+    result_3d = {
+        **score(lambda cam, t: nearest(t).render(cam, background=(1, 1, 1))["rgb"]),
+        "train_seconds": seconds_3d,
+        "num_gaussians_total": total,
+        "steps_per_frame": steps_each,
+    }
     print(f"per-frame 3DGS: {result_3d}", flush=True)
 
     print(f"\n{'method':18s} {'held-out view':>14s} {'held-out time':>14s} {'train s':>8s} {'Gaussians':>10s}")
-    print(f"{'4D (one model)':18s} {result_4d['heldout_view_psnr']:14.2f} {result_4d['heldout_time_psnr']:14.2f} "
-          f"{seconds_4d:8.0f} {result_4d['num_gaussians']:10,d}")  # fmt: skip
-    print(f"{'per-frame 3DGS':18s} {result_3d['heldout_view_psnr']:14.2f} {result_3d['heldout_time_psnr']:14.2f} "
-          f"{seconds_3d:8.0f} {total:10,d}")  # fmt: skip
-    path = write_result(HERE / "results" / f"train_4d-{device}.json", {
-        **header("train_4d", device),
-        "setup": {"cameras": C, "times": T, "width": W, "height": H, "steps": args.steps, "heldout_camera": "cam00"},
-        "4d": result_4d, "per_frame_3dgs": result_3d,
-        "notes": "PSNR in dB on white; held-out view = cam00 at the filmed instants; held-out time = all cameras "
-                 "half-way between filmed instants (per-frame baseline: nearest frame's model)",
-    })  # fmt: skip
+    print(
+        f"{'4D (one model)':18s} {result_4d['heldout_view_psnr']:14.2f} {result_4d['heldout_time_psnr']:14.2f} "
+        f"{seconds_4d:8.0f} {result_4d['num_gaussians']:10,d}"
+    )
+    print(
+        f"{'per-frame 3DGS':18s} {result_3d['heldout_view_psnr']:14.2f} {result_3d['heldout_time_psnr']:14.2f} "
+        f"{seconds_3d:8.0f} {total:10,d}"
+    )
+    path = write_result(
+        HERE / "results" / f"train_4d-{device}.json",
+        {
+            **header("train_4d", device),
+            "setup": {
+                "cameras": C,
+                "times": T,
+                "width": W,
+                "height": H,
+                "steps": args.steps,
+                "heldout_camera": "cam00",
+            },
+            "4d": result_4d,
+            "per_frame_3dgs": result_3d,
+            "notes": "PSNR in dB on white; held-out view = cam00 at the filmed instants; held-out time = all cameras "
+            "half-way between filmed instants (per-frame baseline: nearest frame's model)",
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -57,21 +57,31 @@ def main(argv=None) -> int:
     result = {
         **header("train_defaults", config["device"]),
         "scene": args.scene,
-        "command": " ".join(["splat", *command[1:2], f"../shared/datasets/{SCENES[args.scene]}"]
-                            + (["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])),  # fmt: skip
+        "command": " ".join(
+            ["splat", *command[1:2], f"../shared/datasets/{SCENES[args.scene]}"]
+            + (["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])
+        ),
         "plan_line": plan,
         "preset": config["preset"],
         "downscale": config["downscale"],
         "wall_seconds": round(wall, 1),
-        "final": {"step": final["step"], "train_seconds": final["train_seconds"], **final["eval"],
-                  "num_gaussians": final.get("num_gaussians")},  # fmt: skip
-        "log": [{k: r.get(k) for k in ("step", "train_seconds", "steps_per_second", "tile_pairs", "num_gaussians", "psnr")}
-                for r in log],  # fmt: skip
+        "final": {
+            "step": final["step"],
+            "train_seconds": final["train_seconds"],
+            **final["eval"],
+            "num_gaussians": final.get("num_gaussians"),
+        },
+        "log": [
+            {k: r.get(k) for k in ("step", "train_seconds", "steps_per_second", "tile_pairs", "num_gaussians", "psnr")}
+            for r in log
+        ],
     }
     out = write_result(RESULTS / f"train_defaults_{args.scene}-{config['device']}.json", result)
     e = final["eval"]
-    print(f"{plan}\n{result['command']}: {e['psnr']:.2f} dB PSNR, SSIM {e['ssim']:.4f} on {e['num_images']} {e['split']} "
-          f"images, step {final['step']}, {final.get('num_gaussians', 0):,} Gaussians; {wall:.0f} s wall -> {out}")  # fmt: skip
+    print(
+        f"{plan}\n{result['command']}: {e['psnr']:.2f} dB PSNR, SSIM {e['ssim']:.4f} on {e['num_images']} {e['split']} "
+        f"images, step {final['step']}, {final.get('num_gaussians', 0):,} Gaussians; {wall:.0f} s wall -> {out}"
+    )
     if not args.keep:
         shutil.rmtree(run, ignore_errors=True)
     return 0

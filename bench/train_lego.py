@@ -48,7 +48,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=["gaussians", "field"], default="gaussians")
     p.add_argument("--samples-per-step", type=int, default=1 << 18, help="field: target samples per step")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/<scene>, or $SPLAT_DATASETS/<scene>)")
+    p.add_argument(
+        "--data", default=None, help="dataset folder (default: ../shared/datasets/<scene>, or $SPLAT_DATASETS/<scene>)"
+    )
     p.add_argument("--out", default=None, help="run folder (default: a temporary folder under outputs/bench)")
     args = p.parse_args(argv)
 
@@ -63,9 +65,19 @@ def main(argv=None) -> int:
         return 1
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     field = {"model": "field", "field_samples": args.samples_per_step} if args.model == "field" else {}
-    cfg = preset_config(args.preset, steps=args.steps, max_train_seconds=args.max_seconds, device=device,
-                        downscale=args.downscale, strategy=args.strategy, eval_subset=args.eval_subset,
-                        save_renders=False, log_every=100, checkpoint_every=10**9, **field)  # fmt: skip
+    cfg = preset_config(
+        args.preset,
+        steps=args.steps,
+        max_train_seconds=args.max_seconds,
+        device=device,
+        downscale=args.downscale,
+        strategy=args.strategy,
+        eval_subset=args.eval_subset,
+        save_renders=False,
+        log_every=100,
+        checkpoint_every=10**9,
+        **field,
+    )
     cfg.eval_steps = eval_schedule(args.eval_every, args.steps, cfg.reset_every, [7000, 30000])
     if field:
         tag = f"{args.scene}-field"
@@ -78,18 +90,29 @@ def main(argv=None) -> int:
 
     def progress(tr, out):
         if tr.step % 500 == 0:
-            print(f"step {tr.step}: train {tr.train_seconds:.0f} s, loss {out['loss']:.4f}, {tr.model_text()}", flush=True)
+            print(
+                f"step {tr.step}: train {tr.train_seconds:.0f} s, loss {out['loss']:.4f}, {tr.model_text()}", flush=True
+            )
 
     final = trainer.train(progress)
     wall = time.perf_counter() - t0
     curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     size_keys = list(trainer.model_stats())
-    curve = [{"step": r["step"], "train_seconds": r["train_seconds"], "psnr": r["eval"]["psnr"], "ssim": r["eval"]["ssim"],
-              "num_images": r["eval"]["num_images"], **{k: r[k] for k in size_keys}} for r in curve if "eval" in r]  # fmt: skip
+    curve = [
+        {
+            "step": r["step"],
+            "train_seconds": r["train_seconds"],
+            "psnr": r["eval"]["psnr"],
+            "ssim": r["eval"]["ssim"],
+            "num_images": r["eval"]["num_images"],
+            **{k: r[k] for k in size_keys},
+        }
+        for r in curve
+        if "eval" in r
+    ]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device == "cuda":
         gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
-
 
     result = {
         **header("train", device),
@@ -99,9 +122,15 @@ def main(argv=None) -> int:
         "preset": args.preset,
         "strategy": args.strategy,
         "config": cfg.to_json(),
-        "final": {"step": final["step"], "train_seconds": final["train_seconds"], "psnr": final["eval"]["psnr"],
-                  "ssim": final["eval"]["ssim"], "lpips": final["eval"]["lpips"], "num_images": final["eval"]["num_images"],
-                  **{k: final[k] for k in size_keys}},  # fmt: skip
+        "final": {
+            "step": final["step"],
+            "train_seconds": final["train_seconds"],
+            "psnr": final["eval"]["psnr"],
+            "ssim": final["eval"]["ssim"],
+            "lpips": final["eval"]["lpips"],
+            "num_images": final["eval"]["num_images"],
+            **{k: final[k] for k in size_keys},
+        },
         "wall_seconds": wall,
         "peak_rss_mb": peak_mb,
         "curve": curve,
@@ -113,10 +142,14 @@ def main(argv=None) -> int:
     out = write_result(results_dir() / f"train_{tag}-{device}.json", result)
     print(f"\n{'step':>6} {'train s':>8} {'PSNR':>7} {'SSIM':>7} {'images':>6}  " + "  ".join(size_keys))
     for r in curve:
-        print(f"{r['step']:6d} {r['train_seconds']:8.0f} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['num_images']:6d}  "
-              + "  ".join(f"{r[k]:,}" for k in size_keys))  # fmt: skip
-    print(f"final: {result['final']['psnr']:.2f} dB PSNR, SSIM {result['final']['ssim']:.4f} after "
-          f"{result['final']['train_seconds']:.0f} s of training ({wall:.0f} s wall), peak RSS {peak_mb:.0f} MB -> {out}")  # fmt: skip
+        print(
+            f"{r['step']:6d} {r['train_seconds']:8.0f} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['num_images']:6d}  "
+            + "  ".join(f"{r[k]:,}" for k in size_keys)
+        )
+    print(
+        f"final: {result['final']['psnr']:.2f} dB PSNR, SSIM {result['final']['ssim']:.4f} after "
+        f"{result['final']['train_seconds']:.0f} s of training ({wall:.0f} s wall), peak RSS {peak_mb:.0f} MB -> {out}"
+    )
     return 0
 
 

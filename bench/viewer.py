@@ -32,10 +32,19 @@ def synthetic_scene(n: int):
     from splat.train.model import rgb_to_sh
 
     s = synthetic(n=n, width=1280, height=720)
-    splats = {"means": s["means"], "scales": torch.log(s["scales"]), "quats": s["quats"],
-              "opacities": torch.logit(s["opacities"]), "sh0": rgb_to_sh(s["colors"])[:, None, :],
-              "shN": torch.zeros(n, 0, 3)}  # fmt: skip
-    return GaussianScene(splats, source=f"synthetic {n:,}"), s["viewmats"][0].double().numpy(), s["Ks"][0].double().numpy()
+    splats = {
+        "means": s["means"],
+        "scales": torch.log(s["scales"]),
+        "quats": s["quats"],
+        "opacities": torch.logit(s["opacities"]),
+        "sh0": rgb_to_sh(s["colors"])[:, None, :],
+        "shN": torch.zeros(n, 0, 3),
+    }
+    return (
+        GaussianScene(splats, source=f"synthetic {n:,}"),
+        s["viewmats"][0].double().numpy(),
+        s["Ks"][0].double().numpy(),
+    )
 
 
 def time_frames(render, frames: int) -> float:
@@ -62,8 +71,16 @@ def training_overhead(steps: int, device: str) -> dict:
     write_blender_dataset(still_life(), tmp / "data", views, K, 128, 96, n_test=3)
     rates = {"plain": [], "viewer": []}
     for k, kind in enumerate(["plain", "viewer"] * 2):
-        cfg = TrainConfig(steps=steps, init_points=5000, eval_steps=[], save_renders=False, checkpoint_every=10**9,
-                          sh_degree=1, device=device, log_every=10**9)  # fmt: skip
+        cfg = TrainConfig(
+            steps=steps,
+            init_points=5000,
+            eval_steps=[],
+            save_renders=False,
+            checkpoint_every=10**9,
+            sh_degree=1,
+            device=device,
+            log_every=10**9,
+        )
         trainer = new_trainer(str(tmp / "data"), tmp / f"run{k}", cfg)
         viewer = None
         if kind == "viewer":
@@ -75,8 +92,13 @@ def training_overhead(steps: int, device: str) -> dict:
         if viewer is not None:
             viewer.close()
     plain, with_viewer = max(rates["plain"]), max(rates["viewer"])
-    return {"steps": steps, "plain_steps_per_s": plain, "viewer_steps_per_s": with_viewer,
-            "slowdown_percent": 100 * (plain / with_viewer - 1), "runs": rates}  # fmt: skip
+    return {
+        "steps": steps,
+        "plain_steps_per_s": plain,
+        "viewer_steps_per_s": with_viewer,
+        "slowdown_percent": 100 * (plain / with_viewer - 1),
+        "runs": rates,
+    }
 
 
 def main(argv=None) -> int:
@@ -85,7 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("--gaussians", type=int, default=100_000)
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--training-steps", type=int, default=300, help="steps per run of the training-overhead test (0: skip)")
+    p.add_argument(
+        "--training-steps", type=int, default=300, help="steps per run of the training-overhead test (0: skip)"
+    )
     args = p.parse_args(argv)
 
     import numpy as np
@@ -109,8 +133,13 @@ def main(argv=None) -> int:
             cam = Camera(1280, 720, c.fx * 1280 / c.width, c.fx * 1280 / c.width, 640, 360, c.viewmat)
         else:
             lo, hi = real.bounds()
-            cam = Camera.look_at((lo + hi) / 2 + np.array([0, -1.5, 0.7]) * np.linalg.norm(hi - lo), (lo + hi) / 2,
-                                 width=1280, height=720, fov_x=60)  # fmt: skip
+            cam = Camera.look_at(
+                (lo + hi) / 2 + np.array([0, -1.5, 0.7]) * np.linalg.norm(hi - lo),
+                (lo + hi) / 2,
+                width=1280,
+                height=720,
+                fov_x=60,
+            )
         scenes.append((f"{args.scene} ({real.num_gaussians:,})", real, cam))
 
     rows = []
@@ -138,33 +167,55 @@ def main(argv=None) -> int:
 
                 def peer_frame(k, s=s, view=view, Kt=Kt, colors=colors, c=c):
                     with torch.no_grad():
-                        rasterize_torch(s["means"], s["quats"], torch.exp(s["scales"]), torch.sigmoid(s["opacities"]), colors,
-                                        view, Kt, c.width, c.height, backgrounds=torch.ones(1, 3))  # fmt: skip
+                        rasterize_torch(
+                            s["means"],
+                            s["quats"],
+                            torch.exp(s["scales"]),
+                            torch.sigmoid(s["opacities"]),
+                            colors,
+                            view,
+                            Kt,
+                            c.width,
+                            c.height,
+                            backgrounds=torch.ones(1, 3),
+                        )
 
                 peer = time_frames(peer_frame, max(2, args.frames // 5))
-            rows.append({"scene": name, "resolution": f"{c.width}x{c.height}", "mode": label, "frame_ms": 1000 * seconds,
-                         "fps": 1 / seconds, "torch_peer_frame_ms": None if peer is None else 1000 * peer,
-                         "speedup_vs_torch": None if peer is None else peer / seconds})  # fmt: skip
+            rows.append(
+                {
+                    "scene": name,
+                    "resolution": f"{c.width}x{c.height}",
+                    "mode": label,
+                    "frame_ms": 1000 * seconds,
+                    "fps": 1 / seconds,
+                    "torch_peer_frame_ms": None if peer is None else 1000 * peer,
+                    "speedup_vs_torch": None if peer is None else peer / seconds,
+                }
+            )
 
     print(f"\nviewer frame time (render + JPEG) on {device}")
     print(f"{'scene':32s} {'mode':14s} {'size':10s} {'ms':>8s} {'FPS':>6s} {'torch ms':>9s} {'x':>6s}")
     for r in rows:
         peer = f"{r['torch_peer_frame_ms']:9.0f} {r['speedup_vs_torch']:6.1f}" if r["torch_peer_frame_ms"] else ""
-        print(f"{r['scene'][:32]:32s} {r['mode']:14s} {r['resolution']:10s} {r['frame_ms']:8.1f} {r['fps']:6.1f} {peer}")
+        print(
+            f"{r['scene'][:32]:32s} {r['mode']:14s} {r['resolution']:10s} {r['frame_ms']:8.1f} {r['fps']:6.1f} {peer}"
+        )
 
     overhead = None
     if args.training_steps > 0:
         overhead = training_overhead(args.training_steps, device)
-        print(f"\ntraining with --viewer and no browser: {overhead['viewer_steps_per_s']:.2f} steps/s vs "
-              f"{overhead['plain_steps_per_s']:.2f} plain ({overhead['slowdown_percent']:+.1f}%)")  # fmt: skip
+        print(
+            f"\ntraining with --viewer and no browser: {overhead['viewer_steps_per_s']:.2f} steps/s vs "
+            f"{overhead['plain_steps_per_s']:.2f} plain ({overhead['slowdown_percent']:+.1f}%)"
+        )
 
     result = {
         **header("viewer", device),
         "results": rows,
         "training_overhead": overhead,
         "notes": "server-side time per frame: render with splat + JPEG encoding as the viewer sends it; "
-                 "network and browser decoding excluded",
-    }  # fmt: skip
+        "network and browser decoding excluded",
+    }
     out = write_result(results_dir() / f"viewer-{device}.json", result)
     print(f"wrote {out}")
     return 0

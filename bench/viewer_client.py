@@ -65,8 +65,17 @@ def test_cameras(run: Path):
     for i in data.test_indices:
         f = data.frames[i]
         K = f.camera.K
-        cams.append(Camera(f.camera.width, f.camera.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2],
-                           data.normalization.viewmat_to_original(f.camera.viewmat)))  # fmt: skip
+        cams.append(
+            Camera(
+                f.camera.width,
+                f.camera.height,
+                K[0, 0],
+                K[1, 1],
+                K[0, 2],
+                K[1, 2],
+                data.normalization.viewmat_to_original(f.camera.viewmat),
+            )
+        )
     return cams
 
 
@@ -90,13 +99,25 @@ def quality(name: str, run: Path, views: int) -> dict:
         rows["dc"].append(psnr(dc_scene.render(cam, background=bg)["rgb"], exact))
         rows["baked_here"].append(psnr(baked_scene(scene, cam.center).render(cam, background=bg)["rgb"], exact))
         away = rotated_about(cam.center, centre, RECOLOUR_DEGREES)
-        rows[f"baked_{RECOLOUR_DEGREES:g}deg_away"].append(psnr(baked_scene(scene, away).render(cam, background=bg)["rgb"], exact))
-        rows["baked_here_float_colours"].append(psnr(baked_scene(scene, cam.center, quantize=False).render(cam, background=bg)["rgb"], exact))
-    out = {"run": str(run), "gaussians": scene.num_gaussians, "sh_degree": scene.sh_degree, "views": len(cams),
-           "resolution": f"{cams[0].width}x{cams[0].height}",
-           "psnr_vs_exact_db": {k: float(np.mean(v)) for k, v in rows.items()}}  # fmt: skip
-    print(f"{name}: {scene.num_gaussians:,} Gaussians, SH degree {scene.sh_degree}, {len(cams)} test views: "
-          + ", ".join(f"{k} {v:.2f} dB" for k, v in out["psnr_vs_exact_db"].items()), flush=True)  # fmt: skip
+        rows[f"baked_{RECOLOUR_DEGREES:g}deg_away"].append(
+            psnr(baked_scene(scene, away).render(cam, background=bg)["rgb"], exact)
+        )
+        rows["baked_here_float_colours"].append(
+            psnr(baked_scene(scene, cam.center, quantize=False).render(cam, background=bg)["rgb"], exact)
+        )
+    out = {
+        "run": str(run),
+        "gaussians": scene.num_gaussians,
+        "sh_degree": scene.sh_degree,
+        "views": len(cams),
+        "resolution": f"{cams[0].width}x{cams[0].height}",
+        "psnr_vs_exact_db": {k: float(np.mean(v)) for k, v in rows.items()},
+    }
+    print(
+        f"{name}: {scene.num_gaussians:,} Gaussians, SH degree {scene.sh_degree}, {len(cams)} test views: "
+        + ", ".join(f"{k} {v:.2f} dB" for k, v in out["psnr_vs_exact_db"].items()),
+        flush=True,
+    )
     return out
 
 
@@ -116,9 +137,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def synthetic_ply(n: int, path: Path) -> Path:
-    from viewer import synthetic_scene
-
     from splat.ply import save_ply
+    from viewer import synthetic_scene
 
     scene, _, _ = synthetic_scene(n)
     save_ply(path, scene.splats)
@@ -132,8 +152,11 @@ def orbit(page, seconds: float) -> dict:
 
     import numpy as np
 
-    ask = {"id": 999999, "method": "Runtime.evaluate",
-           "params": {"expression": RAF_JS % int(seconds * 1000), "awaitPromise": True, "returnByValue": True}}  # fmt: skip
+    ask = {
+        "id": 999999,
+        "method": "Runtime.evaluate",
+        "params": {"expression": RAF_JS % int(seconds * 1000), "awaitPromise": True, "returnByValue": True},
+    }
     page.mouse("mousePressed", 300, 320)
     page.ws.send(json.dumps(ask))
     t0, k = time.monotonic(), 0
@@ -147,8 +170,12 @@ def orbit(page, seconds: float) -> dict:
     times = np.asarray(times[1:], dtype=float)
     if times.size == 0:
         return {"frames": 0}
-    return {"frames": int(times.size), "frame_ms_median": float(np.median(times)), "frame_ms_p90": float(np.percentile(times, 90)),
-            "fps": float(1000 / times.mean())}  # fmt: skip
+    return {
+        "frames": int(times.size),
+        "frame_ms_median": float(np.median(times)),
+        "frame_ms_p90": float(np.percentile(times, 90)),
+        "fps": float(1000 / times.mean()),
+    }
 
 
 def shows_something(img) -> bool:
@@ -166,8 +193,13 @@ def browser(n: int, renderer: str, tmp: Path) -> dict:
     if not ply.exists():
         synthetic_ply(n, ply)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port), "--renderer", renderer],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port), "--renderer", renderer],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     chrome = None
     try:
         wait_for_http(f"http://127.0.0.1:{port}/", 180, server)
@@ -187,12 +219,22 @@ def browser(n: int, renderer: str, tmp: Path) -> dict:
         c0, w0 = cpu_seconds(server.pid), time.monotonic()
         time.sleep(3)  # the camera settles: colours are re-baked (browser) / a sharp frame (server)
         settle_cpu = (cpu_seconds(server.pid) - c0) / (time.monotonic() - w0)
-        out = {"gaussians": n, "renderer": renderer, "first_picture_s": loaded_s, **frames, "load_average": os.getloadavg()[0],
-               "server_cpu_cores_idle": idle_cpu, "server_cpu_cores_orbiting": orbit_cpu,
-               "server_cpu_cores_after_settling": settle_cpu}  # fmt: skip
-        print(f"{renderer} renderer, {n:,} Gaussians: first picture after {loaded_s:.1f} s; orbiting: "
-              f"{out.get('frame_ms_median', float('nan')):.1f} ms/frame median in the page, server CPU "
-              f"{orbit_cpu:.2f} cores (idle {idle_cpu:.2f}, settling {settle_cpu:.2f})", flush=True)  # fmt: skip
+        out = {
+            "gaussians": n,
+            "renderer": renderer,
+            "first_picture_s": loaded_s,
+            **frames,
+            "load_average": os.getloadavg()[0],
+            "server_cpu_cores_idle": idle_cpu,
+            "server_cpu_cores_orbiting": orbit_cpu,
+            "server_cpu_cores_after_settling": settle_cpu,
+        }
+        print(
+            f"{renderer} renderer, {n:,} Gaussians: first picture after {loaded_s:.1f} s; orbiting: "
+            f"{out.get('frame_ms_median', float('nan')):.1f} ms/frame median in the page, server CPU "
+            f"{orbit_cpu:.2f} cores (idle {idle_cpu:.2f}, settling {settle_cpu:.2f})",
+            flush=True,
+        )
         page.close()
         return out
     finally:
@@ -222,9 +264,14 @@ def main(argv=None) -> int:
         sizes = [int(s) for s in args.sizes.split(",")]
         runs = [browser(n, "browser", tmp) for n in sizes]
         peer = browser(sizes[0], "server", tmp)
-        result["browser"] = {"orbit_seconds": ORBIT_SECONDS, "runs": runs, "peer_server_renderer": peer, "cpu_cores": os.cpu_count(),
-                             "note": "headless Chromium, software WebGL (SwiftShader) on the benchmark machine's CPU, shared "
-                                     "with the server (see load_average): page frame times measure SwiftShader, not a GPU"}  # fmt: skip
+        result["browser"] = {
+            "orbit_seconds": ORBIT_SECONDS,
+            "runs": runs,
+            "peer_server_renderer": peer,
+            "cpu_cores": os.cpu_count(),
+            "note": "headless Chromium, software WebGL (SwiftShader) on the benchmark machine's CPU, shared "
+            "with the server (see load_average): page frame times measure SwiftShader, not a GPU",
+        }
         if "server_cpu_cores_orbiting" in runs[0] and "server_cpu_cores_orbiting" in peer:
             ratio = peer["server_cpu_cores_orbiting"] / max(runs[0]["server_cpu_cores_orbiting"], 1e-3)
             result["browser"]["server_cpu_ratio_server_over_browser"] = ratio

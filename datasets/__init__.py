@@ -13,9 +13,8 @@ files raises `DatasetError` (a ValueError) whose one-line message names the file
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,18 @@ from .nerfstudio import load_nerfstudio
 from .scene_bounds import SceneBounds, estimate_bounds, normalized_bounds
 
 FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")
-__all__ = ["FORMATS", "Camera", "DatasetError", "Frame", "Normalization", "SceneBounds", "SceneDataset", "auto_downscale",
-           "detect_format", "load_dataset"]
+__all__ = [
+    "FORMATS",
+    "Camera",
+    "DatasetError",
+    "Frame",
+    "Normalization",
+    "SceneBounds",
+    "SceneDataset",
+    "auto_downscale",
+    "detect_format",
+    "load_dataset",
+]
 
 
 def detect_format(root: str | Path) -> str:
@@ -137,7 +146,9 @@ def _images_dir(root: Path, downscale: int) -> Path:
 
 
 def _downscaled_folders(root: Path) -> list[int]:
-    return sorted(int(p.name[7:]) for p in root.glob("images_*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) > 1)
+    return sorted(
+        int(p.name[7:]) for p in root.glob("images_*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) > 1
+    )
 
 
 def auto_downscale(width: int, height: int, max_side: int, available: list[int] = ()) -> int:
@@ -155,9 +166,20 @@ def auto_downscale(width: int, height: int, max_side: int, available: list[int] 
 class SceneDataset:
     """Frames of one scene in a normalised world frame, with images decoded on demand."""
 
-    def __init__(self, root: Path, fmt: str, frames: list[Frame], points, *, downscale: int = 1,
-                 normalize: bool = True, background=(1.0, 1.0, 1.0), cache_bytes: int = 4 << 30,
-                 box: dict | None = None, notes: tuple[str, ...] = ()):  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        fmt: str,
+        frames: list[Frame],
+        points,
+        *,
+        downscale: int = 1,
+        normalize: bool = True,
+        background=(1.0, 1.0, 1.0),
+        cache_bytes: int = 4 << 30,
+        box: dict | None = None,
+        notes: tuple[str, ...] = (),
+    ):
         self.root = root
         self.format = fmt
         self.downscale = downscale
@@ -180,7 +202,9 @@ class SceneDataset:
             radius = float(np.linalg.norm(centers - center, axis=1).max())
         else:  # no points to start from: find where the content is (scene_bounds.py)
             center, radius, bounds = estimate_bounds(train_frames, center, box)
-        self.normalization = Normalization(center, 1.0 / radius) if (normalize and radius > 0) else Normalization.identity()
+        self.normalization = (
+            Normalization(center, 1.0 / radius) if (normalize and radius > 0) else Normalization.identity()
+        )
         s, c = self.normalization.scale, self.normalization.center
         # depth range and kind of the capture in the normalised frame: where random points go
         self.bounds = None if bounds is None else normalized_bounds(bounds, c, s)
@@ -274,21 +298,32 @@ class SceneDataset:
         slack = k if (k > 1 or self.downscale > 1) else 0  # rounding of W / N, either way
         if abs(width - k * cam.width) > slack or abs(height - k * cam.height) > slack:
             scaled = f" (after --downscale {self.downscale})" if self.downscale > 1 else ""
-            raise DatasetError(f"{path}: image is {width}x{height} but its camera declares {cam.width}x{cam.height}"
-                               f"{scaled}; resize the image or fix the declared size")  # fmt: skip
+            raise DatasetError(
+                f"{path}: image is {width}x{height} but its camera declares {cam.width}x{cam.height}"
+                f"{scaled}; resize the image or fix the declared size"
+            )
 
     def summary(self) -> str:
         pts = f", {len(self.points):,} points" if self.points is not None else ""
         bounds = f"; {self.bounds.describe()}" if self.bounds is not None else ""
         cam = self.frames[self.train_indices[0]].camera
         notes = "".join(f"\n  {note}" for note in self.notes)
-        return (f"{self.format} scene {self.root}: {len(self.train_indices)} train / {len(self.test_indices)} test "
-                f"images at {cam.width}x{cam.height}{pts}{bounds}{notes}")  # fmt: skip
+        return (
+            f"{self.format} scene {self.root}: {len(self.train_indices)} train / {len(self.test_indices)} test "
+            f"images at {cam.width}x{cam.height}{pts}{bounds}{notes}"
+        )
 
 
-def load_dataset(root: str | Path, format: str | None = None, downscale: int = 1, normalize: bool = True,
-                 background=(1.0, 1.0, 1.0), test_every: int = 8, cache_bytes: int = 4 << 30,
-                 max_side: int = 1600) -> SceneDataset:  # fmt: skip
+def load_dataset(
+    root: str | Path,
+    format: str | None = None,
+    downscale: int = 1,
+    normalize: bool = True,
+    background=(1.0, 1.0, 1.0),
+    test_every: int = 8,
+    cache_bytes: int = 4 << 30,
+    max_side: int = 1600,
+) -> SceneDataset:
     """Load a posed-image scene. Raises DatasetError (one line naming the file) on bad input.
 
     downscale 0 chooses one: the longer image side is brought to at most `max_side` pixels
@@ -314,8 +349,10 @@ def load_dataset(root: str | Path, format: str | None = None, downscale: int = 1
             frames, points, extras = load_nerfstudio(root, test_every=test_every)
             box = extras["box"]
             if extras["dropped"] and attempt == 0:
-                notes.append(f"dropped {extras['dropped']} frame(s) of transforms.json: image missing or blurrier "
-                             "than their neighbours (instant-ngp's sharpness rule)")  # fmt: skip
+                notes.append(
+                    f"dropped {extras['dropped']} frame(s) of transforms.json: image missing or blurrier "
+                    "than their neighbours (instant-ngp's sharpness rule)"
+                )
         elif fmt == "multiview":
             frames, points = load_multiview(root)
         elif fmt == "colmap":
@@ -329,11 +366,23 @@ def load_dataset(root: str | Path, format: str | None = None, downscale: int = 1
         height = max(f.camera.height for f in frames)
         chosen = max(downscale, auto_downscale(width, height, max_side, _downscaled_folders(root)))
         if chosen > 1:
-            notes.append(f"downscale {chosen} chosen automatically: {width}x{height} images, at most {max_side} px "
-                         f"a side on this device (--downscale 1 keeps the full size)")  # fmt: skip
+            notes.append(
+                f"downscale {chosen} chosen automatically: {width}x{height} images, at most {max_side} px "
+                f"a side on this device (--downscale 1 keeps the full size)"
+            )
         if _images_dir(root, chosen) == images_dir or fmt not in ("colmap", "llff"):
             downscale = chosen
             break
         downscale = chosen  # read the images_N folder that matches instead
-    return SceneDataset(root, fmt, frames, points, downscale=max(downscale, 1), normalize=normalize,
-                        background=background, cache_bytes=cache_bytes, box=box, notes=tuple(notes))  # fmt: skip
+    return SceneDataset(
+        root,
+        fmt,
+        frames,
+        points,
+        downscale=max(downscale, 1),
+        normalize=normalize,
+        background=background,
+        cache_bytes=cache_bytes,
+        box=box,
+        notes=tuple(notes),
+    )

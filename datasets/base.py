@@ -73,7 +73,9 @@ def check_pose(pose: np.ndarray, where: str) -> np.ndarray:
     R = pose[:3, :3]
     det = np.linalg.det(R)
     if not abs(det - 1.0) < 1e-3 or not np.allclose(R @ R.T, np.eye(3), atol=1e-3):
-        raise DatasetError(f"{where}: pose is not a rigid transform (rotation determinant {det:.4g}): singular or scaled")
+        raise DatasetError(
+            f"{where}: pose is not a rigid transform (rotation determinant {det:.4g}): singular or scaled"
+        )
     return pose
 
 

@@ -8,6 +8,7 @@ import os
 from splat.camera import MAX_SIDE  # larger than any camera's sensor (and JPEG's limit)
 
 from .base import DatasetError
+
 BYTES_PER_PIXEL = 16  # an RGB float32 image plus its uint8 copy and mask, roughly, when loaded
 
 
@@ -19,7 +20,9 @@ def relative_path(entry: dict, key: str, where: str, required: bool = False) -> 
             raise DatasetError(f"{where}: needs '{key}'")
         return None
     if not isinstance(value, str):
-        raise DatasetError(f"{where}: '{key}' must be a file path (a string), got {type(value).__name__} {str(value)[:40]}")
+        raise DatasetError(
+            f"{where}: '{key}' must be a file path (a string), got {type(value).__name__} {str(value)[:40]}"
+        )
     return value
 
 
@@ -53,5 +56,7 @@ def check_image_size(width, height, where: str) -> None:
         raise DatasetError(f"{where}: invalid image size {width}x{height}")
     memory = _memory_bytes()
     if width > MAX_SIDE or height > MAX_SIDE or (memory and width * height * BYTES_PER_PIXEL > memory):
-        raise DatasetError(f"{where}: image size {width}x{height} is too large to load (at most {MAX_SIDE} pixels a side"
-                           f"{f' and {memory / 2**30:.0f} GiB of memory' if memory else ''})")  # fmt: skip
+        raise DatasetError(
+            f"{where}: image size {width}x{height} is too large to load (at most {MAX_SIDE} pixels a side"
+            f"{f' and {memory / 2**30:.0f} GiB of memory' if memory else ''})"
+        )

@@ -27,10 +27,18 @@ from .base import (
 
 # model id -> (name, number of params)
 MODELS = {
-    0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5), 4: ("OPENCV", 8),
-    5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5), 8: ("SIMPLE_RADIAL_FISHEYE", 4),
-    9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
-}  # fmt: skip
+    0: ("SIMPLE_PINHOLE", 3),
+    1: ("PINHOLE", 4),
+    2: ("SIMPLE_RADIAL", 4),
+    3: ("RADIAL", 5),
+    4: ("OPENCV", 8),
+    5: ("OPENCV_FISHEYE", 8),
+    6: ("FULL_OPENCV", 12),
+    7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4),
+    9: ("RADIAL_FISHEYE", 5),
+    10: ("THIN_PRISM_FISHEYE", 12),
+}
 PARAM_COUNT = {name: n for name, n in MODELS.values()}
 
 
@@ -94,7 +102,9 @@ def _camera_from_params(model: str, width: int, height: int, params, where: str)
         return intrinsic_matrix(*p[:4]), "OPENCV", (p[4], p[5], p[6], p[7], 0.0)
     if model == "OPENCV_FISHEYE":
         return intrinsic_matrix(*p[:4]), "OPENCV_FISHEYE", tuple(p[4:8])
-    raise DatasetError(f"{where}: camera model {model} is not supported (use PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV, OPENCV_FISHEYE)")
+    raise DatasetError(
+        f"{where}: camera model {model} is not supported (use PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV, OPENCV_FISHEYE)"
+    )
 
 
 def read_cameras(model_dir: Path) -> dict[int, tuple]:

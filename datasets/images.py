@@ -115,7 +115,9 @@ def undistortion_grid(camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
     validity mask (H, W) of output pixels whose source lies inside the distorted image."""
     W, H = camera.width, camera.height
     K = torch.as_tensor(camera.K, dtype=torch.float64)
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij"
+    )
     x = (u - K[0, 2]) / K[0, 0]
     y = (v - K[1, 2]) / K[1, 1]
     xd, yd = distort(x, y, camera.model, camera.distortion)

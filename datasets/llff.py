@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Camera, DatasetError, Frame, check_intrinsics, every_nth_test_split, intrinsic_matrix, viewmat_from_c2w_opengl
+from .base import (
+    Camera,
+    DatasetError,
+    Frame,
+    check_intrinsics,
+    every_nth_test_split,
+    intrinsic_matrix,
+    viewmat_from_c2w_opengl,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}
 

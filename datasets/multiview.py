@@ -89,8 +89,10 @@ def load_multiview(root: Path):
             if stem not in imgs:
                 other = next(i for i in range(len(names)) if stem in images[i])
                 missing = root / name / images[other][stem].name
-                raise DatasetError(f"{missing}: image file is missing ({name} has {count} frames, "
-                                   f"{names[other]} has {counts[other]}; every camera needs the same frames)")  # fmt: skip
+                raise DatasetError(
+                    f"{missing}: image file is missing ({name} has {count} frames, "
+                    f"{names[other]} has {counts[other]}; every camera needs the same frames)"
+                )
 
     n = len(stems)
     frames = []
@@ -105,10 +107,23 @@ def load_multiview(root: Path):
         view = viewmat_from_c2w_opengl(c2w, where)
         K, w, h, model, dist = _intrinsics(entry, meta, where, imgs[stems[0]])
         for i, stem in enumerate(stems):
-            cam = Camera(width=w, height=h, K=K.copy(), viewmat=view.copy(), model=model, distortion=dist,
-                         time=i / (n - 1) if n > 1 else 0.0)  # fmt: skip
-            frames.append(Frame(name=f"{name}/{imgs[stem].name}", image_path=imgs[stem], camera=cam,
-                                split="test" if k == 0 else "train"))  # fmt: skip
+            cam = Camera(
+                width=w,
+                height=h,
+                K=K.copy(),
+                viewmat=view.copy(),
+                model=model,
+                distortion=dist,
+                time=i / (n - 1) if n > 1 else 0.0,
+            )
+            frames.append(
+                Frame(
+                    name=f"{name}/{imgs[stem].name}",
+                    image_path=imgs[stem],
+                    camera=cam,
+                    split="test" if k == 0 else "train",
+                )
+            )
     ply_path = relative_path(meta, "ply_file_path", str(path))
     points = _read_points_ply(root / ply_path) if ply_path else None
     return frames, points

@@ -19,14 +19,22 @@ mean of their neighbours (frames in natural file-name order, a window of 3 befor
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import numpy as np
 
-import math
-import re
-
-from .base import Camera, DatasetError, Frame, check_intrinsics, every_nth_test_split, intrinsic_matrix, pinhole_if_undistorted, viewmat_from_c2w_opengl
+from .base import (
+    Camera,
+    DatasetError,
+    Frame,
+    check_intrinsics,
+    every_nth_test_split,
+    intrinsic_matrix,
+    pinhole_if_undistorted,
+    viewmat_from_c2w_opengl,
+)
 from .blender import read_json
 from .checks import name_list, optional_time, relative_path
 from .images import image_size
@@ -35,7 +43,12 @@ NGP_SCALE, NGP_OFFSET = 0.33, 0.5  # instant-ngp's defaults for `scale` and `off
 NGP_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".exr")
 SHARPNESS_WINDOW = 3
 
-CAMERA_MODELS = {"PINHOLE": "PINHOLE", "SIMPLE_PINHOLE": "PINHOLE", "OPENCV": "OPENCV", "OPENCV_FISHEYE": "OPENCV_FISHEYE"}
+CAMERA_MODELS = {
+    "PINHOLE": "PINHOLE",
+    "SIMPLE_PINHOLE": "PINHOLE",
+    "OPENCV": "OPENCV",
+    "OPENCV_FISHEYE": "OPENCV_FISHEYE",
+}
 
 
 def _intrinsics(entry: dict, default: dict, where: str, image: Path):
@@ -140,7 +153,9 @@ def scene_box(meta: dict, path: Path) -> dict | None:
         aabb_scale = float(meta.get("aabb_scale", 1.0))
     except (TypeError, ValueError, ZeroDivisionError):
         raise DatasetError(f"{path}: aabb_scale, scale, offset and aabb must be numbers") from None
-    if not (np.isfinite(center).all() and math.isfinite(half) and half > 0 and math.isfinite(aabb_scale) and aabb_scale >= 1):
+    if not (
+        np.isfinite(center).all() and math.isfinite(half) and half > 0 and math.isfinite(aabb_scale) and aabb_scale >= 1
+    ):
         raise DatasetError(f"{path}: the scene box (aabb_scale, scale, offset or aabb) is degenerate")
     return {"center": [float(c) for c in center], "half": half, "aabb_scale": aabb_scale}
 
@@ -188,13 +203,25 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
         if c2w.shape not in ((4, 4), (3, 4)) or not np.isfinite(c2w).all():
             raise DatasetError(f"{where}: transform_matrix contains NaN/Inf or is not 4x4")
         K, w, h, model, dist = _intrinsics(fr, meta, where, image_path)
-        cam = Camera(width=w, height=h, K=K, viewmat=viewmat_from_c2w_opengl(c2w, where), model=model,
-                     distortion=dist, time=optional_time(fr.get("time"), where))  # fmt: skip
-        frames.append(Frame(
-            name=file_path, image_path=image_path, camera=cam, split="train",
-            mask_path=root / mask_path if mask_path else None,
-            depth_path=root / depth_path if depth_path else None,
-        ))  # fmt: skip
+        cam = Camera(
+            width=w,
+            height=h,
+            K=K,
+            viewmat=viewmat_from_c2w_opengl(c2w, where),
+            model=model,
+            distortion=dist,
+            time=optional_time(fr.get("time"), where),
+        )
+        frames.append(
+            Frame(
+                name=file_path,
+                image_path=image_path,
+                camera=cam,
+                split="train",
+                mask_path=root / mask_path if mask_path else None,
+                depth_path=root / depth_path if depth_path else None,
+            )
+        )
 
     key = "test_filenames" if meta.get("test_filenames") else "val_filenames"
     test_names = meta.get(key) and name_list(meta[key], str(path), key)

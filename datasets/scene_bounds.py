@@ -67,7 +67,9 @@ class SceneBounds:
             have = sum(p.shape[0] for p in found)
             if have >= n_box:
                 break
-            pts = frustum_points(max(2 * (n_box - have), 1024), cameras, generator, self.near, self.far, uniform_depth=True)
+            pts = frustum_points(
+                max(2 * (n_box - have), 1024), cameras, generator, self.near, self.far, uniform_depth=True
+            )
             found.append(pts[((pts - center).abs() <= self.box_half).all(dim=1)][: n_box - have])
         n_background = n - sum(p.shape[0] for p in found)  # a box the cameras hardly see: the rest goes outside
         if n_background:
@@ -76,8 +78,9 @@ class SceneBounds:
         return torch.cat(found).float()
 
 
-def frustum_points(m: int, cameras: list, generator: torch.Generator, near: float, far: float,
-                   uniform_depth: bool) -> torch.Tensor:  # fmt: skip
+def frustum_points(
+    m: int, cameras: list, generator: torch.Generator, near: float, far: float, uniform_depth: bool
+) -> torch.Tensor:
     """m float64 points (m, 3), each in the view frustum of a random one of `cameras` (normalised
     frame), at a depth in [near, far]: uniform in depth, or else uniform in disparity."""
     which = torch.randint(len(cameras), (m,), generator=generator)
@@ -166,9 +169,16 @@ def estimate_bounds(frames: list, focus: np.ndarray, box: dict | None = None) ->
         near, far = max(float(dist.min()) - reach, 1e-3 * unit), float(dist.max()) + reach
         aabb_scale = 1.0 if box is None else box["aabb_scale"]
         source = "camera geometry" if box is None else "transforms.json scene box"
-        bounds = SceneBounds(kind, near, far, source, tuple(float(v) for v in center), half,
-                             background_fraction=0.2 if aabb_scale > 1 else 0.0,
-                             background_far=float(dist.max()) + aabb_scale * reach if aabb_scale > 1 else None)  # fmt: skip
+        bounds = SceneBounds(
+            kind,
+            near,
+            far,
+            source,
+            tuple(float(v) for v in center),
+            half,
+            background_fraction=0.2 if aabb_scale > 1 else 0.0,
+            background_far=float(dist.max()) + aabb_scale * reach if aabb_scale > 1 else None,
+        )
         return center, unit, bounds
     with_bounds = [f for f in frames if f.near is not None and f.far is not None]
     if with_bounds:
@@ -187,9 +197,14 @@ def estimate_bounds(frames: list, focus: np.ndarray, box: dict | None = None) ->
 
 def normalized_bounds(bounds: SceneBounds, center: np.ndarray, scale: float) -> SceneBounds:
     """`bounds` (dataset units) in the frame world_normalised = scale * (world - center)."""
-    box_center = None if bounds.box_center is None else tuple(float(v) for v in scale * (np.asarray(bounds.box_center) - center))
+    box_center = (
+        None if bounds.box_center is None else tuple(float(v) for v in scale * (np.asarray(bounds.box_center) - center))
+    )
     return dataclasses.replace(
-        bounds, near=bounds.near * scale, far=bounds.far * scale, box_center=box_center,
+        bounds,
+        near=bounds.near * scale,
+        far=bounds.far * scale,
+        box_center=box_center,
         box_half=None if bounds.box_half is None else bounds.box_half * scale,
         background_far=None if bounds.background_far is None else bounds.background_far * scale,
-    )  # fmt: skip
+    )

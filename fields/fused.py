@@ -208,8 +208,13 @@ class _FusedHashMLP(torch.autograd.Function):
         out = torch.empty((N, w_out.shape[0]), dtype=torch.float32, device=dev)
         grid, (mlp, _hidden) = _grid_struct(enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
         A = _warp.array
-        _warp.launch(fused_fwd, N, [A(positions, dims=2), grid, mlp, int(save), A(encoded, dims=2), A(acts, dims=3),
-                                    A(out, dims=2)], dev, grain=256)  # fmt: skip
+        _warp.launch(
+            fused_fwd,
+            N,
+            [A(positions, dims=2), grid, mlp, int(save), A(encoded, dims=2), A(acts, dims=3), A(out, dims=2)],
+            dev,
+            grain=256,
+        )
         ctx.enc = enc
         ctx.save_for_backward(positions, flat_tables, w_in, w_hidden, w_out, encoded, acts)
         return out
@@ -225,8 +230,22 @@ class _FusedHashMLP(torch.autograd.Function):
         v_tables = torch.zeros((shards, flat_tables.numel()), dtype=torch.float32, device=dev)
         grid, (mlp, _hidden) = _grid_struct(ctx.enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
         A = _warp.array
-        _warp.launch(fused_bwd, N, [A(positions, dims=2), grid, mlp, A(acts, dims=3), A(v_out, dims=2), A(deltas, dims=3),
-                                    A(v_tables, dims=2)], dev, sharded=True, grain=256)  # fmt: skip
+        _warp.launch(
+            fused_bwd,
+            N,
+            [
+                A(positions, dims=2),
+                grid,
+                mlp,
+                A(acts, dims=3),
+                A(v_out, dims=2),
+                A(deltas, dims=3),
+                A(v_tables, dims=2),
+            ],
+            dev,
+            sharded=True,
+            grain=256,
+        )
         v_w_out = v_out.t() @ acts[:, -1]
         v_w_hidden = torch.zeros_like(w_hidden)
         for k in range(n_hidden - 1):
@@ -245,8 +264,14 @@ class HashGridMLP(torch.nn.Module):
     CPU, where Warp runs scalar code and torch's GEMMs are faster (bench/fields.py measures both).
     """
 
-    def __init__(self, n_output_dims: int, n_hidden_layers: int = 1, generator: torch.Generator | None = None,
-                 fused: bool | None = None, **encoding):  # fmt: skip
+    def __init__(
+        self,
+        n_output_dims: int,
+        n_hidden_layers: int = 1,
+        generator: torch.Generator | None = None,
+        fused: bool | None = None,
+        **encoding,
+    ):
         super().__init__()
         self.fused = fused
         if n_hidden_layers < 1:
@@ -266,18 +291,25 @@ class HashGridMLP(torch.nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         if positions.dim() != 2 or positions.shape[1] != self.encoding.n_input_dims:
-            raise ValueError(f"positions: expected shape (N, {self.encoding.n_input_dims}), got {tuple(positions.shape)}")
+            raise ValueError(
+                f"positions: expected shape (N, {self.encoding.n_input_dims}), got {tuple(positions.shape)}"
+            )
         fused = self.fused if self.fused is not None else positions.device.type == "cuda"
         if not fused:
             return mlp_torch(self.encoding(positions), self.w_in, self.w_hidden, self.w_out)
         flat = torch.cat([t.reshape(-1) for t in self.encoding.embeddings])
-        return _FusedHashMLP.apply(positions.detach().float().contiguous(), self.encoding, flat, self.w_in,
-                                   self.w_hidden, self.w_out)  # fmt: skip
+        return _FusedHashMLP.apply(
+            positions.detach().float().contiguous(), self.encoding, flat, self.w_in, self.w_hidden, self.w_out
+        )
 
     def forward_torch(self, positions: torch.Tensor) -> torch.Tensor:
         """The same network in plain torch (the tests' oracle and the benchmark's peer)."""
-        return mlp_torch(hash_encode_torch(positions.clamp(0, 1), list(self.encoding.embeddings), self.encoding.layout),
-                         self.w_in, self.w_hidden, self.w_out)  # fmt: skip
+        return mlp_torch(
+            hash_encode_torch(positions.clamp(0, 1), list(self.encoding.embeddings), self.encoding.layout),
+            self.w_in,
+            self.w_hidden,
+            self.w_out,
+        )
 
 
 def mlp_torch(x: torch.Tensor, w_in: torch.Tensor, w_hidden: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:

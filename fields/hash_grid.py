@@ -142,8 +142,20 @@ class _HashEncode(torch.autograd.Function):
         out = torch.empty((N, len(tables) * n_features), dtype=torch.float32, device=dev)
         A = _warp.array
         for level, ((scale, res, _, dense), table) in enumerate(zip(layout, tables)):
-            _warp.launch(hash_encode_fwd, N, [A(positions, dims=2), A(table, dims=2), float(scale), int(res), int(dense),
-                                              level * n_features, A(out, dims=2)], dev)  # fmt: skip
+            _warp.launch(
+                hash_encode_fwd,
+                N,
+                [
+                    A(positions, dims=2),
+                    A(table, dims=2),
+                    float(scale),
+                    int(res),
+                    int(dense),
+                    level * n_features,
+                    A(out, dims=2),
+                ],
+                dev,
+            )
         ctx.save_for_backward(positions)
         ctx.layout, ctx.n_features = layout, n_features
         ctx.table_shapes = [t.shape for t in tables]
@@ -158,10 +170,26 @@ class _HashEncode(torch.autograd.Function):
         A = _warp.array
         # one level per worker thread: each level's table is written by one thread, no private copies
         grads = [torch.zeros((1, *shape), dtype=torch.float32, device=dev) for shape in ctx.table_shapes]
-        _warp.launch_side_by_side([(hash_encode_bwd, N, [A(positions, dims=2), A(v_out, dims=2), float(scale), int(res),
-                                                         int(dense), level * ctx.n_features, A(v_table, dims=3)], True)
-                                   for level, ((scale, res, _, dense), v_table) in enumerate(zip(ctx.layout, grads))],
-                                  dev)  # fmt: skip
+        _warp.launch_side_by_side(
+            [
+                (
+                    hash_encode_bwd,
+                    N,
+                    [
+                        A(positions, dims=2),
+                        A(v_out, dims=2),
+                        float(scale),
+                        int(res),
+                        int(dense),
+                        level * ctx.n_features,
+                        A(v_table, dims=3),
+                    ],
+                    True,
+                )
+                for level, ((scale, res, _, dense), v_table) in enumerate(zip(ctx.layout, grads))
+            ],
+            dev,
+        )
         grads = [g[0] for g in grads]
         return (None, None, None, *grads)
 
@@ -173,15 +201,24 @@ class HashGridEncoding(torch.nn.Module):
     parameters initialised uniformly in [-1e-4, 1e-4]. Positions are not differentiated.
     """
 
-    def __init__(self, n_input_dims: int = 3, n_levels: int = 16, n_features_per_level: int = 2,
-                 log2_hashmap_size: int = 19, base_resolution: int = 16, per_level_scale: float = 2.0,
-                 generator: torch.Generator | None = None):  # fmt: skip
+    def __init__(
+        self,
+        n_input_dims: int = 3,
+        n_levels: int = 16,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: int = 16,
+        per_level_scale: float = 2.0,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if n_input_dims not in (2, 3):
             raise ValueError(f"n_input_dims: expected 2 or 3, got {n_input_dims}")
         if n_levels < 1 or n_features_per_level < 1 or not 1 <= log2_hashmap_size <= 30 or base_resolution < 1:
-            raise ValueError("HashGridEncoding: n_levels, n_features_per_level, base_resolution must be >= 1 and "
-                             "log2_hashmap_size in 1..30")  # fmt: skip
+            raise ValueError(
+                "HashGridEncoding: n_levels, n_features_per_level, base_resolution must be >= 1 and "
+                "log2_hashmap_size in 1..30"
+            )
         if per_level_scale < 1.0:
             raise ValueError(f"per_level_scale: expected >= 1, got {per_level_scale}")
         self.n_input_dims = n_input_dims
@@ -204,8 +241,9 @@ class HashGridEncoding(torch.nn.Module):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         if positions.dim() != 2 or positions.shape[1] != self.n_input_dims:
             raise ValueError(f"positions: expected shape (N, {self.n_input_dims}), got {tuple(positions.shape)}")
-        return _HashEncode.apply(positions.detach().float().contiguous(), self.layout, self.n_features_per_level,
-                                 *self.embeddings)  # fmt: skip
+        return _HashEncode.apply(
+            positions.detach().float().contiguous(), self.layout, self.n_features_per_level, *self.embeddings
+        )
 
 
 def hash_encode_torch(positions: torch.Tensor, tables: list[torch.Tensor], layout) -> torch.Tensor:

@@ -16,15 +16,24 @@ import torch
 from .fused import HashGridMLP
 
 
-def image_network(width: int, height: int, n_levels: int = 16, log2_hashmap_size: int = 19,
-                  generator: torch.Generator | None = None) -> HashGridMLP:  # fmt: skip
+def image_network(
+    width: int, height: int, n_levels: int = 16, log2_hashmap_size: int = 19, generator: torch.Generator | None = None
+) -> HashGridMLP:
     """Levels from resolution 16 up to the image's size (per_level_scale set accordingly)."""
     base = 16
     finest = max(width, height, base + 1)
     per_level = math.exp(math.log(finest / base) / max(n_levels - 1, 1))
-    return HashGridMLP(3, n_hidden_layers=2, n_input_dims=2, n_levels=n_levels, n_features_per_level=2,
-                       log2_hashmap_size=log2_hashmap_size, base_resolution=base, per_level_scale=per_level,
-                       generator=generator)  # fmt: skip
+    return HashGridMLP(
+        3,
+        n_hidden_layers=2,
+        n_input_dims=2,
+        n_levels=n_levels,
+        n_features_per_level=2,
+        log2_hashmap_size=log2_hashmap_size,
+        base_resolution=base,
+        per_level_scale=per_level,
+        generator=generator,
+    )
 
 
 def pixel_centres(width: int, height: int, device) -> torch.Tensor:
@@ -44,8 +53,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(-10 * torch.log10(((a - b) ** 2).mean().clamp(min=1e-12)))
 
 
-def fit_image(image: torch.Tensor, steps: int = 2000, batch: int = 1 << 16, seed: int = 0, log2_hashmap_size: int = 19,
-              progress=None, device: str = "cpu") -> tuple[HashGridMLP, list[dict]]:  # fmt: skip
+def fit_image(
+    image: torch.Tensor,
+    steps: int = 2000,
+    batch: int = 1 << 16,
+    seed: int = 0,
+    log2_hashmap_size: int = 19,
+    progress=None,
+    device: str = "cpu",
+) -> tuple[HashGridMLP, list[dict]]:
     """Fit `image` (H, W, 3) in [0, 1]; returns the network and [{step, seconds, psnr}] (PSNR of
     the full reconstruction, measured every steps // 10 steps and at the end)."""
     H, W = image.shape[:2]
@@ -65,7 +81,9 @@ def fit_image(image: torch.Tensor, steps: int = 2000, batch: int = 1 << 16, seed
         opt.step()
         seconds += time.perf_counter() - t0
         if step % every == 0 or step == steps:
-            history.append({"step": step, "seconds": round(seconds, 3), "psnr": psnr(reconstruct(net, W, H), image.to(device))})
+            history.append(
+                {"step": step, "seconds": round(seconds, 3), "psnr": psnr(reconstruct(net, W, H), image.to(device))}
+            )
             if progress is not None:
                 progress(history[-1])
     return net, history

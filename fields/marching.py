@@ -70,9 +70,11 @@ def linear_span(p: MarchParams) -> float:
 
 @wp.func
 def cell_of_unit(u: wp.vec3, res: int) -> wp.vec3i:
-    return wp.vec3i(wp.clamp(int(wp.floor(u[0] * float(res))), 0, res - 1),
-                    wp.clamp(int(wp.floor(u[1] * float(res))), 0, res - 1),
-                    wp.clamp(int(wp.floor(u[2] * float(res))), 0, res - 1))  # fmt: skip
+    return wp.vec3i(
+        wp.clamp(int(wp.floor(u[0] * float(res))), 0, res - 1),
+        wp.clamp(int(wp.floor(u[1] * float(res))), 0, res - 1),
+        wp.clamp(int(wp.floor(u[2] * float(res))), 0, res - 1),
+    )
 
 
 @wp.func
@@ -175,9 +177,17 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bound: float, near: float
 class OccupancyGrid:
     """Which cells of field space may hold density; see the module docstring."""
 
-    def __init__(self, resolution: int = 128, bound: float = 1.0, contract: bool = False, decay: float = 0.95,
-                 warmup_steps: int = 256, update_every: int = 16, cone_angle: float | None = None,
-                 device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        resolution: int = 128,
+        bound: float = 1.0,
+        contract: bool = False,
+        decay: float = 0.95,
+        warmup_steps: int = 256,
+        update_every: int = 16,
+        cone_angle: float | None = None,
+        device: str | torch.device = "cpu",
+    ):
         if resolution < 4 or resolution % 4:
             raise ValueError(f"resolution: a positive multiple of 4, got {resolution}")
         self.resolution, self.bound, self.contract = resolution, float(bound), bool(contract)
@@ -233,8 +243,15 @@ class OccupancyGrid:
         self.occupied = state["occupied"].to(self.device)
 
 
-def march(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t_begin: torch.Tensor, t_far: torch.Tensor,
-          capacity: int | None = None, max_samples: int = 1 << 12):  # fmt: skip
+def march(
+    grid: OccupancyGrid,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    t_begin: torch.Tensor,
+    t_far: torch.Tensor,
+    capacity: int | None = None,
+    max_samples: int = 1 << 12,
+):
     """March rays through `grid`.
 
     capacity None (training): every sample of every ray (at most `max_samples` each), packed:
@@ -251,8 +268,26 @@ def march(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t_begi
     t_next = torch.empty(R, dtype=torch.float32, device=dev)
 
     def run(starts, cap, write, t_starts, t_ends):
-        _warp.launch(march_rays, R, [A(o, wp.vec3), A(d, wp.vec3), A(t0), A(t1), p, A(starts), int(cap), int(write),
-                                     A(counts), A(t_next), A(t_starts), A(t_ends)], dev, grain=256)  # fmt: skip
+        _warp.launch(
+            march_rays,
+            R,
+            [
+                A(o, wp.vec3),
+                A(d, wp.vec3),
+                A(t0),
+                A(t1),
+                p,
+                A(starts),
+                int(cap),
+                int(write),
+                A(counts),
+                A(t_next),
+                A(t_starts),
+                A(t_ends),
+            ],
+            dev,
+            grain=256,
+        )
 
     if capacity is not None:
         starts = torch.arange(R, dtype=torch.int32, device=dev) * capacity
@@ -271,8 +306,20 @@ def march(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t_begi
     return offsets, t_starts[:S], t_ends[:S], t_next
 
 
-def march_torch(occupied: torch.Tensor, res: int, bound: float, contract: bool, min_step: float, max_step: float,
-                cone_angle: float, origin, direction, t_begin: float, t_far: float, capacity: int):  # fmt: skip
+def march_torch(
+    occupied: torch.Tensor,
+    res: int,
+    bound: float,
+    contract: bool,
+    min_step: float,
+    max_step: float,
+    cone_angle: float,
+    origin,
+    direction,
+    t_begin: float,
+    t_far: float,
+    capacity: int,
+):
     """Pure-python twin of the kernel for one ray (float64): the list of (t_start, t_end), t_next."""
     o = torch.as_tensor(origin, dtype=torch.float64)
     d = torch.as_tensor(direction, dtype=torch.float64)
@@ -289,7 +336,9 @@ def march_torch(occupied: torch.Tensor, res: int, bound: float, contract: bool, 
             t += dt
         elif not contract or float((x / bound).abs().max()) <= 1:
             lo, hi = (c / res - 0.5) * span, ((c + 1) / res - 0.5) * span
-            exits = [float(((hi if di > 1e-9 else lo)[i] - o[i]) / di) for i, di in enumerate(d.tolist()) if abs(di) > 1e-9]
+            exits = [
+                float(((hi if di > 1e-9 else lo)[i] - o[i]) / di) for i, di in enumerate(d.tolist()) if abs(di) > 1e-9
+            ]
             t += max(math.ceil((min(exits) - t - 0.5 * dt) / dt), 1) * dt
         else:
             t += dt

@@ -65,10 +65,18 @@ class RadianceField(torch.nn.Module):
     def __init__(self, spec: FieldSpec, generator: torch.Generator | None = None, fused: bool | None = None):
         super().__init__()
         self.spec = spec
-        self.density_net = HashGridMLP(16, n_hidden_layers=1, generator=generator, fused=fused, n_input_dims=3,
-                                       n_levels=spec.n_levels, n_features_per_level=spec.n_features_per_level,
-                                       log2_hashmap_size=spec.log2_hashmap_size, base_resolution=spec.base_resolution,
-                                       per_level_scale=spec.per_level_scale)  # fmt: skip
+        self.density_net = HashGridMLP(
+            16,
+            n_hidden_layers=1,
+            generator=generator,
+            fused=fused,
+            n_input_dims=3,
+            n_levels=spec.n_levels,
+            n_features_per_level=spec.n_features_per_level,
+            log2_hashmap_size=spec.log2_hashmap_size,
+            base_resolution=spec.base_resolution,
+            per_level_scale=spec.per_level_scale,
+        )
         layers = []
         for n_in, n_out in ((15 + 16, 64), (64, 64), (64, 3)):
             layer = torch.nn.Linear(n_in, n_out, bias=False)
@@ -108,8 +116,9 @@ def ray_range(spec: FieldSpec, origins: torch.Tensor, dirs: torch.Tensor) -> tup
     return ray_box(origins, dirs, spec.bound, NEAR)
 
 
-def render_rays_train(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
-                      backgrounds: torch.Tensor) -> dict:  # fmt: skip
+def render_rays_train(
+    field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, backgrounds: torch.Tensor
+) -> dict:
     """Differentiable render of R rays: rgb (R, 3) over backgrounds (R, 3), opacity (R,), depth (R,)
     (expected distance along the ray), samples (network evaluations with gradient), marched.
 
@@ -132,13 +141,24 @@ def render_rays_train(field: RadianceField, grid: OccupancyGrid, origins: torch.
     ray_ids, t_starts, t_ends, u = ray_ids[keep], t_starts[keep], t_ends[keep], u[keep]
     sigma, rgb = field(u, dirs[ray_ids])
     color, opacity, depth, _ = composite_rays(offsets, sigma, rgb, t_starts, t_ends)
-    return {"rgb": color + (1 - opacity)[:, None] * backgrounds, "opacity": opacity, "depth": depth,
-            "samples": int(t_starts.shape[0]), "marched": marched}  # fmt: skip
+    return {
+        "rgb": color + (1 - opacity)[:, None] * backgrounds,
+        "opacity": opacity,
+        "depth": depth,
+        "samples": int(t_starts.shape[0]),
+        "marched": marched,
+    }
 
 
 @torch.no_grad()
-def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
-                background: torch.Tensor, samples_per_round: int = 16) -> dict:  # fmt: skip
+def render_rays(
+    field: RadianceField,
+    grid: OccupancyGrid,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    background: torch.Tensor,
+    samples_per_round: int = 16,
+) -> dict:
     """Inference render of R rays with early termination: rgb (R, 3) over `background` (3,),
     opacity (R,), depth (R,) (expected distance), samples (int, network evaluations)."""
     R, dev = origins.shape[0], origins.device
@@ -174,11 +194,19 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
     return {"rgb": color + T[:, None] * background, "opacity": opacity, "depth": depth, "samples": evaluated}
 
 
-def render_rays_chunked(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
-                        background: torch.Tensor, chunk: int = 1 << 15) -> dict:  # fmt: skip
+def render_rays_chunked(
+    field: RadianceField,
+    grid: OccupancyGrid,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    background: torch.Tensor,
+    chunk: int = 1 << 15,
+) -> dict:
     """`render_rays` over many rays (e.g. a whole image), `chunk` rays at a time to bound memory."""
-    parts = [render_rays(field, grid, origins[k : k + chunk], dirs[k : k + chunk], background)
-             for k in range(0, origins.shape[0], chunk)]  # fmt: skip
+    parts = [
+        render_rays(field, grid, origins[k : k + chunk], dirs[k : k + chunk], background)
+        for k in range(0, origins.shape[0], chunk)
+    ]
     return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "opacity", "depth")}
 
 
@@ -187,8 +215,9 @@ def pixel_rays(pixels: torch.Tensor, K: torch.Tensor, viewmat: torch.Tensor) -> 
     pinhole cameras (OpenCV axes): K (3, 3) and world-to-camera viewmat (4, 4) shared, or one per
     pixel ((N, 3, 3), (N, 4, 4))."""
     p = pixels.float() + 0.5
-    d_cam = torch.stack([(p[:, 0] - K[..., 0, 2]) / K[..., 0, 0], (p[:, 1] - K[..., 1, 2]) / K[..., 1, 1],
-                         torch.ones_like(p[:, 0])], 1)  # fmt: skip
+    d_cam = torch.stack(
+        [(p[:, 0] - K[..., 0, 2]) / K[..., 0, 0], (p[:, 1] - K[..., 1, 2]) / K[..., 1, 1], torch.ones_like(p[:, 0])], 1
+    )
     R, tvec = viewmat[..., :3, :3], viewmat[..., :3, 3]
     dirs = torch.nn.functional.normalize(torch.einsum("...ji,...j->...i", R, d_cam), dim=1)  # R^T d
     origins = -torch.einsum("...ji,...j->...i", R, tvec).expand(dirs.shape[0], 3)  # camera centres -R^T t

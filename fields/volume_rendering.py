@@ -116,8 +116,22 @@ class _CompositeRays(torch.autograd.Function):
         depths = torch.empty((R,), dtype=torch.float32, device=dev)
         used = torch.empty((R,), dtype=torch.int32, device=dev)
         A = _warp.array
-        _warp.launch(composite_rays_fwd, R, [A(ray_offsets), A(sigmas), A(rgbs, wp.vec3), A(t_starts), A(t_ends),
-                                             A(colors, wp.vec3), A(opacities), A(depths), A(used)], dev)  # fmt: skip
+        _warp.launch(
+            composite_rays_fwd,
+            R,
+            [
+                A(ray_offsets),
+                A(sigmas),
+                A(rgbs, wp.vec3),
+                A(t_starts),
+                A(t_ends),
+                A(colors, wp.vec3),
+                A(opacities),
+                A(depths),
+                A(used),
+            ],
+            dev,
+        )
         ctx.save_for_backward(ray_offsets, used, sigmas, rgbs, t_starts, t_ends)
         ctx.mark_non_differentiable(used)
         return colors, opacities, depths, used
@@ -133,14 +147,30 @@ class _CompositeRays(torch.autograd.Function):
         v_depths = _warp.grad_or_zeros(v_depths, (R,), dev)
         v_sigmas, v_rgbs = torch.empty_like(sigmas), torch.empty_like(rgbs)
         A = _warp.array
-        _warp.launch(composite_rays_bwd, R,
-                     [A(ray_offsets), A(used), A(sigmas), A(rgbs, wp.vec3), A(t_starts), A(t_ends),
-                      A(v_colors, wp.vec3), A(v_opacities), A(v_depths), A(v_sigmas), A(v_rgbs, wp.vec3)], dev)  # fmt: skip
+        _warp.launch(
+            composite_rays_bwd,
+            R,
+            [
+                A(ray_offsets),
+                A(used),
+                A(sigmas),
+                A(rgbs, wp.vec3),
+                A(t_starts),
+                A(t_ends),
+                A(v_colors, wp.vec3),
+                A(v_opacities),
+                A(v_depths),
+                A(v_sigmas),
+                A(v_rgbs, wp.vec3),
+            ],
+            dev,
+        )
         return None, v_sigmas, v_rgbs, None, None
 
 
-def composite_rays(ray_offsets: torch.Tensor, sigmas: torch.Tensor, rgbs: torch.Tensor, t_starts: torch.Tensor,
-                   t_ends: torch.Tensor):  # fmt: skip
+def composite_rays(
+    ray_offsets: torch.Tensor, sigmas: torch.Tensor, rgbs: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor
+):
     """Volume-render packed samples. ray_offsets (R+1,) int, sigmas (S,) >= 0, rgbs (S, 3),
     t_starts / t_ends (S,). Returns colours (R, 3), opacities (R,), expected depths (R,) and the
     index one past each ray's last used sample (R,) int32. Differentiable w.r.t. sigmas and rgbs."""

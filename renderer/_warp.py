@@ -128,7 +128,9 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def launch(kernel, dim: int, inputs: list, device: torch.device, sharded: bool = False, grain: int = DEFAULT_GRAIN) -> None:
+def launch(
+    kernel, dim: int, inputs: list, device: torch.device, sharded: bool = False, grain: int = DEFAULT_GRAIN
+) -> None:
     """Launch `kernel` over `dim` threads on `device` (a torch device).
 
     On CUDA this is one launch on torch's current stream. On the CPU the range is split into chunks

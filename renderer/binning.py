@@ -147,10 +147,21 @@ def isect_tiles(
     _warp.launch(
         emit_intersections,
         C * N,
-        [m2d, rad, A(depths.reshape(-1).view(torch.int32)), A(tiles_per_gauss.view(-1)), A(cum_tiles), N,
-         tile_size, tile_width, tile_height, A(keys), A(values)],
+        [
+            m2d,
+            rad,
+            A(depths.reshape(-1).view(torch.int32)),
+            A(tiles_per_gauss.view(-1)),
+            A(cum_tiles),
+            N,
+            tile_size,
+            tile_width,
+            tile_height,
+            A(keys),
+            A(values),
+        ],
         dev,
-    )  # fmt: skip
+    )
     if num_isects > 0:
         end_bit = 32 + max(1, (num_tiles - 1).bit_length())
         wp.utils.radix_sort_pairs(A(keys), A(values), num_isects, 0, end_bit)

@@ -74,7 +74,20 @@ def _launch(forward: bool, D: int, device: torch.device, num_tiles: int, tile_si
 
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, width, height, tile_size, isect_offsets, flatten_ids, absgrad):
+    def forward(
+        ctx,
+        means2d,
+        conics,
+        colors,
+        opacities,
+        backgrounds,
+        width,
+        height,
+        tile_size,
+        isect_offsets,
+        flatten_ids,
+        absgrad,
+    ):
         C, N = means2d.shape[:2]
         D = colors.shape[-1]
         dev = means2d.device
@@ -84,15 +97,23 @@ class _RasterizeToPixels(torch.autograd.Function):
         last_ids = torch.empty((C, height, width), dtype=torch.int32, device=dev)
         splats = pack_splats(means2d, conics, opacities)
         grid = _tile_grid(C, N, width, height, tile_size, isect_offsets, flatten_ids)
-        inputs = [grid, _splats_struct(D, splats, colors, backgrounds), _image_struct(D, out_colors, out_alphas, out_T, last_ids)]
+        inputs = [
+            grid,
+            _splats_struct(D, splats, colors, backgrounds),
+            _image_struct(D, out_colors, out_alphas, out_T, last_ids),
+        ]
         _launch(True, D, dev, isect_offsets.numel(), tile_size, inputs)
-        ctx.save_for_backward(means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_colors, out_alphas, out_T, last_ids)
+        ctx.save_for_backward(
+            means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_colors, out_alphas, out_T, last_ids
+        )
         ctx.config = (width, height, tile_size, absgrad)
         return out_colors, out_alphas
 
     @staticmethod
     def backward(ctx, v_out_colors, v_out_alphas):
-        means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_colors, out_alphas, out_T, last_ids = ctx.saved_tensors
+        means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_colors, out_alphas, out_T, last_ids = (
+            ctx.saved_tensors
+        )
         width, height, tile_size, absgrad = ctx.config
         C, N = means2d.shape[:2]
         D = colors.shape[-1]
@@ -141,8 +162,13 @@ class _RasterizeToPixels(torch.autograd.Function):
             v_colors.sum(0).view(colors.shape),
             v_opacities.sum(0).view(C, N),
             v_backgrounds,
-            None, None, None, None, None, None,
-        )  # fmt: skip
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def rasterize_to_pixels(
@@ -173,7 +199,17 @@ def rasterize_to_pixels(
     D = colors.shape[-1]
     if D <= MAX_CHANNELS_PER_PASS:
         return _RasterizeToPixels.apply(
-            means2d, conics, colors, opacities, backgrounds, width, height, tile_size, isect_offsets, flatten_ids, absgrad
+            means2d,
+            conics,
+            colors,
+            opacities,
+            backgrounds,
+            width,
+            height,
+            tile_size,
+            isect_offsets,
+            flatten_ids,
+            absgrad,
         )
     # Wide features: chunks of channels; alphas (and absgrad) come from the first chunk only.
     chunks = []
@@ -182,9 +218,18 @@ def rasterize_to_pixels(
         sl = slice(start, min(D, start + MAX_CHANNELS_PER_PASS))
         bg = backgrounds[:, sl].contiguous() if backgrounds is not None else None
         out, a = _RasterizeToPixels.apply(
-            means2d, conics, colors[..., sl].contiguous(), opacities, bg, width, height, tile_size, isect_offsets,
-            flatten_ids, absgrad and k == 0,
-        )  # fmt: skip
+            means2d,
+            conics,
+            colors[..., sl].contiguous(),
+            opacities,
+            bg,
+            width,
+            height,
+            tile_size,
+            isect_offsets,
+            flatten_ids,
+            absgrad and k == 0,
+        )
         chunks.append(out)
         alphas = a if alphas is None else alphas
     return torch.cat(chunks, dim=-1), alphas

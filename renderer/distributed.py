@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .rasterization import _TRIU, _f32, composite, project
 from .projection import CAMERA_MODELS
+from .rasterization import _TRIU, _f32, composite, project
 from .validation import check_rasterize_inputs
 
 # Off-rank bytes handed to all_to_all since the last reset, forward and backward (for the benchmark).
@@ -111,7 +111,8 @@ def rasterize_distributed(
 ):
     """`rasterize` over a process group: this rank's Gaussian shard (N_local, ...) and this rank's
     C cameras (viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, D)); every rank must call it with
-    the same C (the collectives' sizes depend on it), width, height and options. Returns this rank's images as `rasterize` does.
+    the same C (the collectives' sizes depend on it), width, height and options. Returns this
+    rank's images as `rasterize` does.
 
     meta adds: "shard_means2d" (R*C, N_local, 2, the owner's projection into all cameras of the
     step; `.retain_grad()` it for densification statistics), "shard_radii" (R*C, N_local, 2),
@@ -119,17 +120,41 @@ def rasterize_distributed(
     to each rank). Per-pixel absgrad is not available (it would live on the destination rank).
     """
     check_rasterize_inputs(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-        sh_degree, backgrounds, render_mode, rasterize_mode, camera_model, tile_size, covars, radius_clip,
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane,
+        far_plane,
+        eps2d,
+        sh_degree,
+        backgrounds,
+        render_mode,
+        rasterize_mode,
+        camera_model,
+        tile_size,
+        covars,
+        radius_clip,
         CAMERA_MODELS,
-    )  # fmt: skip
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    )
+    world = dist.get_world_size(group)
     C, N = viewmats.shape[0], means.shape[0]
     device = means.device
     # one all-gather for the step's cameras and the shard sizes: per camera [N_local, viewmat, K] in
     # float64 (exact for float32 matrices and for counts below 2^53)
-    mine = torch.cat([torch.full((C, 1), float(N), dtype=torch.float64, device=device),
-                      viewmats.reshape(C, 16).double(), Ks.reshape(C, 9).double()], dim=1)  # fmt: skip
+    mine = torch.cat(
+        [
+            torch.full((C, 1), float(N), dtype=torch.float64, device=device),
+            viewmats.reshape(C, 16).double(),
+            Ks.reshape(C, 9).double(),
+        ],
+        dim=1,
+    )
     cameras = all_gather_cat(mine, group)
     n_world = [int(n) for n in cameras[::C, 0].tolist()]
     all_viewmats = cameras[:, 1:17].reshape(-1, 4, 4).float()
@@ -139,24 +164,48 @@ def rasterize_distributed(
         covars6, quats, scales = _f32(covars[:, _TRIU[0], _TRIU[1]]), None, None
     else:
         covars6, quats, scales = None, _f32(quats), _f32(scales)
-    shard = project(means, quats, scales, covars6, opacities, colors, all_viewmats, all_Ks, width, height, near_plane,
-                    far_plane, eps2d, sh_degree, render_mode, rasterize_mode, camera_model, radius_clip)  # fmt: skip
+    shard = project(
+        means,
+        quats,
+        scales,
+        covars6,
+        opacities,
+        colors,
+        all_viewmats,
+        all_Ks,
+        width,
+        height,
+        near_plane,
+        far_plane,
+        eps2d,
+        sh_degree,
+        render_mode,
+        rasterize_mode,
+        camera_model,
+        radius_clip,
+    )
 
     # one float32 row per (camera, Gaussian): radii (as floats, exact below 2^24; no gradient), means2d,
     # depth, conic, opacity, features. Packing makes the exchange a single collective each way.
     features = shard["features"]
     if features is not None and features.dim() == 2:
         features = features[None].expand(all_viewmats.shape[0], N, features.shape[-1])
-    columns = [shard["radii"].float(), shard["means2d"], shard["depths"][..., None], shard["conics"],
-               shard["opacities"][..., None]] + ([features] if features is not None else [])  # fmt: skip
+    columns = [
+        shard["radii"].float(),
+        shard["means2d"],
+        shard["depths"][..., None],
+        shard["conics"],
+        shard["opacities"][..., None],
+    ] + ([features] if features is not None else [])
     packed = torch.cat(columns, dim=-1)  # (R*C, N, F)
     F = packed.shape[-1]
 
     visible = (shard["radii"] > 0).all(dim=-1).reshape(world, C, N).any(dim=1)  # (R, N): reaches a camera of rank r
     ids = [visible[r].nonzero(as_tuple=True)[0] for r in range(world)]
     send_rows = [int(i.numel()) for i in ids]
-    recv_rows = all_to_all_rows(torch.tensor(send_rows, dtype=torch.int64, device=device), [1] * world, [1] * world,
-                                group).tolist()  # fmt: skip
+    recv_rows = all_to_all_rows(
+        torch.tensor(send_rows, dtype=torch.int64, device=device), [1] * world, [1] * world, group
+    ).tolist()
     outgoing = torch.cat([packed[r * C : (r + 1) * C, ids[r]].reshape(-1, F) for r in range(world)])
     incoming = AllToAll.apply(outgoing, [C * n for n in send_rows], [C * n for n in recv_rows], group)
     M = sum(recv_rows)
@@ -177,10 +226,17 @@ def rasterize_distributed(
     received["means2d"] = received["means2d"].contiguous()
     received["depths"] = received["depths"].contiguous()
     received["conics"] = received["conics"].contiguous()
-    render_colors, render_alphas, meta = composite(received, width, height, render_mode, _f32(backgrounds), tile_size,
-                                                   absgrad=False)  # fmt: skip
-    meta.update({
-        "shard_means2d": shard["means2d"], "shard_radii": shard["radii"], "n_cameras_world": world * C,
-        "n_gaussians_world": sum(n_world), "sent_rows": send_rows, "received_rows": recv_rows,
-    })  # fmt: skip
+    render_colors, render_alphas, meta = composite(
+        received, width, height, render_mode, _f32(backgrounds), tile_size, absgrad=False
+    )
+    meta.update(
+        {
+            "shard_means2d": shard["means2d"],
+            "shard_radii": shard["radii"],
+            "n_cameras_world": world * C,
+            "n_gaussians_world": sum(n_world),
+            "sent_rows": send_rows,
+            "received_rows": recv_rows,
+        }
+    )
     return render_colors, render_alphas, meta

@@ -32,10 +32,16 @@ def quat_to_rotmat(q: wp.vec4) -> wp.mat33:
     y = qn[2]
     z = qn[3]
     return wp.mat33(
-        1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - w * z), 2.0 * (x * z + w * y),
-        2.0 * (x * y + w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - w * x),
-        2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y),
-    )  # fmt: skip
+        1.0 - 2.0 * (y * y + z * z),
+        2.0 * (x * y - w * z),
+        2.0 * (x * z + w * y),
+        2.0 * (x * y + w * z),
+        1.0 - 2.0 * (x * x + z * z),
+        2.0 * (y * z - w * x),
+        2.0 * (x * z - w * y),
+        2.0 * (y * z + w * x),
+        1.0 - 2.0 * (x * x + y * y),
+    )
 
 
 @wp.func
@@ -115,10 +121,16 @@ def covar_from_triu_vjp(v_covar: wp.mat33) -> vec6:
 @wp.func
 def view_rotation(view: wp.mat44) -> wp.mat33:
     return wp.mat33(
-        view[0, 0], view[0, 1], view[0, 2],
-        view[1, 0], view[1, 1], view[1, 2],
-        view[2, 0], view[2, 1], view[2, 2],
-    )  # fmt: skip
+        view[0, 0],
+        view[0, 1],
+        view[0, 2],
+        view[1, 0],
+        view[1, 1],
+        view[1, 2],
+        view[2, 0],
+        view[2, 1],
+        view[2, 2],
+    )
 
 
 @wp.func
@@ -164,9 +176,15 @@ def project(p: wp.vec3, cov: wp.mat33, K: wp.mat33, width: float, height: float,
 
 @wp.func
 def project_vjp(
-    p: wp.vec3, cov: wp.mat33, K: wp.mat33, width: float, height: float, ortho: int,
-    v_mean2d: wp.vec2, v_cov2d: wp.mat22,
-):  # fmt: skip
+    p: wp.vec3,
+    cov: wp.mat33,
+    K: wp.mat33,
+    width: float,
+    height: float,
+    ortho: int,
+    v_mean2d: wp.vec2,
+    v_cov2d: wp.mat22,
+):
     fx = K[0, 0]
     fy = K[1, 1]
     cx = K[0, 2]
@@ -200,7 +218,9 @@ def project_vjp(
         vy += -fy * rz2 * v_J[1, 2]
     else:
         vz += -fy * rz3 * v_J[1, 2] * ty
-    vz += -fx * rz2 * v_J[0, 0] - fy * rz2 * v_J[1, 1] + 2.0 * fx * tx * rz3 * v_J[0, 2] + 2.0 * fy * ty * rz3 * v_J[1, 2]
+    vz += (
+        -fx * rz2 * v_J[0, 0] - fy * rz2 * v_J[1, 1] + 2.0 * fx * tx * rz3 * v_J[0, 2] + 2.0 * fy * ty * rz3 * v_J[1, 2]
+    )
     return wp.vec3(vx, vy, vz), v_cov
 
 
@@ -236,9 +256,21 @@ def blurred_conic_vjp(cov2d: wp.mat22, eps2d: float, v_conic: wp.vec3, v_compens
     inv_det = 1.0 / det
     inv_det2 = inv_det * inv_det
     # conic = (c_b, -b, a_b) / det
-    v_a = v_conic[0] * (-c_b * c_b * inv_det2) + v_conic[1] * (b * c_b * inv_det2) + v_conic[2] * (inv_det - a_b * c_b * inv_det2)
-    v_c = v_conic[0] * (inv_det - c_b * a_b * inv_det2) + v_conic[1] * (b * a_b * inv_det2) + v_conic[2] * (-a_b * a_b * inv_det2)
-    v_b = v_conic[0] * (2.0 * b * c_b * inv_det2) + v_conic[1] * (-inv_det - 2.0 * b * b * inv_det2) + v_conic[2] * (2.0 * a_b * b * inv_det2)
+    v_a = (
+        v_conic[0] * (-c_b * c_b * inv_det2)
+        + v_conic[1] * (b * c_b * inv_det2)
+        + v_conic[2] * (inv_det - a_b * c_b * inv_det2)
+    )
+    v_c = (
+        v_conic[0] * (inv_det - c_b * a_b * inv_det2)
+        + v_conic[1] * (b * a_b * inv_det2)
+        + v_conic[2] * (-a_b * a_b * inv_det2)
+    )
+    v_b = (
+        v_conic[0] * (2.0 * b * c_b * inv_det2)
+        + v_conic[1] * (-inv_det - 2.0 * b * b * inv_det2)
+        + v_conic[2] * (2.0 * a_b * b * inv_det2)
+    )
     # compensation = sqrt(r), r = det_orig / det
     r = det_orig / det
     if r > 0.0 and v_compensation != 0.0:

@@ -163,7 +163,9 @@ def project_gaussians_bwd(
         if use_v_compensations != 0:
             v_comp = v_compensations[i]
         v_cov2d = blurred_conic_vjp(cov2d, cams.eps2d, v_conics[i], v_comp)
-        v_p, v_cov_c = project_vjp(p, cov_c, K, float(cams.width), float(cams.height), cams.ortho, v_means2d[i], v_cov2d)
+        v_p, v_cov_c = project_vjp(
+            p, cov_c, K, float(cams.width), float(cams.height), cams.ortho, v_means2d[i], v_cov2d
+        )
         v_p = v_p + wp.vec3(0.0, 0.0, v_depths[i])
         v_mean += wp.transpose(R) @ v_p
         v_cov += wp.transpose(R) @ v_cov_c @ R
@@ -197,7 +199,24 @@ def _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, heig
 
 class _FullyFusedProjection(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, quats, scales, covars, opacities, viewmats, Ks, width, height, eps2d, near_plane, far_plane, radius_clip, calc_compensations, camera_model):
+    def forward(
+        ctx,
+        means,
+        quats,
+        scales,
+        covars,
+        opacities,
+        viewmats,
+        Ks,
+        width,
+        height,
+        eps2d,
+        near_plane,
+        far_plane,
+        radius_clip,
+        calc_compensations,
+        camera_model,
+    ):
         N = means.shape[0]
         C = viewmats.shape[0]
         dev = means.device
@@ -218,10 +237,23 @@ class _FullyFusedProjection(torch.autograd.Function):
         _warp.launch(
             project_gaussians_fwd,
             C * N,
-            [gs, cams, A(opac), int(opacities is not None), near_plane, far_plane, radius_clip, int(calc_compensations),
-             A(radii, wp.vec2i), A(means2d, wp.vec2), A(depths), A(conics, wp.vec3), A(compensations)],
+            [
+                gs,
+                cams,
+                A(opac),
+                int(opacities is not None),
+                near_plane,
+                far_plane,
+                radius_clip,
+                int(calc_compensations),
+                A(radii, wp.vec2i),
+                A(means2d, wp.vec2),
+                A(depths),
+                A(conics, wp.vec3),
+                A(compensations),
+            ],
             dev,
-        )  # fmt: skip
+        )
         ctx.save_for_backward(means, quats, scales, covars, viewmats, Ks, radii)
         ctx.config = (width, height, eps2d, ortho, calc_compensations, use_covars)
         ctx.mark_non_differentiable(radii)
@@ -249,18 +281,40 @@ class _FullyFusedProjection(torch.autograd.Function):
         _warp.launch(
             project_gaussians_bwd,
             N,
-            [gs, cams, A(radii, wp.vec2i), A(v_means2d, wp.vec2), A(v_depths), A(v_conics, wp.vec3), A(v_comp),
-             int(use_v_comp), A(v_means, wp.vec3), A(v_quats, wp.vec4), A(v_scales, wp.vec3), A(v_covars, vec6)],
+            [
+                gs,
+                cams,
+                A(radii, wp.vec2i),
+                A(v_means2d, wp.vec2),
+                A(v_depths),
+                A(v_conics, wp.vec3),
+                A(v_comp),
+                int(use_v_comp),
+                A(v_means, wp.vec3),
+                A(v_quats, wp.vec4),
+                A(v_scales, wp.vec3),
+                A(v_covars, vec6),
+            ],
             dev,
-        )  # fmt: skip
+        )
         needs = ctx.needs_input_grad
         return (
             v_means if needs[0] else None,
             v_quats if (needs[1] and not use_covars) else None,
             v_scales if (needs[2] and not use_covars) else None,
             v_covars if (needs[3] and use_covars) else None,
-            None, None, None, None, None, None, None, None, None, None, None,
-        )  # fmt: skip
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def fully_fused_projection(
@@ -297,6 +351,19 @@ def fully_fused_projection(
     if camera_model not in CAMERA_MODELS:
         raise ValueError(f"camera_model: expected one of {sorted(CAMERA_MODELS)}, got {camera_model!r}")
     return _FullyFusedProjection.apply(
-        means, quats, scales, covars, opacities, viewmats, Ks, int(width), int(height), float(eps2d),
-        float(near_plane), float(far_plane), float(radius_clip), bool(calc_compensations), camera_model,
-    )  # fmt: skip
+        means,
+        quats,
+        scales,
+        covars,
+        opacities,
+        viewmats,
+        Ks,
+        int(width),
+        int(height),
+        float(eps2d),
+        float(near_plane),
+        float(far_plane),
+        float(radius_clip),
+        bool(calc_compensations),
+        camera_model,
+    )

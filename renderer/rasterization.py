@@ -91,10 +91,28 @@ def rasterize(
     (not viewmats or Ks).
     """
     check_rasterize_inputs(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-        sh_degree, backgrounds, render_mode, rasterize_mode, camera_model, tile_size, covars, radius_clip,
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane,
+        far_plane,
+        eps2d,
+        sh_degree,
+        backgrounds,
+        render_mode,
+        rasterize_mode,
+        camera_model,
+        tile_size,
+        covars,
+        radius_clip,
         CAMERA_MODELS,
-    )  # fmt: skip
+    )
     if packed:
         raise ValueError("packed: only packed=False is supported (per-camera (C, N) layouts)")
     means, opacities, viewmats, Ks = _f32(means), _f32(opacities), _f32(viewmats), _f32(Ks)
@@ -106,13 +124,49 @@ def rasterize(
         covars6 = None
         quats, scales = _f32(quats), _f32(scales)
 
-    projected = project(means, quats, scales, covars6, opacities, colors, viewmats, Ks, width, height, near_plane,
-                        far_plane, eps2d, sh_degree, render_mode, rasterize_mode, camera_model, radius_clip)  # fmt: skip
+    projected = project(
+        means,
+        quats,
+        scales,
+        covars6,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane,
+        far_plane,
+        eps2d,
+        sh_degree,
+        render_mode,
+        rasterize_mode,
+        camera_model,
+        radius_clip,
+    )
     return composite(projected, width, height, render_mode, backgrounds, tile_size, absgrad)
 
 
-def project(means, quats, scales, covars6, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-            sh_degree, render_mode, rasterize_mode, camera_model, radius_clip) -> dict:  # fmt: skip
+def project(
+    means,
+    quats,
+    scales,
+    covars6,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near_plane,
+    far_plane,
+    eps2d,
+    sh_degree,
+    render_mode,
+    rasterize_mode,
+    camera_model,
+    radius_clip,
+) -> dict:
     """Stage 1 of `rasterize` (checked float32 inputs): project N Gaussians into C cameras.
 
     Returns the per-(camera, Gaussian) screen-space attributes, all (C, N, ...): "radii" (int32,
@@ -122,10 +176,22 @@ def project(means, quats, scales, covars6, opacities, colors, viewmats, Ks, widt
     N, C = means.shape[0], viewmats.shape[0]
     antialiased = rasterize_mode == "antialiased"
     radii, means2d, depths, conics, compensations = fully_fused_projection(
-        means, quats, scales, viewmats, Ks, width, height, covars=covars6, opacities=opacities, eps2d=eps2d,
-        near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, calc_compensations=antialiased,
+        means,
+        quats,
+        scales,
+        viewmats,
+        Ks,
+        width,
+        height,
+        covars=covars6,
+        opacities=opacities,
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        radius_clip=radius_clip,
+        calc_compensations=antialiased,
         camera_model=camera_model,
-    )  # fmt: skip
+    )
     opacities_cn = opacities[None, :].expand(C, N)
     opacities_cn = (opacities_cn * compensations) if antialiased else opacities_cn.contiguous()
 
@@ -135,8 +201,14 @@ def project(means, quats, scales, covars6, opacities, colors, viewmats, Ks, widt
         features = sh_colors(sh_degree, means, camera_centers(viewmats), _f32(colors), radii)
     else:
         features = _f32(colors)
-    return {"radii": radii, "means2d": means2d, "depths": depths, "conics": conics, "opacities": opacities_cn,
-            "features": features}  # fmt: skip
+    return {
+        "radii": radii,
+        "means2d": means2d,
+        "depths": depths,
+        "conics": conics,
+        "opacities": opacities_cn,
+        "features": features,
+    }
 
 
 def composite(projected: dict, width: int, height: int, render_mode: str, backgrounds, tile_size: int, absgrad: bool):
@@ -161,9 +233,18 @@ def composite(projected: dict, width: int, height: int, render_mode: str, backgr
     isect_offsets = isect_offset_encode(isect_ids, C, tile_width, tile_height)
 
     render_colors, render_alphas = rasterize_to_pixels(
-        means2d, conics, features.contiguous(), opacities_cn, width, height, tile_size, isect_offsets, flatten_ids,
-        backgrounds=backgrounds, absgrad=absgrad,
-    )  # fmt: skip
+        means2d,
+        conics,
+        features.contiguous(),
+        opacities_cn,
+        width,
+        height,
+        tile_size,
+        isect_offsets,
+        flatten_ids,
+        backgrounds=backgrounds,
+        absgrad=absgrad,
+    )
     if render_mode in ("ED", "RGB+ED"):
         expected = render_colors[..., -1:] / render_alphas.clamp(min=1e-10)
         render_colors = torch.cat([render_colors[..., :-1], expected], dim=-1)

@@ -101,9 +101,19 @@ def rasterize_4d(
         group_colors = colors[cams][:, ids] if per_color_camera else colors[ids]
         bg = backgrounds[cams] if backgrounds is not None else None
         out, alpha, meta = rasterize(
-            means3[k][ids], None, None, visible[ids], group_colors, viewmats[cams], Ks[cams], width, height,
-            backgrounds=bg, covars=covars3[ids], **kwargs,
-        )  # fmt: skip
+            means3[k][ids],
+            None,
+            None,
+            visible[ids],
+            group_colors,
+            viewmats[cams],
+            Ks[cams],
+            width,
+            height,
+            backgrounds=bg,
+            covars=covars3[ids],
+            **kwargs,
+        )
         for j, c in enumerate(cams.tolist()):
             outputs[c], alphas[c] = out[j], alpha[j]
         groups.append({**meta, "time": float(unique_times[k]), "camera_ids": cams, "gaussian_ids": ids})

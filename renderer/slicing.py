@@ -54,11 +54,23 @@ def left_isoclinic(q: wp.vec4) -> wp.mat44:
     c = q[2]
     d = q[3]
     return wp.mat44(
-        a, -b, -c, -d,
-        b, a, -d, c,
-        c, d, a, -b,
-        d, -c, b, a,
-    )  # fmt: skip
+        a,
+        -b,
+        -c,
+        -d,
+        b,
+        a,
+        -d,
+        c,
+        c,
+        d,
+        a,
+        -b,
+        d,
+        -c,
+        b,
+        a,
+    )
 
 
 @wp.func
@@ -78,11 +90,23 @@ def right_isoclinic(q: wp.vec4) -> wp.mat44:
     s = q[2]
     u = q[3]
     return wp.mat44(
-        p, -r, -s, -u,
-        r, p, u, -s,
-        s, -u, p, r,
-        u, s, -r, p,
-    )  # fmt: skip
+        p,
+        -r,
+        -s,
+        -u,
+        r,
+        p,
+        u,
+        -s,
+        s,
+        -u,
+        p,
+        r,
+        u,
+        s,
+        -r,
+        p,
+    )
 
 
 @wp.func
@@ -176,11 +200,23 @@ def covariance_4d_bwd(
 
     # gradient w.r.t. Sigma4 read entry-wise (U block, V from the last column, W the corner)
     v_S = wp.mat44(
-        G[0, 0], G[0, 1], G[0, 2], v_V[0],
-        G[1, 0], G[1, 1], G[1, 2], v_V[1],
-        G[2, 0], G[2, 1], G[2, 2], v_V[2],
-        0.0, 0.0, 0.0, v_W,
-    )  # fmt: skip
+        G[0, 0],
+        G[0, 1],
+        G[0, 2],
+        v_V[0],
+        G[1, 0],
+        G[1, 1],
+        G[1, 2],
+        v_V[1],
+        G[2, 0],
+        G[2, 1],
+        G[2, 2],
+        v_V[2],
+        0.0,
+        0.0,
+        0.0,
+        v_W,
+    )
     v_M = (v_S + wp.transpose(v_S)) @ M
     v_s = wp.vec4(0.0)
     for i in range(4):
@@ -203,8 +239,19 @@ class _Covariance4D(torch.autograd.Function):
         velocities = torch.empty((N, 3), dtype=torch.float32, device=dev)
         time_vars = torch.empty((N,), dtype=torch.float32, device=dev)
         A = _warp.array
-        _warp.launch(covariance_4d_fwd, N, [A(scales, wp.vec4), A(q_left, wp.vec4), A(q_right, wp.vec4),
-                                            A(covars3, wp.mat33), A(velocities, wp.vec3), A(time_vars)], dev)  # fmt: skip
+        _warp.launch(
+            covariance_4d_fwd,
+            N,
+            [
+                A(scales, wp.vec4),
+                A(q_left, wp.vec4),
+                A(q_right, wp.vec4),
+                A(covars3, wp.mat33),
+                A(velocities, wp.vec3),
+                A(time_vars),
+            ],
+            dev,
+        )
         ctx.save_for_backward(scales, q_left, q_right)
         return covars3, velocities, time_vars
 
@@ -220,11 +267,21 @@ class _Covariance4D(torch.autograd.Function):
         v_scales, v_ql, v_qr = torch.empty_like(scales), torch.empty_like(q_left), torch.empty_like(q_right)
         A = _warp.array
         _warp.launch(
-            covariance_4d_bwd, N,
-            [A(scales, wp.vec4), A(q_left, wp.vec4), A(q_right, wp.vec4), A(v_covars3, wp.mat33),
-             A(v_velocities, wp.vec3), A(v_time_vars), A(v_scales, wp.vec4), A(v_ql, wp.vec4), A(v_qr, wp.vec4)],
+            covariance_4d_bwd,
+            N,
+            [
+                A(scales, wp.vec4),
+                A(q_left, wp.vec4),
+                A(q_right, wp.vec4),
+                A(v_covars3, wp.mat33),
+                A(v_velocities, wp.vec3),
+                A(v_time_vars),
+                A(v_scales, wp.vec4),
+                A(v_ql, wp.vec4),
+                A(v_qr, wp.vec4),
+            ],
             dev,
-        )  # fmt: skip
+        )
         return v_scales, v_ql, v_qr
 
 
@@ -304,8 +361,12 @@ class _SliceAtTimes(torch.autograd.Function):
         means3 = torch.empty((T, N, 3), dtype=torch.float32, device=dev)
         weights = torch.empty((T, N), dtype=torch.float32, device=dev)
         A = _warp.array
-        _warp.launch(slice_at_times_fwd, T * N, [N, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars),
-                                                 A(means3, wp.vec3), A(weights)], dev)  # fmt: skip
+        _warp.launch(
+            slice_at_times_fwd,
+            T * N,
+            [N, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(means3, wp.vec3), A(weights)],
+            dev,
+        )
         ctx.save_for_backward(times, means, velocities, time_vars)
         return means3, weights
 
@@ -320,11 +381,22 @@ class _SliceAtTimes(torch.autograd.Function):
         v_means, v_vel, v_W = torch.empty_like(means), torch.empty_like(velocities), torch.empty_like(time_vars)
         A = _warp.array
         _warp.launch(
-            slice_at_times_bwd, N,
-            [T, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(v_means3, wp.vec3),
-             A(v_weights), A(v_means, wp.vec4), A(v_vel, wp.vec3), A(v_W)],
+            slice_at_times_bwd,
+            N,
+            [
+                T,
+                A(times),
+                A(means, wp.vec4),
+                A(velocities, wp.vec3),
+                A(time_vars),
+                A(v_means3, wp.vec3),
+                A(v_weights),
+                A(v_means, wp.vec4),
+                A(v_vel, wp.vec3),
+                A(v_W),
+            ],
             dev,
-        )  # fmt: skip
+        )
         return None, v_means, v_vel, v_W
 
 
@@ -385,12 +457,39 @@ def rotmats_to_quats(R: torch.Tensor) -> torch.Tensor:
     pivot on the largest of w, x, y, z so it stays accurate near 180-degree rotations)."""
     m = R
     tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    cand = torch.stack([
-        torch.stack([1 + tr, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
-        torch.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0]], -1),
-        torch.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], 1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], m[:, 1, 2] + m[:, 2, 1]], -1),
-        torch.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], -1),
-    ], 1)  # fmt: skip  # row k is 4 q_k q (so its k-th entry is 4 q_k^2)
+    cand = torch.stack(
+        [
+            torch.stack([1 + tr, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
+            torch.stack(
+                [
+                    m[:, 2, 1] - m[:, 1, 2],
+                    1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
+                    m[:, 0, 1] + m[:, 1, 0],
+                    m[:, 0, 2] + m[:, 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[:, 0, 2] - m[:, 2, 0],
+                    m[:, 0, 1] + m[:, 1, 0],
+                    1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
+                    m[:, 1, 2] + m[:, 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[:, 1, 0] - m[:, 0, 1],
+                    m[:, 0, 2] + m[:, 2, 0],
+                    m[:, 1, 2] + m[:, 2, 1],
+                    1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2],
+                ],
+                -1,
+            ),
+        ],
+        1,
+    )  # row k is 4 q_k q (so its k-th entry is 4 q_k^2)
     k = torch.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], -1).argmax(-1)
     q = torch.nn.functional.normalize(cand[torch.arange(len(m)), k], dim=-1)
     return torch.where(q[:, :1] < 0, -q, q)

@@ -206,10 +206,19 @@ class _SHColors(torch.autograd.Function):
         _warp.launch(
             sh_colors_fwd,
             C * N,
-            [degree, num_bases, N, A(means, wp.vec3), A(campos, wp.vec3), A(coeffs2d, wp.vec3, 2), int(per_camera),
-             A(radii, wp.vec2i), A(colors, wp.vec3)],
+            [
+                degree,
+                num_bases,
+                N,
+                A(means, wp.vec3),
+                A(campos, wp.vec3),
+                A(coeffs2d, wp.vec3, 2),
+                int(per_camera),
+                A(radii, wp.vec2i),
+                A(colors, wp.vec3),
+            ],
             means.device,
-        )  # fmt: skip
+        )
         ctx.save_for_backward(means, campos, coeffs, radii)
         ctx.degree = degree
         return colors
@@ -228,15 +237,28 @@ class _SHColors(torch.autograd.Function):
         _warp.launch(
             sh_colors_bwd,
             N,
-            [degree, (degree + 1) ** 2, N, C, A(means, wp.vec3), A(campos, wp.vec3), A(coeffs2d, wp.vec3, 2),
-             int(per_camera), A(radii, wp.vec2i), A(v_colors.contiguous().float(), wp.vec3), A(v_coeffs, wp.vec3, 2),
-             A(v_means, wp.vec3)],
+            [
+                degree,
+                (degree + 1) ** 2,
+                N,
+                C,
+                A(means, wp.vec3),
+                A(campos, wp.vec3),
+                A(coeffs2d, wp.vec3, 2),
+                int(per_camera),
+                A(radii, wp.vec2i),
+                A(v_colors.contiguous().float(), wp.vec3),
+                A(v_coeffs, wp.vec3, 2),
+                A(v_means, wp.vec3),
+            ],
             means.device,
-        )  # fmt: skip
+        )
         return None, v_means, None, v_coeffs.view(coeffs.shape), None
 
 
-def sh_colors(degree: int, means: torch.Tensor, campos: torch.Tensor, coeffs: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+def sh_colors(
+    degree: int, means: torch.Tensor, campos: torch.Tensor, coeffs: torch.Tensor, radii: torch.Tensor
+) -> torch.Tensor:
     """Colours (C, N, 3) = max(SH(normalise(mean - campos)) + 0.5, 0); zero where radii == 0.
 
     coeffs: (N, K, 3) shared by all cameras or (C, N, K, 3) per camera, K >= (degree + 1)^2.

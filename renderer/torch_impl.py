@@ -26,12 +26,18 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
     R = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
-    )  # fmt: skip
+    )
     return R.reshape(quats.shape[:-1] + (3, 3))
 
 
@@ -46,9 +52,22 @@ def covar_from_triu(c: torch.Tensor) -> torch.Tensor:
 
 
 def project_gaussians(
-    means, quats, scales, viewmats, Ks, width, height, covars=None, opacities=None, eps2d=0.3, near_plane=0.01,
-    far_plane=1e10, radius_clip=0.0, calc_compensations=False, camera_model="pinhole",
-):  # fmt: skip
+    means,
+    quats,
+    scales,
+    viewmats,
+    Ks,
+    width,
+    height,
+    covars=None,
+    opacities=None,
+    eps2d=0.3,
+    near_plane=0.01,
+    far_plane=1e10,
+    radius_clip=0.0,
+    calc_compensations=False,
+    camera_model="pinhole",
+):
     """Twin of `projection.fully_fused_projection` (covars given as (N, 6) upper triangles)."""
     cov = covar_from_triu(covars) if covars is not None else covar_from_quat_scale(quats, scales)
     R = viewmats[:, :3, :3]
@@ -86,7 +105,9 @@ def project_gaussians(
         if opacities is not None:
             op = opacities[None, :] * (compensations if calc_compensations else 1.0)
             valid &= op >= ALPHA_THRESHOLD
-            extent = torch.clamp(torch.sqrt(2.0 * torch.log(op.clamp(min=1e-30) / ALPHA_THRESHOLD)), max=MAX_EXTENT_SIGMAS)
+            extent = torch.clamp(
+                torch.sqrt(2.0 * torch.log(op.clamp(min=1e-30) / ALPHA_THRESHOLD)), max=MAX_EXTENT_SIGMAS
+            )
         rx = torch.ceil(extent * torch.sqrt(a_b.clamp(min=0)))
         ry = torch.ceil(extent * torch.sqrt(c_b.clamp(min=0)))
         valid &= ~((rx <= radius_clip) & (ry <= radius_clip))
@@ -108,8 +129,15 @@ def project_gaussians(
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
-         1.445305721320277, -0.5900435899266435)  # fmt: skip
+SH_C3 = (
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+)
 
 
 def sh_basis(degree: int, d: torch.Tensor) -> torch.Tensor:
@@ -119,14 +147,23 @@ def sh_basis(degree: int, d: torch.Tensor) -> torch.Tensor:
         bases += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
     if degree >= 2:
         xx, yy, zz = x * x, y * y, z * z
-        bases += [SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2 * zz - xx - yy), SH_C2[3] * x * z,
-                  SH_C2[4] * (xx - yy)]  # fmt: skip
+        bases += [
+            SH_C2[0] * x * y,
+            SH_C2[1] * y * z,
+            SH_C2[2] * (2 * zz - xx - yy),
+            SH_C2[3] * x * z,
+            SH_C2[4] * (xx - yy),
+        ]
     if degree >= 3:
         bases += [
-            SH_C3[0] * y * (3 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4 * zz - xx - yy),
-            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), SH_C3[4] * x * (4 * zz - xx - yy), SH_C3[5] * z * (xx - yy),
+            SH_C3[0] * y * (3 * xx - yy),
+            SH_C3[1] * x * y * z,
+            SH_C3[2] * y * (4 * zz - xx - yy),
+            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            SH_C3[4] * x * (4 * zz - xx - yy),
+            SH_C3[5] * z * (xx - yy),
             SH_C3[6] * x * (xx - 3 * yy),
-        ]  # fmt: skip
+        ]
     return torch.stack(bases, dim=-1)
 
 
@@ -219,9 +256,19 @@ def _composite_tiles(px, py, ids, valid, means2d, conics, opacities, colors, chu
 
 
 def rasterize_to_pixels_torch(
-    means2d, conics, colors, opacities, width, height, tile_size, isect_offsets, flatten_ids, backgrounds=None,
-    tiles_per_batch=32, chunk=128,
-):  # fmt: skip
+    means2d,
+    conics,
+    colors,
+    opacities,
+    width,
+    height,
+    tile_size,
+    isect_offsets,
+    flatten_ids,
+    backgrounds=None,
+    tiles_per_batch=32,
+    chunk=128,
+):
     """Twin of `compositing.rasterize_to_pixels`, vectorised in torch.
 
     Tiles with similar list lengths are batched (padding to the batch's longest list); each
@@ -258,7 +305,9 @@ def rasterize_to_pixels_torch(
         px = ((t_in_cam % tw) * tile_size)[:, None] + lx[None] + 0.5
         py = ((t_in_cam // tw) * tile_size)[:, None] + ly[None] + 0.5
         args = (px, py, ids, valid, m_f, c_f, o_f, col_f, chunk)
-        results.append(checkpoint(_composite_tiles, *args, use_reentrant=False) if use_ckpt else _composite_tiles(*args))
+        results.append(
+            checkpoint(_composite_tiles, *args, use_reentrant=False) if use_ckpt else _composite_tiles(*args)
+        )
         order.append(batch)
     if results:
         idx = torch.cat(order)
@@ -281,8 +330,20 @@ def rasterize_to_pixels_torch(
 # ---------------------------------------------------------------------------------------------
 
 
-def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, tile_size=16,
-                    backgrounds=None, **projection_kwargs):  # fmt: skip
+def rasterize_torch(
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    tile_size=16,
+    backgrounds=None,
+    **projection_kwargs,
+):
     """Pure-torch counterpart of `splat.rasterize` for plain features (no SH, RGB mode)."""
     C, N = viewmats.shape[0], means.shape[0]
     radii, means2d, depths, conics, _ = project_gaussians(
@@ -293,9 +354,17 @@ def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height)
     offsets = isect_offset_encode(isect_ids, C, tile_width, tile_height)
     return rasterize_to_pixels_torch(
-        means2d, conics, colors, opacities[None].expand(C, N), width, height, tile_size, offsets, flatten_ids,
+        means2d,
+        conics,
+        colors,
+        opacities[None].expand(C, N),
+        width,
+        height,
+        tile_size,
+        offsets,
+        flatten_ids,
         backgrounds=backgrounds,
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,9 +45,28 @@ def _require_real(name: str, v) -> float:
 
 
 def check_rasterize_inputs(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-    sh_degree, backgrounds, render_mode, rasterize_mode, camera_model, tile_size, covars, radius_clip, camera_models,
-) -> None:  # fmt: skip
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near_plane,
+    far_plane,
+    eps2d,
+    sh_degree,
+    backgrounds,
+    render_mode,
+    rasterize_mode,
+    camera_model,
+    tile_size,
+    covars,
+    radius_clip,
+    camera_models,
+) -> None:
     """Raise ValueError naming the first bad argument of `rasterize`."""
     _require_tensor("means", means, 2)
     if means.shape[-1] != 3:

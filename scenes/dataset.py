@@ -13,8 +13,15 @@ import torch
 from .cameras import look_at
 
 
-def dome_cameras(n: int, width: int, height: int, radius: float = 3.2, target=(0.0, 0.0, 0.25),
-                 fov_x_degrees: float = 55.0, seed: int = 0):  # fmt: skip
+def dome_cameras(
+    n: int,
+    width: int,
+    height: int,
+    radius: float = 3.2,
+    target=(0.0, 0.0, 0.25),
+    fov_x_degrees: float = 55.0,
+    seed: int = 0,
+):
     """n cameras on a dome around `target` (golden-angle spiral over elevations 15-60 degrees),
     all with the same centred pinhole intrinsics. Returns (viewmats (n,4,4), K (3,3)) float64."""
     rng = np.random.default_rng(seed)
@@ -39,9 +46,13 @@ def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, heigh
     import splat
 
     n = len(views)
-    rgb, alpha, _ = splat.rasterize(**scene, viewmats=torch.from_numpy(np.asarray(views)).float(),
-                                    Ks=torch.from_numpy(np.asarray(K)).float().expand(n, 3, 3).contiguous(),
-                                    width=width, height=height)  # fmt: skip
+    rgb, alpha, _ = splat.rasterize(
+        **scene,
+        viewmats=torch.from_numpy(np.asarray(views)).float(),
+        Ks=torch.from_numpy(np.asarray(K)).float().expand(n, 3, 3).contiguous(),
+        width=width,
+        height=height,
+    )
     alpha = alpha.clamp(0, 1)
     straight = torch.where(alpha > 1e-6, rgb / alpha.clamp(min=1e-6), torch.zeros_like(rgb)).clamp(0, 1)
     return (torch.cat([straight, alpha], -1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -59,8 +70,9 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     iio.imwrite(path, pixels)
 
 
-def write_blender_dataset(scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int,
-                          n_test: int) -> None:  # fmt: skip
+def write_blender_dataset(
+    scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int, n_test: int
+) -> None:
     """Render `scene` (splat.rasterize keyword tensors) from each view and write RGBA PNGs
     (straight alpha) with transforms_train.json / transforms_test.json (the last n_test views)."""
     root = Path(root)
@@ -74,11 +86,21 @@ def write_blender_dataset(scene: dict, root: str | Path, views: np.ndarray, K: n
         for k in indices:
             write_png(root / split / f"r_{k}.png", pixels[k])
             frames.append({"file_path": f"./{split}/r_{k}", "transform_matrix": c2w_opengl(views[k]).tolist()})
-        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1))
+        (root / f"transforms_{split}.json").write_text(
+            json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1)
+        )
 
 
-def forward_facing_cameras(n: int, width: int, height: int, eye=(0.0, -3.4, 1.1), target=(0.0, 0.0, 0.3),
-                           spread=(0.6, 0.35), fov_x_degrees: float = 55.0, seed: int = 0):  # fmt: skip
+def forward_facing_cameras(
+    n: int,
+    width: int,
+    height: int,
+    eye=(0.0, -3.4, 1.1),
+    target=(0.0, 0.0, 0.3),
+    spread=(0.6, 0.35),
+    fov_x_degrees: float = 55.0,
+    seed: int = 0,
+):
     """n cameras of a hand-held forward-facing capture (LLFF-style): centres jittered on a small
     grid around `eye`, all looking the same way (at `target` from `eye`). (viewmats, K) float64."""
     rng = np.random.default_rng(seed)
@@ -98,8 +120,9 @@ def forward_facing_cameras(n: int, width: int, height: int, eye=(0.0, -3.4, 1.1)
     return np.stack(views), K
 
 
-def write_llff_dataset(scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int,
-                       background=(0.0, 0.0, 0.0)) -> None:  # fmt: skip
+def write_llff_dataset(
+    scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int, background=(0.0, 0.0, 0.0)
+) -> None:
     """Render `scene` and write an LLFF capture without points: images/ and poses_bounds.npy,
     whose near/far per image are the 0.1 / 99.9 percentile depths of the scene's visible
     Gaussians (as LLFF's imgs2poses does with its sparse points)."""

@@ -44,12 +44,15 @@ def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product of wxyz quaternions (broadcasting): the rotation b followed by a."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], -1)  # fmt: skip
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
 
 
 def _rotate_z(means: torch.Tensor, quats: torch.Tensor, center, angle: float):
@@ -114,8 +117,11 @@ def dynamic_scene_at(t: float, seed: int = 0) -> dict[str, torch.Tensor]:
 
     means, quats = parts["sphere"][:2]  # travels along x, bouncing twice
     travel = 0.5 - 0.5 * math.cos(math.pi * t)
-    center = (-0.75 + 0.6 * travel, -0.3 + 0.15 * math.sin(2 * math.pi * t),
-              _SPHERE_RADIUS + 0.45 * math.sin(2 * math.pi * t) ** 2)  # fmt: skip
+    center = (
+        -0.75 + 0.6 * travel,
+        -0.3 + 0.15 * math.sin(2 * math.pi * t),
+        _SPHERE_RADIUS + 0.45 * math.sin(2 * math.pi * t) ** 2,
+    )
     moved["sphere"] = (means + torch.tensor(center), quats)
 
     means, quats = parts["cube"][:2]  # half a turn about its vertical axis
@@ -147,8 +153,15 @@ def _between_times(n: int, n_train: int, offset: float) -> list[float]:
     return [(math.floor((j + 0.5) * gaps / n) + offset) / gaps for j in range(n)]
 
 
-def write_dnerf_dataset(root: str | Path, n_train: int = 48, n_test: int = 8, width: int = 160, height: int = 120,
-                        seed: int = 0, n_val: int | None = None) -> None:  # fmt: skip
+def write_dnerf_dataset(
+    root: str | Path,
+    n_train: int = 48,
+    n_test: int = 8,
+    width: int = 160,
+    height: int = 120,
+    seed: int = 0,
+    n_val: int | None = None,
+) -> None:
     """Photograph the dynamic scene into a D-NeRF layout dataset: `transforms_{train,val,test}.json`
     (`camera_angle_x`; frames with `file_path` "./train/r_000", `transform_matrix` camera-to-world
     with OpenGL axes, `time`) and RGBA PNGs with straight alpha. Monocular, like D-NeRF: training
@@ -162,8 +175,8 @@ def write_dnerf_dataset(root: str | Path, n_train: int = 48, n_test: int = 8, wi
     angle = 2 * math.atan(0.5 * width / K[0, 0])
     splits = {
         "train": (views[:n_train], [k / (n_train - 1) for k in range(n_train)]),
-        "val": (views[n_train:n_train + n_val], _between_times(n_val, n_train, 0.25)),
-        "test": (views[n_train + n_val:], _between_times(n_test, n_train, 0.5)),
+        "val": (views[n_train : n_train + n_val], _between_times(n_val, n_train, 0.25)),
+        "test": (views[n_train + n_val :], _between_times(n_test, n_train, 0.5)),
     }
     for split, (split_views, times) in splits.items():
         (root / split).mkdir(parents=True, exist_ok=True)
@@ -171,13 +184,24 @@ def write_dnerf_dataset(root: str | Path, n_train: int = 48, n_test: int = 8, wi
         frames = []
         for k, (view, t) in enumerate(zip(split_views, times)):
             name = f"r_{k:0{digits}d}"
-            write_png(root / split / f"{name}.png", render_rgba(dynamic_scene_at(t, seed), view[None], K, width, height)[0])
+            write_png(
+                root / split / f"{name}.png", render_rgba(dynamic_scene_at(t, seed), view[None], K, width, height)[0]
+            )
             frames.append({"file_path": f"./{split}/{name}", "transform_matrix": c2w_opengl(view).tolist(), "time": t})
-        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1))
+        (root / f"transforms_{split}.json").write_text(
+            json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1)
+        )
 
 
-def write_multiview_video_dataset(root: str | Path, n_cameras: int = 6, n_times: int = 10, width: int = 160,
-                                  height: int = 120, seed: int = 0, fps: float = 30.0) -> None:  # fmt: skip
+def write_multiview_video_dataset(
+    root: str | Path,
+    n_cameras: int = 6,
+    n_times: int = 10,
+    width: int = 160,
+    height: int = 120,
+    seed: int = 0,
+    fps: float = 30.0,
+) -> None:
     """Film the dynamic scene with n_cameras fixed dome cameras at n_times evenly spaced times, in
     the multi-view video layout (`splat.datasets.multiview`): `transforms.json` with a "cameras"
     list (name, camera-to-world `transform_matrix` with OpenGL axes, fl_x fl_y cx cy w h) and "fps",
@@ -192,6 +216,17 @@ def write_multiview_video_dataset(root: str | Path, n_cameras: int = 6, n_times:
         pixels = render_rgba(dynamic_scene_at(t, seed), views, K, width, height)
         for name, image in zip(names, pixels):
             write_png(root / name / f"{i:06d}.png", image)
-    cameras = [{"name": name, "transform_matrix": c2w_opengl(view).tolist(), "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]),
-                "cx": float(K[0, 2]), "cy": float(K[1, 2]), "w": width, "h": height} for name, view in zip(names, views)]  # fmt: skip
+    cameras = [
+        {
+            "name": name,
+            "transform_matrix": c2w_opengl(view).tolist(),
+            "fl_x": float(K[0, 0]),
+            "fl_y": float(K[1, 1]),
+            "cx": float(K[0, 2]),
+            "cy": float(K[1, 2]),
+            "w": width,
+            "h": height,
+        }
+        for name, view in zip(names, views)
+    ]
     (root / "transforms.json").write_text(json.dumps({"fps": fps, "cameras": cameras}, indent=1))

@@ -60,7 +60,14 @@ def _cube(per_edge: int, center, size: float):
     u = torch.linspace(-0.5, 0.5, per_edge)
     a, b = torch.meshgrid(u, u, indexing="ij")
     a, b = a.flatten(), b.flatten()
-    face_colors = [(0.2, 0.5, 0.9), (0.1, 0.35, 0.7), (0.3, 0.75, 0.4), (0.2, 0.55, 0.3), (0.95, 0.8, 0.2), (0.6, 0.5, 0.1)]
+    face_colors = [
+        (0.2, 0.5, 0.9),
+        (0.1, 0.35, 0.7),
+        (0.3, 0.75, 0.4),
+        (0.2, 0.55, 0.3),
+        (0.95, 0.8, 0.2),
+        (0.6, 0.5, 0.1),
+    ]
     for axis in range(3):
         for k, sign in enumerate((1.0, -1.0)):
             p = torch.zeros(a.shape[0], 3)
@@ -116,7 +123,9 @@ def still_life(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def still_life_cameras(n: int, width: int, height: int, radius: float = 3.2, height_above: float = 1.6, fov_x: float = 55.0):
+def still_life_cameras(
+    n: int, width: int, height: int, radius: float = 3.2, height_above: float = 1.6, fov_x: float = 55.0
+):
     """n cameras orbiting the still life: (viewmats (n, 4, 4), Ks (n, 3, 3))."""
     views = orbit(n, radius, height_above, target=(0.0, 0.0, 0.25), phase=-math.pi / 2)
     Ks = intrinsics(width, height, fov_x).expand(n, 3, 3).contiguous()

@@ -1,10 +1,10 @@
 """splat: neural rendering engine (Gaussian splatting and neural fields) built on NVIDIA Warp.
 
-    import splat
-    colors, alphas, meta = splat.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
+import splat
+colors, alphas, meta = splat.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
 
-    scene = splat.load("runs/lego")            # a run folder, checkpoint or PLY (Gaussians or a neural field)
-    out = scene.render(splat.Camera.look_at((0, -4, 2), (0, 0, 0)), outputs=("rgb", "depth"))
+scene = splat.load("runs/lego")            # a run folder, checkpoint or PLY (Gaussians or a neural field)
+out = scene.render(splat.Camera.look_at((0, -4, 2), (0, 0, 0)), outputs=("rgb", "depth"))
 """
 
 import os

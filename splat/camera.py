@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -47,11 +47,13 @@ def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
 def quat_to_rotmat(q) -> np.ndarray:
     """3x3 rotation matrix of a (not necessarily unit) wxyz quaternion."""
     w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _as_matrix(m, shape=(4, 4)) -> np.ndarray:
@@ -96,8 +98,16 @@ class Camera:
         return 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
 
     @classmethod
-    def look_at(cls, eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 0.0, 1.0), *,
-                width: int = 640, height: int = 480, fov_x: float = 60.0) -> Camera:  # fmt: skip
+    def look_at(
+        cls,
+        eye: Sequence[float],
+        target: Sequence[float],
+        up: Sequence[float] = (0.0, 0.0, 1.0),
+        *,
+        width: int = 640,
+        height: int = 480,
+        fov_x: float = 60.0,
+    ) -> Camera:
         """A pinhole camera at `eye` looking at `target`, `up` pointing up in the image."""
         eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
         forward = target - eye
@@ -116,13 +126,30 @@ class Camera:
         return cls(width, height, f, f, width / 2, height / 2, view)
 
     @classmethod
-    def from_c2w_opengl(cls, c2w, *, width: int, height: int, fx: float | None = None, fy: float | None = None,
-                        cx: float | None = None, cy: float | None = None, fov_x: float | None = None) -> Camera:  # fmt: skip
+    def from_c2w_opengl(
+        cls,
+        c2w,
+        *,
+        width: int,
+        height: int,
+        fx: float | None = None,
+        fy: float | None = None,
+        cx: float | None = None,
+        cy: float | None = None,
+        fov_x: float | None = None,
+    ) -> Camera:
         """From a Blender / nerfstudio `transform_matrix` (camera-to-world, OpenGL axes)."""
         c2w_cv = _as_matrix(c2w) @ OPENGL_TO_OPENCV
         fx = cls._focal(width, fov_x, fx)
-        return cls(width, height, fx, fy if fy is not None else fx, width / 2 if cx is None else cx,
-                   height / 2 if cy is None else cy, np.linalg.inv(c2w_cv))  # fmt: skip
+        return cls(
+            width,
+            height,
+            fx,
+            fy if fy is not None else fx,
+            width / 2 if cx is None else cx,
+            height / 2 if cy is None else cy,
+            np.linalg.inv(c2w_cv),
+        )
 
     @classmethod
     def from_opencv(cls, viewmat=None, *, K, width: int, height: int, R=None, t=None) -> Camera:
@@ -137,8 +164,9 @@ class Camera:
         return cls(width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], viewmat)
 
     @classmethod
-    def ortho(cls, eye, target, up=(0.0, 0.0, 1.0), *, width: int = 640, height: int = 480,
-              view_width: float = 2.0) -> Camera:  # fmt: skip
+    def ortho(
+        cls, eye, target, up=(0.0, 0.0, 1.0), *, width: int = 640, height: int = 480, view_width: float = 2.0
+    ) -> Camera:
         """An orthographic camera showing `view_width` world units across the image."""
         cam = cls.look_at(eye, target, up, width=width, height=height)
         scale = width / view_width
@@ -171,8 +199,9 @@ class Camera:
     def resized(self, width: int, height: int) -> Camera:
         """The same view on an image of another size (intrinsics scaled per axis)."""
         sx, sy = width / self.width, height / self.height
-        return dataclasses.replace(self, width=width, height=height, fx=self.fx * sx, fy=self.fy * sy,
-                                   cx=self.cx * sx, cy=self.cy * sy)  # fmt: skip
+        return dataclasses.replace(
+            self, width=width, height=height, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy
+        )
 
     def scaled(self, factor: float) -> Camera:
         return self.resized(max(1, round(self.width * factor)), max(1, round(self.height * factor)))

@@ -35,14 +35,28 @@ def _device(name: str) -> str:
 
 def _config_overrides(args) -> dict:
     over = {}
-    for flag, key in (("steps", "steps"), ("strategy", "strategy"), ("downscale", "downscale"), ("seed", "seed"),
-                      ("max_seconds", "max_train_seconds"),
-                      ("background", "background"), ("max_gaussians", "max_gaussians"), ("sh_degree", "sh_degree"),
-                      ("init_points", "init_points"), ("eval_subset", "eval_subset"), ("model", "model"),
-                      ("batch_size", "batch_size"), ("samples_per_step", "field_samples"),
-                      ("grid_resolution", "field_grid_resolution"), ("log2_hashmap_size", "field_log2_hashmap_size"),
-                      ("contract", "field_contract"), ("field_loss", "field_loss"), ("appearance", "appearance"),
-                      ("checkpoint_every", "checkpoint_every"), ("checkpoint_minutes", "checkpoint_minutes")):  # fmt: skip
+    for flag, key in (
+        ("steps", "steps"),
+        ("strategy", "strategy"),
+        ("downscale", "downscale"),
+        ("seed", "seed"),
+        ("max_seconds", "max_train_seconds"),
+        ("background", "background"),
+        ("max_gaussians", "max_gaussians"),
+        ("sh_degree", "sh_degree"),
+        ("init_points", "init_points"),
+        ("eval_subset", "eval_subset"),
+        ("model", "model"),
+        ("batch_size", "batch_size"),
+        ("samples_per_step", "field_samples"),
+        ("grid_resolution", "field_grid_resolution"),
+        ("log2_hashmap_size", "field_log2_hashmap_size"),
+        ("contract", "field_contract"),
+        ("field_loss", "field_loss"),
+        ("appearance", "appearance"),
+        ("checkpoint_every", "checkpoint_every"),
+        ("checkpoint_minutes", "checkpoint_minutes"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             over[key] = value
@@ -50,7 +64,9 @@ def _config_overrides(args) -> dict:
         over["device"] = _device(args.device)
     if args.resolution_schedule:
         try:
-            over["resolution_schedule"] = [[int(a), int(b)] for a, b in (e.split(":") for e in args.resolution_schedule.split(","))]
+            over["resolution_schedule"] = [
+                [int(a), int(b)] for a, b in (e.split(":") for e in args.resolution_schedule.split(","))
+            ]
         except ValueError:
             raise UserError("--resolution-schedule: expected STEP:FACTOR[,STEP:FACTOR...], e.g. 0:2,1500:1") from None
     return over
@@ -85,10 +101,15 @@ class _Progress:
         self.last_print = 0.0
         if self.live:
             self.bar = Progress(
-                TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
                 console=self.console,
-            )  # fmt: skip
-            self.task = self.bar.add_task("train", total=self.UNITS, completed=self.UNITS * self.start_fraction, stats="")
+            )
+            self.task = self.bar.add_task(
+                "train", total=self.UNITS, completed=self.UNITS * self.start_fraction, stats=""
+            )
             self.bar.start()
 
     def __call__(self, trainer, out) -> None:
@@ -98,7 +119,9 @@ class _Progress:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         rate = (step - self.start_step) / elapsed
         fraction = trainer.progress(step)
-        stats = f"step {step:,}  loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
+        stats = (
+            f"step {step:,}  loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
+        )
         if self.live:
             self.bar.update(self.task, completed=self.UNITS * fraction, stats=stats)
         elif time.perf_counter() - self.last_print > 10 or fraction >= 1.0:
@@ -121,8 +144,9 @@ def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: st
         from splat.viewer import live_scene
         from splat.viewer.app import Viewer
 
-        viewer = Viewer(live_scene(trainer), host=viewer_host, port=viewer_port, title=f"training {run_dir.name}",
-                        trainer=trainer)  # fmt: skip
+        viewer = Viewer(
+            live_scene(trainer), host=viewer_host, port=viewer_port, title=f"training {run_dir.name}", trainer=trainer
+        )
         trainer.step_lock = viewer.lock
         print(f"live viewer at {viewer.url}")
 
@@ -169,16 +193,20 @@ def plan_line(trainer) -> str:
     else:
         budget = f"{c.steps:,} steps"
         eta = "ETA from the progress bar after the first steps"
-    return (f"plan: {trainer.device.type}, {cam.width}x{cam.height} images (downscale {c.downscale}), preset {c.preset}: "
-            f"{budget}, evaluation on {n_eval} images at the end; {eta}")  # fmt: skip
+    return (
+        f"plan: {trainer.device.type}, {cam.width}x{cam.height} images (downscale {c.downscale}), preset {c.preset}: "
+        f"{budget}, evaluation on {n_eval} images at the end; {eta}"
+    )
 
 
 def _print_eval(result: dict) -> None:
     if result:
         e = result["eval"]
         lpips = "LPIPS n/a" if e.get("lpips") is None else f"LPIPS {e['lpips']:.4f}"
-        print(f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}, {lpips} on "
-              f"{e['num_images']} {e['split']} images")  # fmt: skip
+        print(
+            f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}, {lpips} on "
+            f"{e['num_images']} {e['split']} images"
+        )
 
 
 def _cmd_train(args) -> int:
@@ -209,7 +237,11 @@ def _train(args) -> int:
             over["steps"] = 20_000  # nerfacc's Instant-NGP schedule
         cfg = preset_config(args.preset, **over)
         cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
-        run_dir = Path(args.out) if args.out else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = (
+            Path(args.out)
+            if args.out
+            else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
+        )
         run_dir = distributed.same_everywhere(run_dir)
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
@@ -280,12 +312,24 @@ def _render(args) -> int:
             last[0] = time.perf_counter()
             print(f"rendered {done}/{total} frames", flush=True)
 
-    transforms = render_to_folder(scene, cameras, out, depth=args.depth, alpha=args.alpha, video=args.video,
-                                  background=as_tensor_background(args.background), times=times, progress=progress,
-                                  shard=distributed.world(), wait_for_shards=distributed.barrier)  # fmt: skip
+    transforms = render_to_folder(
+        scene,
+        cameras,
+        out,
+        depth=args.depth,
+        alpha=args.alpha,
+        video=args.video,
+        background=as_tensor_background(args.background),
+        times=times,
+        progress=progress,
+        shard=distributed.world(),
+        wait_for_shards=distributed.barrier,
+    )
     dt = time.perf_counter() - t_start
-    print(f"{len(cameras)} frames at {cameras[0].width}x{cameras[0].height} in {dt:.1f} s -> {out} "
-          f"({transforms.name}{', video.mp4' if args.video else ''})")  # fmt: skip
+    print(
+        f"{len(cameras)} frames at {cameras[0].width}x{cameras[0].height} in {dt:.1f} s -> {out} "
+        f"({transforms.name}{', video.mp4' if args.video else ''})"
+    )
     return 0
 
 
@@ -306,10 +350,20 @@ def _cmd_view(args) -> int:
     from splat.viewer.app import Viewer
 
     scene = splat.load(args.scene, device=_device(args.device))
-    viewer = Viewer(scene, host=args.host, port=args.port, title=Path(args.scene).name, max_splats=args.max_splats,
-                    renderer=args.renderer, token=args.token)  # fmt: skip
+    viewer = Viewer(
+        scene,
+        host=args.host,
+        port=args.port,
+        title=Path(args.scene).name,
+        max_splats=args.max_splats,
+        renderer=args.renderer,
+        token=args.token,
+    )
     if args.token is None and not is_loopback(args.host):
-        print(f"warning: --host {args.host} serves the scene to anyone who can reach it; add --token SECRET", file=sys.stderr)
+        print(
+            f"warning: --host {args.host} serves the scene to anyone who can reach it; add --token SECRET",
+            file=sys.stderr,
+        )
     print(f"splat viewer: {scene.summary} from {args.scene} at {viewer.url} (Ctrl-C to stop)", flush=True)
     viewer.wait()
     return 0
@@ -335,8 +389,14 @@ def _cmd_fit_image(args) -> int:
     def progress(h):
         print(f"step {h['step']:6d}  {h['seconds']:7.1f} s  PSNR {h['psnr']:.2f} dB", flush=True)
 
-    net, history = fit_image(image, args.steps, args.batch, log2_hashmap_size=args.log2_hashmap_size, progress=progress,
-                             device=_device(args.device))  # fmt: skip
+    net, history = fit_image(
+        image,
+        args.steps,
+        args.batch,
+        log2_hashmap_size=args.log2_hashmap_size,
+        progress=progress,
+        device=_device(args.device),
+    )
     src = Path(args.image)
     out = Path(args.out) if args.out else src.with_name(src.stem + ".fit.png")
     write_image(out, reconstruct(net, W, H).cpu())
@@ -351,7 +411,13 @@ def _cmd_demo(args) -> int:
     scene), train on the images, report held-out PSNR, export a PLY and render novel views."""
     import splat
     from splat.io_utils import write_image
-    from splat.scenes import dome_cameras, still_life, still_life_cameras, write_blender_dataset, write_multiview_video_dataset
+    from splat.scenes import (
+        dome_cameras,
+        still_life,
+        still_life_cameras,
+        write_blender_dataset,
+        write_multiview_video_dataset,
+    )
     from splat.train.config import preset_config
     from splat.train.runs import export_ply, new_trainer
 
@@ -374,22 +440,42 @@ def _cmd_demo(args) -> int:
     if args.dynamic:
         n_cameras, n_times = max(4, args.views // 6), 12
         write_multiview_video_dataset(data_dir, n_cameras, n_times, args.width, args.height)
-        print(f"1/4 filmed the procedural dynamic scene with {n_cameras} cameras at {n_times} instants, "
-              f"{args.width}x{args.height} -> {data_dir} (multi-view video; cam00 held out)")  # fmt: skip
+        print(
+            f"1/4 filmed the procedural dynamic scene with {n_cameras} cameras at {n_times} instants, "
+            f"{args.width}x{args.height} -> {data_dir} (multi-view video; cam00 held out)"
+        )
     else:
         scene = still_life()
         views, K = dome_cameras(args.views, args.width, args.height)
         write_blender_dataset(scene, data_dir, views, K, args.width, args.height, max(1, args.views // 8))
-        print(f"1/4 photographed the procedural still life ({scene['means'].shape[0]:,} Gaussians) from {args.views} "
-              f"cameras at {args.width}x{args.height} -> {data_dir} (Blender format)")  # fmt: skip
+        print(
+            f"1/4 photographed the procedural still life ({scene['means'].shape[0]:,} Gaussians) from {args.views} "
+            f"cameras at {args.width}x{args.height} -> {data_dir} (Blender format)"
+        )
 
     if args.field:
         # the still life reaches about 0.5 from the cameras' focus in the normalised frame
-        cfg = preset_config("inria", model="field", steps=args.steps, eval_steps=[], device=_device(args.device),
-                            log_every=100, field_bound=0.6, field_samples=1 << 16)  # fmt: skip
+        cfg = preset_config(
+            "inria",
+            model="field",
+            steps=args.steps,
+            eval_steps=[],
+            device=_device(args.device),
+            log_every=100,
+            field_bound=0.6,
+            field_samples=1 << 16,
+        )
     else:
-        cfg = preset_config("fast", steps=args.steps, eval_steps=[], device=_device(args.device), log_every=100,
-                            refine_start=200, resolution_schedule=[[0, 2], [args.steps // 3, 1]], background="white")  # fmt: skip
+        cfg = preset_config(
+            "fast",
+            steps=args.steps,
+            eval_steps=[],
+            device=_device(args.device),
+            log_every=100,
+            refine_start=200,
+            resolution_schedule=[[0, 2], [args.steps // 3, 1]],
+            background="white",
+        )
     trainer = new_trainer(str(data_dir), run_dir, cfg)
     if args.field:
         kind = "a hash-grid field"
@@ -400,8 +486,10 @@ def _cmd_demo(args) -> int:
     if result is None:
         return 130
     e = result["eval"]
-    print(f"   test PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f} on {e['num_images']} held-out views "
-          f"({trainer.train_seconds:.0f} s of training, {trainer.model_text()})")  # fmt: skip
+    print(
+        f"   test PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f} on {e['num_images']} held-out views "
+        f"({trainer.train_seconds:.0f} s of training, {trainer.model_text()})"
+    )
 
     if args.field:
         source = run_dir
@@ -417,7 +505,9 @@ def _cmd_demo(args) -> int:
         K = orbit_Ks[k].double().numpy()
         cam = splat.Camera(W, H, K[0, 0], K[1, 1], K[0, 2], K[1, 2], orbit_views[k].double().numpy())
         t = k / (frames - 1) if scene.is_dynamic else None
-        write_image(out / "novel_views" / f"view_{k:02d}.png", scene.render(cam, background=(1, 1, 1), time=t)["rgb"].cpu())
+        write_image(
+            out / "novel_views" / f"view_{k:02d}.png", scene.render(cam, background=(1, 1, 1), time=t)["rgb"].cpu()
+        )
     what = "novel views over time (t = 0 .. 1)" if scene.is_dynamic else "novel views"
     print(f"4/4 rendered {frames} {what} at {W}x{H} from {source} -> {out / 'novel_views'}")
     return 0
@@ -435,43 +525,77 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", nargs="?", help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected)")
     t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
-    t.add_argument("--format", choices=["blender", "nerfstudio", "colmap", "llff", "multiview"], help="override format detection")
-    t.add_argument("--preset", choices=["auto", "inria", "fast", "cpu"], default="auto",
-                   help="auto (default): inria on CUDA, cpu on a CPU. inria: the published 3DGS schedule; fast: "
-                        "resolution warm-up and a lighter initialisation; cpu: fast within a 13-minute budget")  # fmt: skip
+    t.add_argument(
+        "--format", choices=["blender", "nerfstudio", "colmap", "llff", "multiview"], help="override format detection"
+    )
+    t.add_argument(
+        "--preset",
+        choices=["auto", "inria", "fast", "cpu"],
+        default="auto",
+        help="auto (default): inria on CUDA, cpu on a CPU. inria: the published 3DGS schedule; fast: "
+        "resolution warm-up and a lighter initialisation; cpu: fast within a 13-minute budget",
+    )
     t.add_argument("--steps", type=int, help="training steps (default 30000)")
     t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
     t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
-    t.add_argument("--batch-size", type=int, help="images per step, loss averaged (4D: frames at several times; default 1)")
-    t.add_argument("--model", choices=["auto", "3d", "4d", "field"],
-                   help="3d Gaussians, 4d (XYZT) Gaussians for dynamic scenes, or field (Instant-NGP hash-grid NeRF); "
-                        "auto (default) picks 4d when frames carry a time, else 3d")
+    t.add_argument(
+        "--batch-size", type=int, help="images per step, loss averaged (4D: frames at several times; default 1)"
+    )
+    t.add_argument(
+        "--model",
+        choices=["auto", "3d", "4d", "field"],
+        help="3d Gaussians, 4d (XYZT) Gaussians for dynamic scenes, or field (Instant-NGP hash-grid NeRF); "
+        "auto (default) picks 4d when frames carry a time, else 3d",
+    )
     t.add_argument("--samples-per-step", type=int, help="field: target ray samples per step (default 262144)")
     t.add_argument("--grid-resolution", type=int, help="field: occupancy grid cells per axis (default 128)")
     t.add_argument("--log2-hashmap-size", type=int, help="field: log2 of the hash table size per level (default 19)")
-    t.add_argument("--contract", choices=["auto", "yes", "no"],
-                   help="field: contract space for unbounded scenes (auto: no for Blender object captures)")
+    t.add_argument(
+        "--contract",
+        choices=["auto", "yes", "no"],
+        help="field: contract space for unbounded scenes (auto: no for Blender object captures)",
+    )
     t.add_argument("--field-loss", choices=["l2", "huber"], help="field: colour loss (default l2)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where to train (default auto: CUDA when available, else the CPU)")
-    t.add_argument("--downscale", type=int,
-                   help="image downscale factor (uses images_N/ when present; default: automatic, the longer side "
-                        "at most 1600 px on CUDA, 800 px on a CPU; 1 keeps the full size)")
-    t.add_argument("--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)")
+    t.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where to train (default auto: CUDA when available, else the CPU)",
+    )
+    t.add_argument(
+        "--downscale",
+        type=int,
+        help="image downscale factor (uses images_N/ when present; default: automatic, the longer side "
+        "at most 1600 px on CUDA, 800 px on a CPU; 1 keeps the full size)",
+    )
+    t.add_argument(
+        "--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)"
+    )
     t.add_argument("--eval-subset", type=int, help="intermediate evaluations use N evenly spaced test images")
     t.add_argument("--background", choices=["auto", "white", "black", "random"], help="training background")
     t.add_argument("--max-gaussians", type=int, help="hard cap on the number of Gaussians (default 3,000,000)")
     t.add_argument("--sh-degree", type=int, help="maximum spherical-harmonics degree (default 3)")
     t.add_argument("--init-points", type=int, help="random initial points when the data has none (default 100000)")
     t.add_argument("--resolution-schedule", help="resolution warm-up, e.g. 0:2,2000:1 (step:downscale factor)")
-    t.add_argument("--appearance", action="store_const", const=True,
-                   help="per-image exposure / colour compensation, for phone captures with auto-exposure (off for evaluation)")
+    t.add_argument(
+        "--appearance",
+        action="store_const",
+        const=True,
+        help="per-image exposure / colour compensation, for phone captures with auto-exposure (off for evaluation)",
+    )
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps (default 5000)")
-    t.add_argument("--checkpoint-minutes", type=float,
-                   help="also save one after this many minutes of training (default 10; 0: by steps only)")
-    t.add_argument("--nproc", type=int, help="train on N local processes, each owning 1/N of the Gaussians "
-                   "(torch.distributed; or launch with torchrun for several machines)")
+    t.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        help="also save one after this many minutes of training (default 10; 0: by steps only)",
+    )
+    t.add_argument(
+        "--nproc",
+        type=int,
+        help="train on N local processes, each owning 1/N of the Gaussians "
+        "(torch.distributed; or launch with torchrun for several machines)",
+    )
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
     t.set_defaults(func=_cmd_train)
@@ -482,9 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-renders", action="store_true", help="do not write test renders")
     e.set_defaults(func=_cmd_eval)
 
-    r = sub.add_parser("render", help="render a scene along a camera path: images, depth, masks, transforms.json, video")
+    r = sub.add_parser(
+        "render", help="render a scene along a camera path: images, depth, masks, transforms.json, video"
+    )
     r.add_argument("scene", help="run folder, checkpoint (.pt) or splat file (PLY, SPZ, .splat)")
-    r.add_argument("--trajectory", default="orbit", help="orbit, spiral, train (through the training cameras) or PATH.json")
+    r.add_argument(
+        "--trajectory", default="orbit", help="orbit, spiral, train (through the training cameras) or PATH.json"
+    )
     r.add_argument("--frames", type=int, default=120)
     r.add_argument("--width", type=int)
     r.add_argument("--height", type=int)
@@ -505,19 +633,33 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8080)
     v.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
     v.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    v.add_argument("--max-splats", type=int, default=DEFAULT_MAX_SPLATS,
-                   help=f"most Gaussians the browser draws (default {DEFAULT_MAX_SPLATS:,}: the ones contributing most)")
-    v.add_argument("--renderer", choices=["auto", "browser", "server"], default="auto",
-                   help="browser: your GPU draws the Gaussians; server: exact frames rendered here (default auto: "
-                        "browser when the scene fits --max-splats)")  # fmt: skip
-    v.add_argument("--token", help="require this secret from every browser (it is printed in the URL); use it with a non-loopback --host")
+    v.add_argument(
+        "--max-splats",
+        type=int,
+        default=DEFAULT_MAX_SPLATS,
+        help=f"most Gaussians the browser draws (default {DEFAULT_MAX_SPLATS:,}: the ones contributing most)",
+    )
+    v.add_argument(
+        "--renderer",
+        choices=["auto", "browser", "server"],
+        default="auto",
+        help="browser: your GPU draws the Gaussians; server: exact frames rendered here (default auto: "
+        "browser when the scene fits --max-splats)",
+    )
+    v.add_argument(
+        "--token",
+        help="require this secret from every browser (it is printed in the URL); use it with a non-loopback --host",
+    )
     v.set_defaults(func=_cmd_view)
 
     x = sub.add_parser("export", help="export a run's Gaussians (PLY, .splat, SPZ, compressed PLY)")
     x.add_argument("run", help="run folder, checkpoint (.pt) or splat file")
-    x.add_argument("--format", choices=["ply", "splat", "spz", "compressed-ply"],
-                   help="ply (INRIA 3DGS, the default), splat (antimatter15), spz (Niantic), compressed-ply "
-                        "(SuperSplat); default: from --out's name, else ply")  # fmt: skip
+    x.add_argument(
+        "--format",
+        choices=["ply", "splat", "spz", "compressed-ply"],
+        help="ply (INRIA 3DGS, the default), splat (antimatter15), spz (Niantic), compressed-ply "
+        "(SuperSplat); default: from --out's name, else ply",
+    )
     x.add_argument("--out", help="output file (default: RUN/point_cloud.<ext>)")
     x.add_argument("--time", type=float, help="dynamic scenes: export the 3D scene at this time in [0, 1]")
     x.set_defaults(func=_cmd_export)
@@ -538,8 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--width", type=int, default=160)
     demo.add_argument("--height", type=int, default=120)
     demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    demo.add_argument("--dynamic", action="store_true",
-                      help="the moving scene instead: film it with several cameras over time and train 4D Gaussians")
+    demo.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="the moving scene instead: film it with several cameras over time and train 4D Gaussians",
+    )
     demo.add_argument("--field", action="store_true", help="train a hash-grid neural field (Instant-NGP) instead")
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -75,8 +75,9 @@ class _Heartbeat:
 
         self.rank, self.world_size = rank, world_size
         host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-        self.store = dist.TCPStore(host, port, is_master=False, timeout=datetime.timedelta(seconds=5),
-                                   wait_for_workers=False)  # fmt: skip
+        self.store = dist.TCPStore(
+            host, port, is_master=False, timeout=datetime.timedelta(seconds=5), wait_for_workers=False
+        )
         self.store.add(self._key(rank), 1)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="splat-heartbeat", daemon=True)
@@ -120,7 +121,9 @@ def describe_failure(error: BaseException) -> str:
     reason = text.splitlines()[0].split(". ")[0][:120] if text else error.__class__.__name__
     silent = _heartbeat.silent_ranks() if _heartbeat is not None else None
     if silent is None:
-        hosted = "the rendezvous store (torchrun's agent)" if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") else "rank 0"
+        hosted = (
+            "the rendezvous store (torchrun's agent)" if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") else "rank 0"
+        )
         who = f"lost contact with {hosted}"
     elif silent:
         who = f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} of {world_size} stopped responding"
@@ -159,8 +162,13 @@ def init_from_env(device: str) -> None:
         # ranks on one machine share its cores (as torchrun's OMP_NUM_THREADS=1, but all of them used)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_seconds()))  # fmt: skip
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_seconds()),
+    )
     _heartbeat = _Heartbeat(rank, world_size)
     if rank != 0:  # one voice: the other ranks print errors only
         sys.stdout = open(os.devnull, "w")
@@ -230,8 +238,13 @@ def launch_local(argv: list[str], nproc: int, command: str) -> int:
     """Run `splat ARGV` as `nproc` ranks on this machine (env:// on a free local port) and wait.
     When a rank fails, the others get the collective timeout plus a grace period to stop on their
     own (they print which rank is gone), then are terminated; the exit code is the first failure's."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
-           "LOCAL_WORLD_SIZE": str(nproc)}  # fmt: skip
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(nproc),
+        "LOCAL_WORLD_SIZE": str(nproc),
+    }
     cmd = [sys.executable, "-m", "splat.cli", *_without_nproc(argv)]
     procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     failed: tuple[int, int] | None = None

@@ -3,7 +3,7 @@ original frame (the field itself lives in the normalised training frame)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -56,8 +56,14 @@ class FieldScene:
         c = np.asarray(self.normalization.center, dtype=np.float64)
         return c - b, c + b
 
-    def render(self, cameras: Camera | Sequence[Camera], outputs: Sequence[str] = ("rgb",), background=(0.0, 0.0, 0.0),
-               time: float | None = None, tile_size: int = 16) -> dict[str, torch.Tensor]:  # fmt: skip
+    def render(
+        self,
+        cameras: Camera | Sequence[Camera],
+        outputs: Sequence[str] = ("rgb",),
+        background=(0.0, 0.0, 0.0),
+        time: float | None = None,
+        tile_size: int = 16,
+    ) -> dict[str, torch.Tensor]:
         """As `GaussianScene.render`: rgb (over `background`), depth (expected camera z, 0 where
         nothing is hit), alpha; (H, W, C) for one camera, (B, H, W, C) for a list."""
         from splat.fields.radiance_field import render_rays_chunked
@@ -93,11 +99,18 @@ class FieldScene:
             origins, dirs = camera_rays(K, view, cam.width, cam.height)
             return origins, dirs, dirs @ R[2]
         # orthographic: parallel rays from the image plane (fx, fy: pixels per original world unit)
-        ys, xs = torch.meshgrid(torch.arange(cam.height, device=self.device), torch.arange(cam.width, device=self.device),
-                                indexing="ij")  # fmt: skip
+        ys, xs = torch.meshgrid(
+            torch.arange(cam.height, device=self.device), torch.arange(cam.width, device=self.device), indexing="ij"
+        )
         s = self.normalization.scale
-        plane = torch.stack([(xs.reshape(-1) + 0.5 - K[0, 2]) / K[0, 0] * s, (ys.reshape(-1) + 0.5 - K[1, 2]) / K[1, 1] * s,
-                             torch.zeros(xs.numel(), device=self.device)], 1)  # fmt: skip
+        plane = torch.stack(
+            [
+                (xs.reshape(-1) + 0.5 - K[0, 2]) / K[0, 0] * s,
+                (ys.reshape(-1) + 0.5 - K[1, 2]) / K[1, 1] * s,
+                torch.zeros(xs.numel(), device=self.device),
+            ],
+            1,
+        )
         origins = (plane - t) @ R
         dirs = R[2].expand(origins.shape[0], 3).contiguous()
         return origins.contiguous(), dirs, torch.ones(origins.shape[0], device=self.device)

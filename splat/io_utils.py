@@ -164,8 +164,10 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"Unsupported operand (\S+)", text)
         if found or "Weights only load failed" in text:
             kind = found.group(1) if found else "a type outside the allow-list"
-            raise InputError(f"{path}: refused: the {what} asks to run or build {kind}, which a splat "
-                             "checkpoint never does (an untrusted or foreign file?)") from None  # fmt: skip
+            raise InputError(
+                f"{path}: refused: the {what} asks to run or build {kind}, which a splat "
+                "checkpoint never does (an untrusted or foreign file?)"
+            ) from None
         raise InputError(f"{path}: unreadable {what} ({e.__class__.__name__}: {text[:200]})") from None
 
 
@@ -190,6 +192,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise InputError(f"{path}: not a splat checkpoint (missing {', '.join(repr(k) for k in missing)})")
     if keys is GAUSSIAN_KEYS:
         params = state["params"]
-        if not isinstance(params, dict) or not all(isinstance(params.get(k), torch.Tensor) for k in ("means", "scales", "quats", "opacities", "sh0")):
+        if not isinstance(params, dict) or not all(
+            isinstance(params.get(k), torch.Tensor) for k in ("means", "scales", "quats", "opacities", "sh0")
+        ):
             raise InputError(f"{path}: not a splat checkpoint ('params' lacks the Gaussian tensors)")
     return state

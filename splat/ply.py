@@ -53,9 +53,13 @@ def save_ply(path: str | os.PathLike, splats: dict[str, torch.Tensor]) -> None:
     # channel-major f_rest: (N, K-1, 3) -> (N, 3, K-1) -> flat
     f_rest = shN.transpose(1, 2).reshape(N, -1).numpy()
     columns = [
-        ("x", means[:, 0]), ("y", means[:, 1]), ("z", means[:, 2]),
-        ("nx", np.zeros(N)), ("ny", np.zeros(N)), ("nz", np.zeros(N)),
-    ]  # fmt: skip
+        ("x", means[:, 0]),
+        ("y", means[:, 1]),
+        ("z", means[:, 2]),
+        ("nx", np.zeros(N)),
+        ("ny", np.zeros(N)),
+        ("nz", np.zeros(N)),
+    ]
     columns += [(f"f_dc_{i}", sh0[:, 0, i].numpy()) for i in range(3)]
     columns += [(f"f_rest_{i}", f_rest[:, i]) for i in range(f_rest.shape[1])]
     columns += [("opacity", splats["opacities"].detach().float().cpu().reshape(N).numpy())]
@@ -128,5 +132,7 @@ def load_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for k in ("quats", "quats_right"):
         if k in out and (out[k].norm(dim=-1) == 0).any():
             n = int((out[k].norm(dim=-1) == 0).sum())
-            raise PlyError(f"{path}: {n} Gaussian(s) have an all-zero rotation quaternion ('{k}'), which is no rotation")
+            raise PlyError(
+                f"{path}: {n} Gaussian(s) have an all-zero rotation quaternion ('{k}'), which is no rotation"
+            )
     return out

@@ -14,8 +14,8 @@ Layout of the output folder:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -34,10 +34,21 @@ def write_depth_png(path: Path, depth: np.ndarray) -> None:
         iio.imwrite(tmp, mm, extension=".png")
 
 
-def render_to_folder(scene, cameras: Sequence[Camera], out: str | Path, *, depth: bool = False, alpha: bool = False,
-                     video: bool = False, background=(1.0, 1.0, 1.0), times: Sequence[float] | None = None,
-                     fps: int = 30, progress=None, shard: tuple[int, int] = (0, 1),
-                     wait_for_shards=None) -> Path:  # fmt: skip
+def render_to_folder(
+    scene,
+    cameras: Sequence[Camera],
+    out: str | Path,
+    *,
+    depth: bool = False,
+    alpha: bool = False,
+    video: bool = False,
+    background=(1.0, 1.0, 1.0),
+    times: Sequence[float] | None = None,
+    fps: int = 30,
+    progress=None,
+    shard: tuple[int, int] = (0, 1),
+    wait_for_shards=None,
+) -> Path:
     """Render `cameras` (and `times` for dynamic scenes) into `out`; returns the transforms.json path.
 
     shard (rank, ranks): render only frames k with k % ranks == rank; after `wait_for_shards()`
@@ -54,8 +65,13 @@ def render_to_folder(scene, cameras: Sequence[Camera], out: str | Path, *, depth
         entry = {
             "file_path": f"images/{name}.png",
             "transform_matrix": cam.c2w_opengl.tolist(),
-            "fl_x": cam.fx, "fl_y": cam.fy, "cx": cam.cx, "cy": cam.cy, "w": cam.width, "h": cam.height,
-        }  # fmt: skip
+            "fl_x": cam.fx,
+            "fl_y": cam.fy,
+            "cx": cam.cx,
+            "cy": cam.cy,
+            "w": cam.width,
+            "h": cam.height,
+        }
         if depth:
             entry["depth_file_path"] = f"depth/{name}.png"
         if alpha:
@@ -89,10 +105,15 @@ def render_to_folder(scene, cameras: Sequence[Camera], out: str | Path, *, depth
     first = cameras[0]
     meta = {
         "camera_model": "PINHOLE",
-        "w": first.width, "h": first.height, "fl_x": first.fx, "fl_y": first.fy, "cx": first.cx, "cy": first.cy,
+        "w": first.width,
+        "h": first.height,
+        "fl_x": first.fx,
+        "fl_y": first.fy,
+        "cx": first.cx,
+        "cy": first.cy,
         "depth_unit_scale_factor": 1.0 / DEPTH_SCALE,
         "frames": frames,
-    }  # fmt: skip
+    }
     with atomic_path(transforms) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
     if video:
@@ -120,15 +141,18 @@ def build_trajectory(scene, kind: str, frames: int, width: int | None, height: i
         return trajectories.from_json(kind, width, height)
     cams = scene.cameras
     if kind in ("spiral", "train") and not cams:
-        raise InputError(f"--trajectory {kind}: needs the scene's training cameras (give a run folder whose data is reachable)")
+        raise InputError(
+            f"--trajectory {kind}: needs the scene's training cameras (give a run folder whose data is reachable)"
+        )
     if kind == "orbit":
         if cams:
             path = trajectories.orbit_around(cams, frames)
         else:
             lo, hi = scene.bounds()
             center, size = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
-            path = trajectories.orbit(center, 1.2 * size, frames, height=0.5 * size, width=width or 640,
-                                      image_height=height or 480)  # fmt: skip
+            path = trajectories.orbit(
+                center, 1.2 * size, frames, height=0.5 * size, width=width or 640, image_height=height or 480
+            )
     elif kind == "spiral":
         path = trajectories.spiral(cams, frames)
     elif kind == "train":

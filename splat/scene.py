@@ -11,8 +11,8 @@ normalisation used in training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -90,8 +90,14 @@ class GaussianScene:
         lo_hi = torch.quantile(m[torch.randperm(m.shape[0], device=m.device)[:200_000]], q, dim=0)
         return lo_hi[0].cpu().numpy().astype(np.float64), lo_hi[1].cpu().numpy().astype(np.float64)
 
-    def render(self, cameras: Camera | Sequence[Camera], outputs: Sequence[str] = ("rgb",), background=(0.0, 0.0, 0.0),
-               time: float | None = None, tile_size: int = 16) -> dict[str, torch.Tensor]:  # fmt: skip
+    def render(
+        self,
+        cameras: Camera | Sequence[Camera],
+        outputs: Sequence[str] = ("rgb",),
+        background=(0.0, 0.0, 0.0),
+        time: float | None = None,
+        tile_size: int = 16,
+    ) -> dict[str, torch.Tensor]:
         """Render one camera ((H, W, C) outputs) or a list of equally sized cameras ((B, H, W, C)).
 
         outputs: any of "rgb" (3 channels, composited over `background`), "depth" (expected
@@ -112,15 +118,25 @@ class GaussianScene:
         Ks = torch.from_numpy(np.stack([c.K for c in cams])).float().to(dev)
         bg = torch.as_tensor(background, dtype=torch.float32, device=dev).reshape(-1)[:3]
         s = self.splats
-        common = dict(opacities=torch.sigmoid(s["opacities"]), colors=torch.cat([s["sh0"], s["shN"]], 1), viewmats=viewmats,
-                      Ks=Ks, width=first.width, height=first.height, sh_degree=self.sh_degree,
-                      backgrounds=bg.expand(len(cams), 3).contiguous(), render_mode="RGB+ED", camera_model=first.model,
-                      tile_size=tile_size)  # fmt: skip
+        common = dict(
+            opacities=torch.sigmoid(s["opacities"]),
+            colors=torch.cat([s["sh0"], s["shN"]], 1),
+            viewmats=viewmats,
+            Ks=Ks,
+            width=first.width,
+            height=first.height,
+            sh_degree=self.sh_degree,
+            backgrounds=bg.expand(len(cams), 3).contiguous(),
+            render_mode="RGB+ED",
+            camera_model=first.model,
+            tile_size=tile_size,
+        )
         with torch.no_grad():
             if self.is_dynamic:
                 times = torch.as_tensor(0.0 if time is None else time, dtype=torch.float32)
-                colors, alphas, _ = splat.rasterize_4d(s["means"], s["quats"], s["quats_right"], torch.exp(s["scales"]),
-                                                       times=times, **common)  # fmt: skip
+                colors, alphas, _ = splat.rasterize_4d(
+                    s["means"], s["quats"], s["quats_right"], torch.exp(s["scales"]), times=times, **common
+                )
             else:
                 colors, alphas, _ = splat.rasterize(s["means"], s["quats"], torch.exp(s["scales"]), **common)
         result = {}
@@ -138,8 +154,9 @@ def _training_cameras(run_info: dict) -> list[Camera]:
     from splat.datasets import DatasetError, load_dataset
 
     try:
-        data = load_dataset(run_info["data"], format=run_info.get("format"),
-                            downscale=int(run_info["config"].get("downscale", 1)))  # fmt: skip
+        data = load_dataset(
+            run_info["data"], format=run_info.get("format"), downscale=int(run_info["config"].get("downscale", 1))
+        )
     except (DatasetError, OSError, KeyError):
         return []
     cams = []

@@ -12,8 +12,18 @@ from .camera import Camera, quat_to_rotmat, rotmat_to_quat
 from .errors import InputError
 
 
-def orbit(center, radius: float, n: int, *, height: float = 0.0, up=(0.0, 0.0, 1.0), width: int = 640,
-          image_height: int = 480, fov_x: float = 50.0, phase: float = 0.0) -> list[Camera]:  # fmt: skip
+def orbit(
+    center,
+    radius: float,
+    n: int,
+    *,
+    height: float = 0.0,
+    up=(0.0, 0.0, 1.0),
+    width: int = 640,
+    image_height: int = 480,
+    fov_x: float = 50.0,
+    phase: float = 0.0,
+) -> list[Camera]:
     """n cameras on a circle of `radius` around `center` (at `height` above it along `up`), looking at it."""
     center = np.asarray(center, dtype=np.float64)
     up = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
@@ -94,7 +104,9 @@ def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
 
 
 def _catmull_rom(p0, p1, p2, p3, t: float) -> np.ndarray:
-    return 0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)
+    return 0.5 * (
+        2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3
+    )
 
 
 def nearest_neighbour_order(cameras: list[Camera]) -> list[int]:
@@ -130,15 +142,21 @@ def interpolate(cameras: list[Camera], n: int, loop: bool = True) -> list[Camera
         u = k * segments / n if loop else k * segments / max(n - 1, 1)
         i = min(int(u), segments - 1)
         t = u - i
-        idx = [(i - 1) % m, i % m, (i + 1) % m, (i + 2) % m] if loop else [max(i - 1, 0), i, min(i + 1, m - 1), min(i + 2, m - 1)]
+        idx = (
+            [(i - 1) % m, i % m, (i + 1) % m, (i + 2) % m]
+            if loop
+            else [max(i - 1, 0), i, min(i + 1, m - 1), min(i + 2, m - 1)]
+        )
         center = _catmull_rom(*(pos[j] for j in idx), t)
         R = quat_to_rotmat(_slerp(quats[idx[1]], quats[idx[2]], t))
         a, b = cams[idx[1]], cams[idx[2]]
         view = np.eye(4)
         view[:3, :3] = R.T
         view[:3, 3] = -R.T @ center
-        lerp = lambda x, y: (1 - t) * x + t * y  # noqa: E731
-        out.append(Camera(ref.width, ref.height, lerp(a.fx, b.fx), lerp(a.fy, b.fy), lerp(a.cx, b.cx), lerp(a.cy, b.cy), view))
+        lerp = lambda x, y, t=t: (1 - t) * x + t * y  # noqa: E731
+        out.append(
+            Camera(ref.width, ref.height, lerp(a.fx, b.fx), lerp(a.fy, b.fy), lerp(a.cx, b.cx), lerp(a.cy, b.cy), view)
+        )
     return out
 
 
@@ -160,13 +178,20 @@ def from_json(path: str | Path, width: int | None = None, height: int | None = N
                 cams.append(Camera.from_c2w_opengl(c2w, width=W, height=H, fx=fy, fy=fy))
         else:
             for frame in meta["frames"]:
-                def get(k, default=None):
+
+                def get(k, default=None, frame=frame):
                     return frame.get(k, meta.get(k, default))
 
                 W0, H0 = int(get("w")), int(get("h"))
-                cam = Camera.from_c2w_opengl(frame["transform_matrix"], width=W0, height=H0, fx=float(get("fl_x")),
-                                             fy=float(get("fl_y", get("fl_x"))), cx=float(get("cx", W0 / 2)),
-                                             cy=float(get("cy", H0 / 2)))  # fmt: skip
+                cam = Camera.from_c2w_opengl(
+                    frame["transform_matrix"],
+                    width=W0,
+                    height=H0,
+                    fx=float(get("fl_x")),
+                    fy=float(get("fl_y", get("fl_x"))),
+                    cx=float(get("cx", W0 / 2)),
+                    cy=float(get("cy", H0 / 2)),
+                )
                 cams.append(cam.resized(width or W0, height or H0) if (width or height) else cam)
     except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
         raise InputError(f"{path}: not a transforms.json or camera_path.json ({e.__class__.__name__}: {e})") from None

@@ -46,12 +46,26 @@ class Chromium:
     def __init__(self, tmp: Path):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-             "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--disable-quic", f"--user-data-dir={tmp / 'profile'}",
-             f"--remote-debugging-port={self.port}", "--window-size=960,640", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+                f"--user-data-dir={tmp / 'profile'}",
+                f"--remote-debugging-port={self.port}",
+                "--window-size=960,640",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_http(f"http://127.0.0.1:{self.port}/json/version", 30, self.proc)
 
     def open(self, url: str):
@@ -92,8 +106,13 @@ class Page:
 
     def evaluate(self, expression: str, timeout: float = 60):
         """The value of a JavaScript expression (promises awaited)."""
-        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True,
-                           timeout=int(timeout * 1000))  # fmt: skip
+        result = self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+            timeout=int(timeout * 1000),
+        )
         return result.get("result", {}).get("value")
 
     def mouse(self, kind: str, x: float, y: float, buttons: int = 1) -> None:

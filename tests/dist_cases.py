@@ -24,7 +24,13 @@ def problem(seed: int, world_size: int):
     backgrounds = torch.rand(CAMERAS_PER_RANK * world_size, 3, generator=gen, dtype=torch.float64)
     weights = torch.randn(CAMERAS_PER_RANK * world_size, HEIGHT, WIDTH, 3, generator=gen, dtype=torch.float64)
     gaussians = {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors}
-    return {k: v.float() for k, v in gaussians.items()}, viewmats.float(), Ks.float(), backgrounds.float(), weights.float()
+    return (
+        {k: v.float() for k, v in gaussians.items()},
+        viewmats.float(),
+        Ks.float(),
+        backgrounds.float(),
+        weights.float(),
+    )
 
 
 def grad_case(out: Path, seed: int) -> None:
@@ -35,14 +41,31 @@ def grad_case(out: Path, seed: int) -> None:
     shard = {k: torch.tensor_split(v, world)[rank].clone().requires_grad_(True) for k, v in gaussians.items()}
     mine = slice(rank * CAMERAS_PER_RANK, (rank + 1) * CAMERAS_PER_RANK)
     colors, alphas, meta = rasterize_distributed(
-        shard["means"], shard["quats"], shard["scales"], shard["opacities"], shard["colors"], viewmats[mine], Ks[mine],
-        WIDTH, HEIGHT, sh_degree=SH_DEGREE, backgrounds=backgrounds[mine],
-    )  # fmt: skip
+        shard["means"],
+        shard["quats"],
+        shard["scales"],
+        shard["opacities"],
+        shard["colors"],
+        viewmats[mine],
+        Ks[mine],
+        WIDTH,
+        HEIGHT,
+        sh_degree=SH_DEGREE,
+        backgrounds=backgrounds[mine],
+    )
     meta["shard_means2d"].retain_grad()
     (colors * weights[mine]).sum().backward()
-    torch.save({"images": colors.detach(), "alphas": alphas.detach(), "grads": {k: v.grad for k, v in shard.items()},
-                "means2d_grad": meta["shard_means2d"].grad, "radii": meta["shard_radii"],
-                "sent_rows": meta["sent_rows"]}, out / f"rank_{rank}.pt")  # fmt: skip
+    torch.save(
+        {
+            "images": colors.detach(),
+            "alphas": alphas.detach(),
+            "grads": {k: v.grad for k, v in shard.items()},
+            "means2d_grad": meta["shard_means2d"].grad,
+            "radii": meta["shard_radii"],
+            "sent_rows": meta["sent_rows"],
+        },
+        out / f"rank_{rank}.pt",
+    )
 
 
 def train_case(out: Path, seed: int) -> None:

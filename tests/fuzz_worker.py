@@ -52,8 +52,19 @@ def main() -> None:
             rc = e.code
         except BaseException:  # noqa: BLE001 - an escaped exception is what the fuzz test looks for
             rc, err = "crash", io.StringIO(traceback.format_exc())
-        out.write(RESULT + json.dumps({"id": request["id"], "rc": rc, "err": err.getvalue(), "peak_rss_mb": peak_rss_mb(),
-                                       "seconds": round(time.perf_counter() - t0, 3)}) + "\n")
+        out.write(
+            RESULT
+            + json.dumps(
+                {
+                    "id": request["id"],
+                    "rc": rc,
+                    "err": err.getvalue(),
+                    "peak_rss_mb": peak_rss_mb(),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+            + "\n"
+        )
         out.flush()
 
 

@@ -24,7 +24,9 @@ def random_cameras(gen, C: int, width: int, height: int, distance=(2.5, 4.0)):
         f = float(_uniform(gen, (), 0.8, 1.3)) * width
         cx = width / 2 + float(_uniform(gen, (), -0.1, 0.1)) * width
         cy = height / 2 + float(_uniform(gen, (), -0.1, 0.1)) * height
-        Ks.append(torch.tensor([[f, 0, cx], [0, f * float(_uniform(gen, (), 0.9, 1.1)), cy], [0, 0, 1]], dtype=torch.float64))
+        Ks.append(
+            torch.tensor([[f, 0, cx], [0, f * float(_uniform(gen, (), 0.9, 1.1)), cy], [0, 0, 1]], dtype=torch.float64)
+        )
     return torch.stack(views), torch.stack(Ks)
 
 

@@ -68,10 +68,27 @@ def composite_brute_force(means2d, conics, colors, opacities, depths, radii, wid
 
 
 def reference_rasterize(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=0.01, far_plane=1e10,
-    eps2d=0.3, sh_degree=None, backgrounds=None, render_mode="RGB", rasterize_mode="classic",
-    camera_model="pinhole", covars=None, radius_clip=0.0, tile_size=None,
-):  # fmt: skip
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near_plane=0.01,
+    far_plane=1e10,
+    eps2d=0.3,
+    sh_degree=None,
+    backgrounds=None,
+    render_mode="RGB",
+    rasterize_mode="classic",
+    camera_model="pinhole",
+    covars=None,
+    radius_clip=0.0,
+    tile_size=None,
+):
     """The brute-force counterpart of `splat.rasterize` (any dtype). Returns render, alpha, margin.
 
     `tile_size` is accepted and ignored: without tiles, the tile size cannot change the image."""
@@ -79,10 +96,22 @@ def reference_rasterize(
     covars6 = covars[:, TRIU[0], TRIU[1]] if covars is not None else None
     antialiased = rasterize_mode == "antialiased"
     radii, means2d, depths, conics, comps = ti.project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height, covars=covars6, opacities=opacities, eps2d=eps2d,
-        near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, calc_compensations=antialiased,
+        means,
+        quats,
+        scales,
+        viewmats,
+        Ks,
+        width,
+        height,
+        covars=covars6,
+        opacities=opacities,
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        radius_clip=radius_clip,
+        calc_compensations=antialiased,
         camera_model=camera_model,
-    )  # fmt: skip
+    )
     op = opacities[None].expand(C, N)
     if antialiased:
         op = op * comps

@@ -39,9 +39,17 @@ def ring_cameras(n: int, width: int = WIDTH, height: int = HEIGHT, seed: int = 0
 def render_views(views: np.ndarray, Ks: np.ndarray, width=WIDTH, height=HEIGHT, background=None):
     """RGBA renders (n, H, W, 4) float32 of the still life."""
     scene = still_life()
-    bg = None if background is None else torch.tensor(background, dtype=torch.float32).expand(len(views), 3).contiguous()
-    rgb, alpha, _ = splat.rasterize(**scene, viewmats=torch.from_numpy(views).float(), Ks=torch.from_numpy(Ks).float(),
-                                    width=width, height=height, backgrounds=bg)  # fmt: skip
+    bg = (
+        None if background is None else torch.tensor(background, dtype=torch.float32).expand(len(views), 3).contiguous()
+    )
+    rgb, alpha, _ = splat.rasterize(
+        **scene,
+        viewmats=torch.from_numpy(views).float(),
+        Ks=torch.from_numpy(Ks).float(),
+        width=width,
+        height=height,
+        backgrounds=bg,
+    )
     return torch.cat([rgb, alpha], -1).clamp(0, 1).numpy()
 
 
@@ -68,8 +76,16 @@ def write_nerfstudio(root: Path, n=10, distortion=None, per_frame_intrinsics=Tru
     if not per_frame_intrinsics:
         Ks[:] = Ks[0]
     images = render_views(views, Ks, background=(0.0, 0.0, 0.0))[..., :3]
-    meta = {"w": WIDTH, "h": HEIGHT, "fl_x": Ks[0, 0, 0], "fl_y": Ks[0, 1, 1], "cx": Ks[0, 0, 2], "cy": Ks[0, 1, 2],
-            "camera_model": "OPENCV" if distortion else "PINHOLE", "frames": []}  # fmt: skip
+    meta = {
+        "w": WIDTH,
+        "h": HEIGHT,
+        "fl_x": Ks[0, 0, 0],
+        "fl_y": Ks[0, 1, 1],
+        "cx": Ks[0, 0, 2],
+        "cy": Ks[0, 1, 2],
+        "camera_model": "OPENCV" if distortion else "PINHOLE",
+        "frames": [],
+    }
     if distortion:
         meta.update(distortion)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -141,13 +157,22 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
 def colmap_params(model: str, K: np.ndarray) -> list[float]:
     f, cx, cy = K[0, 0], K[0, 2], K[1, 2]
     return {
-        "SIMPLE_PINHOLE": [f, cx, cy], "PINHOLE": [K[0, 0], K[1, 1], cx, cy], "SIMPLE_RADIAL": [f, cx, cy, 0.0],
-        "RADIAL": [f, cx, cy, 0.0, 0.0], "OPENCV": [K[0, 0], K[1, 1], cx, cy, 0.0, 0.0, 0.0, 0.0],
-    }[model]  # fmt: skip
+        "SIMPLE_PINHOLE": [f, cx, cy],
+        "PINHOLE": [K[0, 0], K[1, 1], cx, cy],
+        "SIMPLE_RADIAL": [f, cx, cy, 0.0],
+        "RADIAL": [f, cx, cy, 0.0, 0.0],
+        "OPENCV": [K[0, 0], K[1, 1], cx, cy, 0.0, 0.0, 0.0, 0.0],
+    }[model]
 
 
-def write_colmap(root: Path, n=10, models=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"),
-                 binary=True, n_points=200, seed=0):  # fmt: skip
+def write_colmap(
+    root: Path,
+    n=10,
+    models=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"),
+    binary=True,
+    n_points=200,
+    seed=0,
+):
     """COLMAP model with one camera per image (cycling through `models`, zero distortion so the
     stored images stay pinhole) and points sampled from the scene."""
     views, Ks = ring_cameras(n, seed=seed)
@@ -171,7 +196,9 @@ def write_colmap(root: Path, n=10, models=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_
         with open(sparse / "cameras.bin", "wb") as f:
             f.write(struct.pack("<Q", n))
             for cid, m, params in cams:
-                f.write(struct.pack("<iiQQ", cid, MODEL_IDS[m], WIDTH, HEIGHT) + struct.pack(f"<{len(params)}d", *params))
+                f.write(
+                    struct.pack("<iiQQ", cid, MODEL_IDS[m], WIDTH, HEIGHT) + struct.pack(f"<{len(params)}d", *params)
+                )
         with open(sparse / "images.bin", "wb") as f:
             f.write(struct.pack("<Q", n))
             for k in range(n):
@@ -181,9 +208,15 @@ def write_colmap(root: Path, n=10, models=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_
         with open(sparse / "points3D.bin", "wb") as f:
             f.write(struct.pack("<Q", n_points))
             for j in range(n_points):
-                f.write(struct.pack("<Q3d3Bd", j + 1, *pts[j], *rgb[j], 0.5) + struct.pack("<Q", 1) + struct.pack("<ii", 1, 0))
+                f.write(
+                    struct.pack("<Q3d3Bd", j + 1, *pts[j], *rgb[j], 0.5)
+                    + struct.pack("<Q", 1)
+                    + struct.pack("<ii", 1, 0)
+                )
     else:
-        lines = ["# Camera list"] + [f"{cid} {m} {WIDTH} {HEIGHT} " + " ".join(repr(float(p)) for p in params) for cid, m, params in cams]
+        lines = ["# Camera list"] + [
+            f"{cid} {m} {WIDTH} {HEIGHT} " + " ".join(repr(float(p)) for p in params) for cid, m, params in cams
+        ]
         (sparse / "cameras.txt").write_text("\n".join(lines) + "\n")
         lines = ["# Image list"]
         for k in range(n):
@@ -191,7 +224,14 @@ def write_colmap(root: Path, n=10, models=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_
             t = views[k][:3, 3]
             lines += [f"{k + 1} " + " ".join(repr(float(v)) for v in (*q, *t)) + f" {k + 1} {k:04d}.png", "1.0 2.0 -1"]
         (sparse / "images.txt").write_text("\n".join(lines) + "\n")
-        lines = ["# 3D points"] + [f"{j + 1} " + " ".join(repr(float(v)) for v in pts[j]) + " " + " ".join(str(int(c)) for c in rgb[j]) + " 0.5 1 0" for j in range(n_points)]
+        lines = ["# 3D points"] + [
+            f"{j + 1} "
+            + " ".join(repr(float(v)) for v in pts[j])
+            + " "
+            + " ".join(str(int(c)) for c in rgb[j])
+            + " 0.5 1 0"
+            for j in range(n_points)
+        ]
         (sparse / "points3D.txt").write_text("\n".join(lines) + "\n")
     return views, Ks_used, images, pts
 
@@ -207,7 +247,9 @@ def write_llff(root: Path, n=8, seed=0):
         iio.imwrite(root / "images" / f"img_{k:03d}.png", to_u8(images[k]))
         c2w = c2w_opengl(views[k])
         # LLFF stores the rotation columns as (down, right, back) = (-y_gl, x_gl, z_gl)
-        m = np.concatenate([-c2w[:3, 1:2], c2w[:3, 0:1], c2w[:3, 2:3], c2w[:3, 3:4], np.array([[HEIGHT], [WIDTH], [f]])], 1)
+        m = np.concatenate(
+            [-c2w[:3, 1:2], c2w[:3, 0:1], c2w[:3, 2:3], c2w[:3, 3:4], np.array([[HEIGHT], [WIDTH], [f]])], 1
+        )
         rows.append(np.concatenate([m.ravel(), [0.5, 10.0]]))
     np.save(root / "poses_bounds.npy", np.stack(rows))
     return views, Ks, images

@@ -14,8 +14,8 @@ from reference import reference_rasterize
 
 import splat
 from splat.renderer import covariance_4d, slice_at_times
-from splat.renderer.slicing import embed_3d_rotation
 from splat.renderer import torch_impl as ti
+from splat.renderer.slicing import embed_3d_rotation
 
 FWD_TOL = 1e-5
 GRAD_TOL = 1e-4
@@ -33,12 +33,20 @@ def random_4d(gen, N: int, mixing: float = 0.4):
         q[:, 0] += 1.0
         return q * (0.5 + torch.rand((N, 1), generator=gen, dtype=torch.float64))  # not normalised
 
-    return {"means": torch.cat([means3, t], 1), "quats_left": quat(), "quats_right": quat(),
-            "scales": torch.cat([scales3, scale_t], 1), "opacities": opacities}  # fmt: skip
+    return {
+        "means": torch.cat([means3, t], 1),
+        "quats_left": quat(),
+        "quats_right": quat(),
+        "scales": torch.cat([scales3, scale_t], 1),
+        "opacities": opacities,
+    }
 
 
 def test_isoclinic_rotations_are_rotations(gen):
-    ql, qr = torch.randn((50, 4), generator=gen, dtype=torch.float64), torch.randn((50, 4), generator=gen, dtype=torch.float64)
+    ql, qr = (
+        torch.randn((50, 4), generator=gen, dtype=torch.float64),
+        torch.randn((50, 4), generator=gen, dtype=torch.float64),
+    )
     R = ti.rotation_4d(ql, qr)
     eye = torch.eye(4, dtype=torch.float64).expand(50, 4, 4)
     assert torch.allclose(R @ R.transpose(1, 2), eye, atol=1e-12)
@@ -117,8 +125,19 @@ def reference_rasterize_4d(g64, colors, views, Ks, width, height, times, backgro
     means3, weights = ti.slice_at_times(times, g64["means"], vel, W)
     renders, alphas, margins = [], [], []
     for c in range(views.shape[0]):
-        r, a, m = reference_rasterize(means3[c], None, None, g64["opacities"] * weights[c], colors, views[c : c + 1],
-                                      Ks[c : c + 1], width, height, covars=cov3, backgrounds=backgrounds[c : c + 1])  # fmt: skip
+        r, a, m = reference_rasterize(
+            means3[c],
+            None,
+            None,
+            g64["opacities"] * weights[c],
+            colors,
+            views[c : c + 1],
+            Ks[c : c + 1],
+            width,
+            height,
+            covars=cov3,
+            backgrounds=backgrounds[c : c + 1],
+        )
         renders.append(r), alphas.append(a), margins.append(m)
     return torch.cat(renders), torch.cat(alphas), torch.cat(margins)
 
@@ -134,14 +153,26 @@ def test_rasterize_4d_matches_reference(gen, compositing_variant, device="cpu"):
     inputs = {**g, "colors": colors, "backgrounds": backgrounds}
     l32 = {k: leaf32(v, device) for k, v in inputs.items()}
     l64 = {k: leaf64(v) for k, v in inputs.items()}
-    out, alpha, meta = splat.rasterize_4d(**l32, viewmats=views.float().to(device), Ks=Ks.float().to(device), width=width,
-                                          height=height, times=times.float().to(device))  # fmt: skip
+    out, alpha, meta = splat.rasterize_4d(
+        **l32,
+        viewmats=views.float().to(device),
+        Ks=Ks.float().to(device),
+        width=width,
+        height=height,
+        times=times.float().to(device),
+    )
     assert out.device.type == torch.device(device).type
     out, alpha = out.cpu(), alpha.cpu()
     ref, ref_alpha, margin = reference_rasterize_4d(
-        {k: l64[k] for k in g}, l64["colors"], views.float().double(), Ks.float().double(), width, height,
-        times.float().double(), l64["backgrounds"],
-    )  # fmt: skip
+        {k: l64[k] for k in g},
+        l64["colors"],
+        views.float().double(),
+        Ks.float().double(),
+        width,
+        height,
+        times.float().double(),
+        l64["backgrounds"],
+    )
     quiet = quiet_pixels(margin)
     assert fraction(quiet) > 0.99
     assert ref_alpha.mean() > 0.2, "degenerate test scene"
@@ -162,8 +193,9 @@ def test_culling_drops_gaussians_out_of_their_time(gen):
     g = {k: v.float() for k, v in random_4d(gen, N, mixing=0.0).items()}
     g["scales"][:, 3] = 0.02  # short-lived
     views, Ks = random_cameras(gen, 1, 32, 24)
-    _, _, meta = splat.rasterize_4d(**g, colors=torch.rand(N, 3), viewmats=views.float(), Ks=Ks.float(),
-                                    width=32, height=24, times=0.5)  # fmt: skip
+    _, _, meta = splat.rasterize_4d(
+        **g, colors=torch.rand(N, 3), viewmats=views.float(), Ks=Ks.float(), width=32, height=24, times=0.5
+    )
     ids = meta["gaussian_ids"]
     visible = g["opacities"] * torch.exp(-0.5 * (0.5 - g["means"][:, 3]) ** 2 / 0.02**2)
     assert set(ids.tolist()) == set((visible >= 1 / 255).nonzero().flatten().tolist())
@@ -176,8 +208,16 @@ def test_nothing_alive_renders_the_background(gen):
     g["scales"][:, 3] = 0.01
     g["means"][:, 3] = 0.0
     views, Ks = random_cameras(gen, 1, 16, 12)
-    out, alpha, _ = splat.rasterize_4d(**g, colors=torch.rand(30, 3), viewmats=views.float(), Ks=Ks.float(), width=16,
-                                       height=12, times=1.0, backgrounds=torch.tensor([[0.2, 0.4, 0.6]]))  # fmt: skip
+    out, alpha, _ = splat.rasterize_4d(
+        **g,
+        colors=torch.rand(30, 3),
+        viewmats=views.float(),
+        Ks=Ks.float(),
+        width=16,
+        height=12,
+        times=1.0,
+        backgrounds=torch.tensor([[0.2, 0.4, 0.6]]),
+    )
     assert alpha.abs().max() == 0 and torch.allclose(out, torch.tensor([0.2, 0.4, 0.6]).expand_as(out))
 
 
@@ -189,12 +229,32 @@ def test_static_gaussians_match_the_3d_rasterizer(gen):
 
     views, Ks = random_cameras(gen, 2, 32, 24)
     colors = torch.rand(N, 3)
-    ref, ref_alpha, _ = splat.rasterize(means, None, None, opacities, colors, views.float(), Ks.float(), 32, 24,
-                                        covars=covar_from_quat_scale(quats, scales))  # fmt: skip
+    ref, ref_alpha, _ = splat.rasterize(
+        means,
+        None,
+        None,
+        opacities,
+        colors,
+        views.float(),
+        Ks.float(),
+        32,
+        24,
+        covars=covar_from_quat_scale(quats, scales),
+    )
     q_left, q_right = embed_3d_rotation(quats)  # the 3D rotation on x, y, z; t left alone
-    out, alpha, _ = splat.rasterize_4d(torch.cat([means, torch.rand(N, 1)], 1), q_left, q_right,
-                                       torch.cat([scales, torch.full((N, 1), 1e4)], 1), opacities, colors,
-                                       views.float(), Ks.float(), 32, 24, times=0.3)  # fmt: skip
+    out, alpha, _ = splat.rasterize_4d(
+        torch.cat([means, torch.rand(N, 1)], 1),
+        q_left,
+        q_right,
+        torch.cat([scales, torch.full((N, 1), 1e4)], 1),
+        opacities,
+        colors,
+        views.float(),
+        Ks.float(),
+        32,
+        24,
+        times=0.3,
+    )
     assert torch.allclose(out, ref, atol=2e-5) and torch.allclose(alpha, ref_alpha, atol=2e-5)
 
 
@@ -212,8 +272,15 @@ def test_static_gaussians_match_the_3d_rasterizer(gen):
 def test_bad_4d_input(gen, change, match):
     g = {k: v.float() for k, v in random_4d(gen, 10).items()}
     views, Ks = random_cameras(gen, 2, 16, 12)
-    args = {**g, "colors": torch.rand(10, 3), "viewmats": views.float(), "Ks": Ks.float(), "width": 16, "height": 12,
-            "times": 0.5}  # fmt: skip
+    args = {
+        **g,
+        "colors": torch.rand(10, 3),
+        "viewmats": views.float(),
+        "Ks": Ks.float(),
+        "width": 16,
+        "height": 12,
+        "times": 0.5,
+    }
     change(args)
     with pytest.raises(ValueError, match=match):
         splat.rasterize_4d(**args)
@@ -222,7 +289,10 @@ def test_bad_4d_input(gen, change, match):
 def test_factor_rotation_4d_round_trips(gen):
     from splat.renderer.slicing import factor_rotation_4d
 
-    ql, qr = torch.randn((30, 4), generator=gen, dtype=torch.float64), torch.randn((30, 4), generator=gen, dtype=torch.float64)
+    ql, qr = (
+        torch.randn((30, 4), generator=gen, dtype=torch.float64),
+        torch.randn((30, 4), generator=gen, dtype=torch.float64),
+    )
     R = ti.rotation_4d(ql, qr)
     a, b = factor_rotation_4d(R)
     assert torch.allclose(ti.rotation_4d(a, b), R, atol=1e-10)
@@ -234,6 +304,7 @@ def test_scale_space_4d_scales_the_covariance(gen):
     g = random_4d(gen, 40, mixing=0.8)
     log_s = g["scales"].log()
     new_log_s, ql, qr = scale_space_4d(log_s, g["quats_left"], g["quats_right"], 2.5)
+
     def sigma(ls, a, b):
         M = ti.rotation_4d(a, b) * ls.exp()[:, None, :]
         return M @ M.transpose(1, 2)

@@ -11,13 +11,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from scene_fixtures import c2w_opengl, render_views, to_u8
 
 from splat.datasets import auto_downscale, load_dataset
 from splat.datasets.scene_bounds import classify_capture, frustum_depth_range
 from splat.scenes import dome_cameras, forward_facing_cameras, still_life, write_llff_dataset
 from splat.train.config import PRESETS, preset_config, resolve_device
-
-from scene_fixtures import c2w_opengl, render_views, to_u8
 
 # ------------------------------------------------------------------------------------------------
 # device, preset, downscale
@@ -188,9 +187,23 @@ def _write_ngp(root, n=10, sharpness=None, missing=(), extra=None):
         if sharpness is not None:
             fr["sharpness"] = sharpness[k]
         frames.append(fr)
-    meta = {"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": 64, "h": 48,
-            "k1": -0.05, "k2": 0.01, "p1": 0.001, "p2": -0.002, "aabb_scale": 4, "scale": 0.5,
-            "offset": [0.5, 0.5, 0.4], "frames": frames, **(extra or {})}  # fmt: skip
+    meta = {
+        "fl_x": K[0, 0],
+        "fl_y": K[1, 1],
+        "cx": K[0, 2],
+        "cy": K[1, 2],
+        "w": 64,
+        "h": 48,
+        "k1": -0.05,
+        "k2": 0.01,
+        "p1": 0.001,
+        "p2": -0.002,
+        "aabb_scale": 4,
+        "scale": 0.5,
+        "offset": [0.5, 0.5, 0.4],
+        "frames": frames,
+        **(extra or {}),
+    }
     (root / "transforms.json").write_text(json.dumps(meta))
     return views, K
 
@@ -219,7 +232,9 @@ def test_instant_ngp_focal_from_camera_angle(tmp_path):
     meta["camera_angle_x"] = 2 * math.atan(32.0 / K[0, 0])
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
     data = load_dataset(tmp_path)
-    assert data.frames[0].camera.K[0, 0] == pytest.approx(K[0, 0]) and data.frames[0].camera.K[1, 1] == pytest.approx(K[0, 0])
+    assert data.frames[0].camera.K[0, 0] == pytest.approx(K[0, 0]) and data.frames[0].camera.K[1, 1] == pytest.approx(
+        K[0, 0]
+    )
 
 
 def test_instant_ngp_sharpness_drops_blurry_and_missing_frames(tmp_path):
@@ -270,7 +285,9 @@ def test_forward_facing_fixture_trains_to_the_bar(llff_fixture, tmp_path):
     96x72 reach 24 dB on the held-out views (measured: see the README's test overview)."""
     from splat.train.runs import new_trainer
 
-    cfg = preset_config("cpu", device="cpu", steps=400, max_train_seconds=0.0, log_every=50, resolution_schedule=[[0, 2], [150, 1]])
+    cfg = preset_config(
+        "cpu", device="cpu", steps=400, max_train_seconds=0.0, log_every=50, resolution_schedule=[[0, 2], [150, 1]]
+    )
     trainer = new_trainer(str(llff_fixture), tmp_path / "run", cfg)
     assert trainer.data.bounds.kind == "forward"
     result = trainer.train()
@@ -295,13 +312,35 @@ def test_max_seconds_ends_every_model(tmp_path, model):
     else:
         views, K = dome_cameras(8, 48, 36)
         write_blender_dataset(still_life(), data, views, K, 48, 36, n_test=2)
-    extra = ["--samples-per-step", "4096", "--grid-resolution", "32", "--log2-hashmap-size", "14"] if model == "field" else []
+    extra = (
+        ["--samples-per-step", "4096", "--grid-resolution", "32", "--log2-hashmap-size", "14"]
+        if model == "field"
+        else []
+    )
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "splat.cli", "train", str(data), "--out", str(run), "--model", model, "--device", "cpu",
-         "--steps", "100000", "--max-seconds", "3", *extra],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "splat.cli",
+            "train",
+            str(data),
+            "--out",
+            str(run),
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--steps",
+            "100000",
+            "--max-seconds",
+            "3",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "plan: cpu" in proc.stdout and "3 s of training" in proc.stdout
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

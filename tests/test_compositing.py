@@ -17,21 +17,44 @@ def projected_scene(gen, C=2, N=200, width=40, height=30, tile_size=16):
     views, Ks = random_cameras(gen, C, width, height)
     means, quats, scales, opacities = random_gaussians(gen, N)
     radii, means2d, depths, conics, _ = fully_fused_projection(
-        means.float(), quats.float(), scales.float(), views.float(), Ks.float(), width, height, opacities=opacities.float()
+        means.float(),
+        quats.float(),
+        scales.float(),
+        views.float(),
+        Ks.float(),
+        width,
+        height,
+        opacities=opacities.float(),
     )
     tw, th = tile_grid(width, height, tile_size)
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile_size, tw, th)
     offsets = isect_offset_encode(isect_ids, C, tw, th)
     op = opacities.float()[None].expand(C, N).contiguous()
-    return dict(means2d=means2d, conics=conics, opacities=op, depths=depths, radii=radii,
-                isect_offsets=offsets, flatten_ids=flatten_ids)  # fmt: skip
+    return dict(
+        means2d=means2d,
+        conics=conics,
+        opacities=op,
+        depths=depths,
+        radii=radii,
+        isect_offsets=offsets,
+        flatten_ids=flatten_ids,
+    )
 
 
 def render_warp(s, colors, width, height, tile_size=16, backgrounds=None, absgrad=False):
     return rasterize_to_pixels(
-        s["means2d"], s["conics"], colors, s["opacities"], width, height, tile_size, s["isect_offsets"],
-        s["flatten_ids"], backgrounds=backgrounds, absgrad=absgrad,
-    )  # fmt: skip
+        s["means2d"],
+        s["conics"],
+        colors,
+        s["opacities"],
+        width,
+        height,
+        tile_size,
+        s["isect_offsets"],
+        s["flatten_ids"],
+        backgrounds=backgrounds,
+        absgrad=absgrad,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -49,11 +72,27 @@ def test_compositing_matches_brute_force(gen, D, per_camera):
     l32 = {k: leaf32(v) for k, v in diff.items()}
     l64 = {k: leaf64(v) for k, v in diff.items()}
     out, alpha = rasterize_to_pixels(
-        l32["means2d"], l32["conics"], l32["colors"], l32["opacities"], W, H, 16, s["isect_offsets"], s["flatten_ids"],
+        l32["means2d"],
+        l32["conics"],
+        l32["colors"],
+        l32["opacities"],
+        W,
+        H,
+        16,
+        s["isect_offsets"],
+        s["flatten_ids"],
         backgrounds=l32["bg"],
-    )  # fmt: skip
+    )
     ref, ref_alpha, margin = composite_brute_force(
-        l64["means2d"], l64["conics"], l64["colors"], l64["opacities"], s["depths"].double(), s["radii"], W, H, l64["bg"]
+        l64["means2d"],
+        l64["conics"],
+        l64["colors"],
+        l64["opacities"],
+        s["depths"].double(),
+        s["radii"],
+        W,
+        H,
+        l64["bg"],
     )
     quiet = quiet_pixels(margin)
     assert fraction(quiet) > 0.99 and ref_alpha.mean() > 0.2
@@ -78,7 +117,9 @@ def test_absgrad_is_sum_of_per_pixel_magnitudes(gen):
     expected = torch.zeros(C, N, 2, dtype=torch.float64)
     for y, x in pixels:
         m2d = s["means2d"].detach().clone().requires_grad_(True)
-        out, _ = rasterize_to_pixels(m2d, s["conics"], colors, s["opacities"], W, H, 16, s["isect_offsets"], s["flatten_ids"])
+        out, _ = rasterize_to_pixels(
+            m2d, s["conics"], colors, s["opacities"], W, H, 16, s["isect_offsets"], s["flatten_ids"]
+        )
         out[0, y, x].sum().backward()
         expected += m2d.grad.double().abs()
     m2d = s["means2d"].detach().clone().requires_grad_(True)
@@ -141,9 +182,19 @@ def test_torch_twin_matches_warp(gen, D):
     c1, c2 = leaf32(colors), leaf32(colors)
     out, alpha = render_warp(s, c1, W, H, backgrounds=bg)
     out_t, alpha_t = ti.rasterize_to_pixels_torch(
-        s["means2d"], s["conics"], c2, s["opacities"], W, H, 16, s["isect_offsets"], s["flatten_ids"], backgrounds=bg,
-        tiles_per_batch=3, chunk=16,
-    )  # fmt: skip
+        s["means2d"],
+        s["conics"],
+        c2,
+        s["opacities"],
+        W,
+        H,
+        16,
+        s["isect_offsets"],
+        s["flatten_ids"],
+        backgrounds=bg,
+        tiles_per_batch=3,
+        chunk=16,
+    )
     assert_close_rel(out_t, out, 1e-5, "torch twin render")
     assert_close_rel(alpha_t, alpha, 1e-5, "torch twin alpha")
     w = torch.rand(out.shape, generator=gen)

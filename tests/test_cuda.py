@@ -14,12 +14,12 @@ import os
 import tempfile
 
 import pytest
-import torch
-import warp as wp
 import test_4d
 import test_fields
 import test_marching
 import test_volume_rendering
+import torch
+import warp as wp
 from test_rasterize import check, make_inputs
 
 import splat
@@ -49,8 +49,14 @@ def test_cuda_equals_cpu(gen):
     inputs, views, Ks = make_inputs(gen, C=2, N=400, width=64, height=48, sh_degree=2)
     kw = {k: v.float() for k, v in inputs.items()}
     cpu = splat.rasterize(**kw, viewmats=views.float(), Ks=Ks.float(), width=64, height=48, sh_degree=2)
-    gpu = splat.rasterize(**{k: v.to(DEVICE) for k, v in kw.items()}, viewmats=views.float().to(DEVICE),
-                          Ks=Ks.float().to(DEVICE), width=64, height=48, sh_degree=2)  # fmt: skip
+    gpu = splat.rasterize(
+        **{k: v.to(DEVICE) for k, v in kw.items()},
+        viewmats=views.float().to(DEVICE),
+        Ks=Ks.float().to(DEVICE),
+        width=64,
+        height=48,
+        sh_degree=2,
+    )
     for a, b in zip(cpu[:2], gpu[:2]):
         assert b.device.type == DEVICE
         assert (a - b.cpu()).abs().max() < 1e-5

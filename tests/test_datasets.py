@@ -38,8 +38,14 @@ def rerender(data, index, background=(0.0, 0.0, 0.0)):
     scene["means"] = (scene["means"] - c) * s
     scene["scales"] = scene["scales"] * s
     cam = data.camera(index)
-    rgb, alpha, _ = splat.rasterize(**scene, viewmats=data.viewmat(index)[None], Ks=data.K(index)[None],
-                                    width=cam.width, height=cam.height, backgrounds=torch.tensor([background]))  # fmt: skip
+    rgb, alpha, _ = splat.rasterize(
+        **scene,
+        viewmats=data.viewmat(index)[None],
+        Ks=data.K(index)[None],
+        width=cam.width,
+        height=cam.height,
+        backgrounds=torch.tensor([background]),
+    )
     return rgb[0].clamp(0, 1)
 
 
@@ -82,7 +88,9 @@ def test_nerfstudio_opencv_distortion_is_undone(tmp_path):
         rgb, mask = data.image(i)
         assert mask is not None and 0.8 < mask.float().mean() < 1.0
         undone = psnr(rgb, torch.from_numpy(pinhole[i]), mask)
-        ignored = psnr(torch.from_numpy(apply_distortion(pinhole[i], data.camera(i).K, dist)), torch.from_numpy(pinhole[i]), mask)
+        ignored = psnr(
+            torch.from_numpy(apply_distortion(pinhole[i], data.camera(i).K, dist)), torch.from_numpy(pinhole[i]), mask
+        )
         # two bilinear resamplings at 64x48 blur a little; a wrong lens model is far worse
         assert undone > 27 and undone > ignored + 5, f"undistortion: {undone:.1f} dB vs {ignored:.1f} dB when ignored"
 

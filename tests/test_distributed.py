@@ -37,10 +37,18 @@ def free_port() -> int:
 
 def start_ranks(argv: list[str], world: int = 2, **popen) -> list[subprocess.Popen]:
     """`python ARGV` as `world` ranks (env:// rendezvous, as torchrun sets it up)."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world),
-           "LOCAL_WORLD_SIZE": str(world), "SPLAT_DIST_TIMEOUT": str(TIMEOUT)}  # fmt: skip
-    return [subprocess.Popen([sys.executable, *argv], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=ROOT, **popen)
-            for r in range(world)]  # fmt: skip
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world),
+        "SPLAT_DIST_TIMEOUT": str(TIMEOUT),
+    }
+    return [
+        subprocess.Popen([sys.executable, *argv], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=ROOT, **popen)
+        for r in range(world)
+    ]
 
 
 def wait_all(procs, timeout=600) -> list[int]:
@@ -48,8 +56,14 @@ def wait_all(procs, timeout=600) -> list[int]:
 
 
 def splat_cli(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "splat.cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "SPLAT_DIST_TIMEOUT": str(TIMEOUT)})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "splat.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SPLAT_DIST_TIMEOUT": str(TIMEOUT)},
+    )
 
 
 def run_job(out: Path, data: Path, config: dict, seed: int = 0, world: int = 2) -> None:
@@ -80,14 +94,24 @@ def test_distributed_step_gives_single_process_gradients(tmp_path, seed):
     Gaussian's gradients (and screen-space gradients, densification's statistic) on its owner,
     equal one process rendering all Gaussians into the 4 cameras (measured: bit-identical)."""
     sys.path.insert(0, str(HERE))
-    from dist_cases import SH_DEGREE, HEIGHT, WIDTH, problem
+    from dist_cases import HEIGHT, SH_DEGREE, WIDTH, problem
 
     assert wait_all(start_ranks([str(HERE / "dist_cases.py"), "grad", str(tmp_path), str(seed)])) == [0, 0]
     gaussians, viewmats, Ks, backgrounds, weights = problem(seed, 2)
     leaves = {k: v.clone().requires_grad_(True) for k, v in gaussians.items()}
-    colors, alphas, meta = splat.rasterize(leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"],
-                                           leaves["colors"], viewmats, Ks, WIDTH, HEIGHT, sh_degree=SH_DEGREE,
-                                           backgrounds=backgrounds)  # fmt: skip
+    colors, alphas, meta = splat.rasterize(
+        leaves["means"],
+        leaves["quats"],
+        leaves["scales"],
+        leaves["opacities"],
+        leaves["colors"],
+        viewmats,
+        Ks,
+        WIDTH,
+        HEIGHT,
+        sh_degree=SH_DEGREE,
+        backgrounds=backgrounds,
+    )
     meta["means2d"].retain_grad()
     (colors * weights).sum().backward()
     ranks = [torch.load(tmp_path / f"rank_{r}.pt") for r in range(2)]
@@ -113,30 +137,51 @@ def test_short_run_matches_single_process_psnr(tmp_path):
     at 150 / 300 steps from 4000 points: 21.91 vs 21.70 dB)."""
     data = tmp_path / "scene"
     write_colmap(data, n=24, models=("PINHOLE",), n_points=1500)
-    common = dict(reset_every=10_000, eval_steps=[], log_every=50, checkpoint_every=10_000, sh_degree=1,
-                  save_renders=False)  # fmt: skip
+    common = dict(
+        reset_every=10_000, eval_steps=[], log_every=50, checkpoint_every=10_000, sh_degree=1, save_renders=False
+    )
     run_job(tmp_path / "dist", data, dict(common, steps=100, refine_start=50, refine_every=50, sh_degree_interval=50))
-    single = new_trainer(str(data), tmp_path / "single", TrainConfig(**common, steps=200, refine_start=100,
-                                                                     refine_every=100, sh_degree_interval=100))  # fmt: skip
+    single = new_trainer(
+        str(data),
+        tmp_path / "single",
+        TrainConfig(**common, steps=200, refine_start=100, refine_every=100, sh_degree_interval=100),
+    )
     psnr_single = single.train()["eval"]["psnr"]
     dist = final_eval(tmp_path / "dist" / "run")
     assert dist["eval"]["num_images"] == 3
-    assert abs(dist["eval"]["psnr"] - psnr_single) <= 0.3, f"2 ranks {dist['eval']['psnr']:.2f} dB, 1 process {psnr_single:.2f} dB"
+    assert abs(dist["eval"]["psnr"] - psnr_single) <= 0.3, (
+        f"2 ranks {dist['eval']['psnr']:.2f} dB, 1 process {psnr_single:.2f} dB"
+    )
     assert dist["num_gaussians"] > 1500, "densification ran on the shards"
 
 
 def test_checkpoint_resume_and_export_of_a_two_rank_run(tmp_path, blender_scene):
     """Per-rank checkpoints; resuming from the middle one repeats the uninterrupted run exactly
     (densification included); export, splat.load and eval see one scene; a 1-rank job re-shards."""
-    config = dict(steps=12, refine_start=3, refine_every=3, reset_every=10_000, eval_steps=[], log_every=4,
-                  checkpoint_every=6, keep_checkpoints=5, sh_degree=1, sh_degree_interval=4, save_renders=False,
-                  init_points=600)  # fmt: skip
+    config = dict(
+        steps=12,
+        refine_start=3,
+        refine_every=3,
+        reset_every=10_000,
+        eval_steps=[],
+        log_every=4,
+        checkpoint_every=6,
+        keep_checkpoints=5,
+        sh_degree=1,
+        sh_degree_interval=4,
+        save_renders=False,
+        init_points=600,
+    )
     run_job(tmp_path / "a", blender_scene, config)
     run = tmp_path / "a" / "run"
     steps = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert steps == ["step_0000006", "step_0000012"]
     for step in steps:
-        assert sorted(p.name for p in (run / "checkpoints" / step).iterdir()) == ["complete.json", "rank_0.pt", "rank_1.pt"]
+        assert sorted(p.name for p in (run / "checkpoints" / step).iterdir()) == [
+            "complete.json",
+            "rank_0.pt",
+            "rank_1.pt",
+        ]
     final = merged_state(run / "checkpoints" / "step_0000012")
     assert final["world_size"] == 2 and final["step"] == 12
 
@@ -164,8 +209,22 @@ def test_cli_nproc_trains_renders_sharded_and_views_one_scene(tmp_path, blender_
     """`splat train --nproc 2` then `splat render --nproc 2`: frames byte-identical to an unsharded
     render, and the same transforms.json."""
     run = tmp_path / "run"
-    result = splat_cli("train", blender_scene, "--nproc", 2, "--steps", 6, "--init-points", 400, "--sh-degree", 1,
-                       "--out", run, "--eval-every", 6)  # fmt: skip
+    result = splat_cli(
+        "train",
+        blender_scene,
+        "--nproc",
+        2,
+        "--steps",
+        6,
+        "--init-points",
+        400,
+        "--sh-degree",
+        1,
+        "--out",
+        run,
+        "--eval-every",
+        6,
+    )
     assert result.returncode == 0, result.stderr
     assert "on 2 ranks" in result.stdout and "eval at step 6" in result.stdout
     assert result.stdout.count("done:") == 1, "only rank 0 prints"
@@ -185,9 +244,25 @@ def test_cli_nproc_trains_renders_sharded_and_views_one_scene(tmp_path, blender_
 def test_a_killed_rank_stops_the_other_with_a_message(tmp_path, blender_scene, victim):
     """SIGKILL one rank mid-training: the other exits non-zero within the collective timeout, with
     one line naming the dead rank (rank 0 also hosts the rendezvous store)."""
-    procs = start_ranks(["-m", "splat.cli", "train", str(blender_scene), "--steps", "100000", "--init-points", "300",
-                         "--sh-degree", "0", "--out", str(tmp_path / "run")],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    procs = start_ranks(
+        [
+            "-m",
+            "splat.cli",
+            "train",
+            str(blender_scene),
+            "--steps",
+            "100000",
+            "--init-points",
+            "300",
+            "--sh-degree",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     survivor = procs[1 - victim]
     while "step" not in procs[0].stdout.readline():  # rank 0 reports progress: both are training
         assert procs[0].poll() is None, procs[0].stderr.read()

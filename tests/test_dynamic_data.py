@@ -29,11 +29,20 @@ W, H = 64, 48
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     q = q.double() / q.double().norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(*q.shape[:-1], 3, 3)
 
 
 def assert_rerenders(data, indices, min_psnr=35.0):
@@ -45,8 +54,14 @@ def assert_rerenders(data, indices, min_psnr=35.0):
         scene = dynamic_scene_at(cam.time)
         scene["means"] = (scene["means"] - c) * s
         scene["scales"] = scene["scales"] * s
-        rgb, _, _ = splat.rasterize(**scene, viewmats=data.viewmat(i)[None], Ks=data.K(i)[None], width=cam.width,
-                                    height=cam.height, backgrounds=torch.zeros(1, 3))  # fmt: skip
+        rgb, _, _ = splat.rasterize(
+            **scene,
+            viewmats=data.viewmat(i)[None],
+            Ks=data.K(i)[None],
+            width=cam.width,
+            height=cam.height,
+            backgrounds=torch.zeros(1, 3),
+        )
         photo, _ = data.image(i, torch.zeros(3))
         mse = ((rgb[0].clamp(0, 1) - photo) ** 2).mean().item()
         p = 10 * math.log10(1 / max(mse, 1e-12))
@@ -96,14 +111,17 @@ def test_objects_move_rotate_appear_and_disappear():
     # the cube turns about its vertical axis: positions and orientations rotate together
     t = 0.4
     angle = math.pi * t
-    Rz = torch.tensor([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]],
-                      dtype=torch.float64)  # fmt: skip
+    Rz = torch.tensor(
+        [[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]], dtype=torch.float64
+    )
     cube = objects["cube"]
     now = dynamic_scene_at(t)
     R0, Rt = quat_to_matrix(start["quats"][cube]), quat_to_matrix(now["quats"][cube])
     assert torch.allclose(Rt, Rz @ R0, atol=1e-5)
     center = start["means"][cube].double().mean(0)
-    assert torch.allclose(now["means"][cube].double() - center, (start["means"][cube].double() - center) @ Rz.T, atol=1e-5)
+    assert torch.allclose(
+        now["means"][cube].double() - center, (start["means"][cube].double() - center) @ Rz.T, atol=1e-5
+    )
     assert (now["means"][cube, 2] - start["means"][cube, 2]).abs().max() < 1e-6
 
     o0, o1 = start["opacities"], end["opacities"]
@@ -205,8 +223,10 @@ def _corrupt_multiview(root, how):
     return meta_path
 
 
-@pytest.mark.parametrize("how", ["missing_camera_folder", "unequal_frame_counts", "missing_image", "corrupt_image",
-                                 "malformed_json", "nan_pose"])  # fmt: skip
+@pytest.mark.parametrize(
+    "how",
+    ["missing_camera_folder", "unequal_frame_counts", "missing_image", "corrupt_image", "malformed_json", "nan_pose"],
+)
 def test_bad_multiview_input_names_the_file(tmp_path, how):
     culprit = _corrupt_multiview(tmp_path, how)
     with pytest.raises(DatasetError) as info:

@@ -16,8 +16,17 @@ from splat.train.config import TrainConfig
 from splat.train.runs import new_trainer, restore_trainer
 
 # a small field: the procedural still life fills about +-0.5 of the normalised frame
-SMALL = dict(model="field", field_samples=32768, field_grid_resolution=32, field_log2_hashmap_size=15, field_bound=0.6,
-             eval_steps=[], log_every=50, checkpoint_every=10_000, save_renders=False)  # fmt: skip
+SMALL = dict(
+    model="field",
+    field_samples=32768,
+    field_grid_resolution=32,
+    field_log2_hashmap_size=15,
+    field_bound=0.6,
+    eval_steps=[],
+    log_every=50,
+    checkpoint_every=10_000,
+    save_renders=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +77,22 @@ def test_loaded_field_renders_like_training(trained):
     out = scene.render(cam, outputs=("rgb", "depth", "alpha"), background=(1, 1, 1))
     gt, _ = trainer.ground_truth(index, torch.ones(3))
     assert out["rgb"].shape == (cam.height, cam.width, 3) and out["depth"].shape == (cam.height, cam.width, 1)
-    assert abs(losses.psnr(out["rgb"], gt, None) - losses.psnr(trainer.render_eval(index, torch.ones(3)).clamp(0, 1), gt, None)) < 0.05
+    assert (
+        abs(
+            losses.psnr(out["rgb"], gt, None)
+            - losses.psnr(trainer.render_eval(index, torch.ones(3)).clamp(0, 1), gt, None)
+        )
+        < 0.05
+    )
 
     # depth: expected camera z in the original frame, against the procedural scene's own depth
     from splat.scenes import still_life
 
     view = torch.from_numpy(cam.viewmat).float()[None]
     K = torch.from_numpy(cam.K).float()[None]
-    ref, ref_alpha, _ = splat.rasterize(**still_life(), viewmats=view, Ks=K, width=cam.width, height=cam.height,
-                                        render_mode="RGB+ED")  # fmt: skip
+    ref, ref_alpha, _ = splat.rasterize(
+        **still_life(), viewmats=view, Ks=K, width=cam.width, height=cam.height, render_mode="RGB+ED"
+    )
     both = (ref_alpha[0, ..., 0] > 0.95) & (out["alpha"][..., 0] > 0.95)
     assert both.sum() > 100
     rel = (out["depth"][..., 0][both] - ref[0, ..., 3][both]).abs() / ref[0, ..., 3][both]
@@ -90,8 +106,9 @@ def test_loaded_field_renders_like_training(trained):
 def test_unbounded_capture_uses_contraction(tmp_path):
     root = tmp_path / "ns"
     write_nerfstudio(root, n=10)
-    trainer = new_trainer(str(root), tmp_path / "run", TrainConfig(steps=30, **{**SMALL, "field_bound": 0.0,
-                                                                                      "field_samples": 8192}))
+    trainer = new_trainer(
+        str(root), tmp_path / "run", TrainConfig(steps=30, **{**SMALL, "field_bound": 0.0, "field_samples": 8192})
+    )
     assert trainer.spec.contract and trainer.spec.bound == 1.0
     trainer.train()
     assert np.isfinite(trainer.evaluate(save_renders=False)["eval"]["psnr"])
@@ -99,18 +116,67 @@ def test_unbounded_capture_uses_contraction(tmp_path):
 
 def test_field_cli(scene, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", str(scene), "--model", "field", "--steps", "30", "--out", str(run), "--samples-per-step", "4096",
-            "--grid-resolution", "32", "--log2-hashmap-size", "14"]  # fmt: skip
+    args = [
+        "train",
+        str(scene),
+        "--model",
+        "field",
+        "--steps",
+        "30",
+        "--out",
+        str(run),
+        "--samples-per-step",
+        "4096",
+        "--grid-resolution",
+        "32",
+        "--log2-hashmap-size",
+        "14",
+    ]
     assert main(args) == 0
     assert "occupied" in capsys.readouterr().out
     assert main(["eval", str(run), "--no-renders"]) == 0
-    assert main(["render", str(run), "--frames", "2", "--width", "24", "--height", "16", "--out", str(tmp_path / "r"),
-                 "--depth"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "render",
+                str(run),
+                "--frames",
+                "2",
+                "--width",
+                "24",
+                "--height",
+                "16",
+                "--out",
+                str(tmp_path / "r"),
+                "--depth",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "r" / "images").glob("*.png"))) == 2
     assert main(["export", str(run)]) == 2
     assert "neural-field run has no Gaussians" in capsys.readouterr().err
-    assert main(["train", str(scene), "--model", "field", "--field-loss", "huber", "--steps", "3", "--out",
-                 str(tmp_path / "h"), "--samples-per-step", "2048", "--grid-resolution", "16"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(scene),
+                "--model",
+                "field",
+                "--field-loss",
+                "huber",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path / "h"),
+                "--samples-per-step",
+                "2048",
+                "--grid-resolution",
+                "16",
+            ]
+        )
+        == 0
+    )
 
 
 def test_viewer_refines_a_field_progressively(trained):
@@ -148,7 +214,10 @@ def test_viewer_refines_a_field_progressively(trained):
 
 def test_field_demo(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--field", "--out", str(out), "--steps", "20", "--views", "8", "--width", "32", "--height", "24"]) == 0
+    assert (
+        main(["demo", "--field", "--out", str(out), "--steps", "20", "--views", "8", "--width", "32", "--height", "24"])
+        == 0
+    )
     assert len(list((out / "novel_views").glob("*.png"))) == 8
     assert "a field has no Gaussians to export" in capsys.readouterr().out
     assert main(["demo", "--field", "--dynamic", "--out", str(tmp_path / "x")]) == 2

@@ -43,11 +43,13 @@ def test_hash_of_a_known_vertex():
     x, y, z = 123, 456, 789
     h = ((x * PRIMES[0]) ^ ((y * PRIMES[1]) & 0xFFFFFFFF) ^ ((z * PRIMES[2]) & 0xFFFFFFFF)) % 64
     table[h] = 1.0
-    # a point exactly on that vertex: pos = p * 1000 + 0.5 = vertex + 0.5 -> weight 1/8 per corner... use the cell corner
+    # a point exactly on that vertex: pos = p * 1000 + 0.5 = vertex + 0.5 -> weight 1/8 per corner...
+    # use the cell corner
     p = torch.tensor([[(x - 0.5) / 1000, (y - 0.5) / 1000, (z - 0.5) / 1000]], dtype=torch.float64)
     assert hash_encode_torch(p, [table], layout).item() == pytest.approx(1.0)
-    enc = HashGridEncoding(3, n_levels=1, n_features_per_level=1, log2_hashmap_size=6, base_resolution=1001,
-                           per_level_scale=1.0)  # fmt: skip
+    enc = HashGridEncoding(
+        3, n_levels=1, n_features_per_level=1, log2_hashmap_size=6, base_resolution=1001, per_level_scale=1.0
+    )
     with torch.no_grad():
         enc.embeddings[0].copy_(table.float())
     assert enc.layout[0][:2] == (1000.0, 1001) and not enc.layout[0][3]
@@ -56,8 +58,15 @@ def test_hash_of_a_known_vertex():
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_encoding_matches_twin(gen, dims, device="cpu"):
-    enc = HashGridEncoding(dims, n_levels=6, n_features_per_level=2, log2_hashmap_size=10, base_resolution=4,
-                           per_level_scale=1.8, generator=gen)  # fmt: skip
+    enc = HashGridEncoding(
+        dims,
+        n_levels=6,
+        n_features_per_level=2,
+        log2_hashmap_size=10,
+        base_resolution=4,
+        per_level_scale=1.8,
+        generator=gen,
+    )
     assert any(d for *_, d in enc.layout) and not all(d for *_, d in enc.layout)
     with torch.no_grad():
         for t in enc.embeddings:
@@ -97,8 +106,18 @@ def clear_of_relu_kinks(x: torch.Tensor, net, margin: float = 1e-4) -> torch.Ten
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dims, hidden, outputs", [(3, 1, 16), (2, 2, 3), (3, 3, 4)])
 def test_fused_mlp_matches_twin(gen, dims, hidden, outputs, fused, device="cpu"):
-    net = HashGridMLP(outputs, n_hidden_layers=hidden, n_input_dims=dims, n_levels=8, n_features_per_level=2,
-                      log2_hashmap_size=9, base_resolution=4, per_level_scale=1.6, generator=gen, fused=fused)  # fmt: skip
+    net = HashGridMLP(
+        outputs,
+        n_hidden_layers=hidden,
+        n_input_dims=dims,
+        n_levels=8,
+        n_features_per_level=2,
+        log2_hashmap_size=9,
+        base_resolution=4,
+        per_level_scale=1.6,
+        generator=gen,
+        fused=fused,
+    )
     with torch.no_grad():
         for t in net.encoding.embeddings:
             t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
@@ -152,13 +171,30 @@ def test_fit_image_cli(tmp_path):
     y, x = np.mgrid[0:64, 0:96] / 64.0
     img = np.stack([0.5 + 0.5 * np.sin(20 * x), y, ((x * 8).astype(int) % 2) * 0.8 + 0.1], -1)
     iio.imwrite(tmp_path / "pattern.png", (img * 255).astype(np.uint8))
-    r = subprocess.run([sys.executable, "-m", "splat.cli", "fit-image", str(tmp_path / "pattern.png"), "--steps", "150",
-                        "--batch", "4096", "--log2-hashmap-size", "14"], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splat.cli",
+            "fit-image",
+            str(tmp_path / "pattern.png"),
+            "--steps",
+            "150",
+            "--batch",
+            "4096",
+            "--log2-hashmap-size",
+            "14",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     out = tmp_path / "pattern.fit.png"
     history = json.loads(out.with_suffix(".json").read_text())["history"]
     assert iio.imread(out).shape == (64, 96, 3)
     assert history[-1]["psnr"] > 28.0, history
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    r = subprocess.run([sys.executable, "-m", "splat.cli", "fit-image", str(tmp_path / "bad.png")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "splat.cli", "fit-image", str(tmp_path / "bad.png")], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import splat
-from splat.formats import FormatError, detect_format, read_splats, write_splats
-from splat.formats import antimatter, spz
+from splat.formats import FormatError, antimatter, detect_format, read_splats, spz, write_splats
 from splat.formats.common import SH_C0, morton_order, to_numpy_splats
 
 FORMATS = {"ply": ".ply", "splat": ".splat", "spz": ".spz", "compressed-ply": ".compressed.ply"}
@@ -164,7 +163,9 @@ def test_spz_stores_rub(tmp_path):
     assert np.allclose(R @ [1, 0, 0], [0, -1, 0], atol=0.02)  # +x turns to -y in RDF (= +y in RUB)
     d_rub = torch.nn.functional.normalize(torch.tensor([[0.2, 0.7, -0.4]], dtype=torch.float64), dim=-1)
     d_rdf = d_rub * torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)
-    file_colour = sh_basis(1, d_rub)[0, 1:] @ torch.from_numpy((np.frombuffer(sh, np.uint8).reshape(3, 3).astype(np.float64) - 128) / 128.0)
+    file_colour = sh_basis(1, d_rub)[0, 1:] @ torch.from_numpy(
+        (np.frombuffer(sh, np.uint8).reshape(3, 3).astype(np.float64) - 128) / 128.0
+    )
     our_colour = sh_basis(1, d_rdf)[0, 1:] @ r["shN"][0].double()
     assert torch.allclose(file_colour, our_colour, atol=1e-5)
     # and our writer stores RUB: the raw positions of what we write are y, z negated
@@ -184,11 +185,18 @@ def test_render_round_trip(tmp_path):
     g = torch.Generator().manual_seed(1)
     sl = still_life()
     N = sl["means"].shape[0]
-    s = {"means": sl["means"], "scales": sl["scales"].log(), "quats": sl["quats"],
-         "opacities": torch.logit(sl["opacities"]), "sh0": ((sl["colors"] - 0.5) / SH_C0)[:, None],
-         "shN": 0.1 * torch.randn(N, 15, 3, generator=g)}  # fmt: skip
-    cams = [splat.Camera.look_at(eye, (0, 0, 0.3), up=(0, 0, 1), width=80, height=60, fov_x=50)
-            for eye in [(0, -3, 1.5), (2.5, 1.5, 1.0)]]  # fmt: skip
+    s = {
+        "means": sl["means"],
+        "scales": sl["scales"].log(),
+        "quats": sl["quats"],
+        "opacities": torch.logit(sl["opacities"]),
+        "sh0": ((sl["colors"] - 0.5) / SH_C0)[:, None],
+        "shN": 0.1 * torch.randn(N, 15, 3, generator=g),
+    }
+    cams = [
+        splat.Camera.look_at(eye, (0, 0, 0.3), up=(0, 0, 1), width=80, height=60, fov_x=50)
+        for eye in [(0, -3, 1.5), (2.5, 1.5, 1.0)]
+    ]
     ref = splat.GaussianScene(s).render(cams)["rgb"]
     floors = {"ply": 100.0, "splat": 25.0, "spz": 35.0, "compressed-ply": 38.0}
     for fmt, ext in FORMATS.items():
@@ -207,8 +215,9 @@ def test_reads_gsplat_exports(gen, tmp_path, fmt):
     exporter = pytest.importorskip("gsplat.exporter", reason="gsplat (a test dependency) is not installed")
     s = random_splats(gen, N=700, sh_degree=3)
     path = tmp_path / ("g.splat" if fmt == "splat" else "g.ply")
-    exporter.export_splats(s["means"], s["scales"], s["quats"], s["opacities"], s["sh0"], s["shN"], format=fmt,
-                           save_to=str(path))  # fmt: skip
+    exporter.export_splats(
+        s["means"], s["scales"], s["quats"], s["opacities"], s["sh0"], s["shN"], format=fmt, save_to=str(path)
+    )
     r = read_splats(path)
     assert detect_format(path) == ("splat" if fmt == "splat" else "compressed-ply")
     assert r["means"].shape == (700, 3)
@@ -277,8 +286,11 @@ def test_bad_files(gen, tmp_path):
         "toc4.spz": (good["spz"][:0] + write_splats(tmp_path / "x.spz", s, version=4).read_bytes()[:-7], "add up"),
     }
     header = good["compressed-ply"].split(b"end_header\n")[0].decode()
-    lying = header.replace("element vertex 300", "element vertex 100000000000").replace(
-        "element chunk 2", f"element chunk {math.ceil(1e11 / 256)}").replace("element sh 300", "element sh 100000000000")  # fmt: skip
+    lying = (
+        header.replace("element vertex 300", "element vertex 100000000000")
+        .replace("element chunk 2", f"element chunk {math.ceil(1e11 / 256)}")
+        .replace("element sh 300", "element sh 100000000000")
+    )
     cases["lying.compressed.ply"] = ((lying + "end_header\n").encode() + bytes(1000), "truncated")
     cases["chunks.compressed.ply"] = (good["compressed-ply"].replace(b"element chunk 2", b"element chunk 3"), "chunks")
     inria = good["ply"].split(b"end_header\n")[0].replace(b"element vertex 300", b"element vertex 900000000000")
@@ -344,8 +356,13 @@ def test_export_4d_time_slice(gen, tmp_path, capsys):
     t = torch.rand(400, 1, generator=gen)
     ql, qr = embed_3d_rotation(s["quats"])
     tilt = torch.randn(400, 4, generator=gen) * 0.3  # rotations that mix space and time
-    s4 = {**s, "means": torch.cat([s["means"], t], 1), "scales": torch.cat([s["scales"] + 1.5, torch.full((400, 1), -2.0)], 1),
-          "quats": ql + tilt, "quats_right": qr - tilt}  # fmt: skip
+    s4 = {
+        **s,
+        "means": torch.cat([s["means"], t], 1),
+        "scales": torch.cat([s["scales"] + 1.5, torch.full((400, 1), -2.0)], 1),
+        "quats": ql + tilt,
+        "quats_right": qr - tilt,
+    }
     src = tmp_path / "dyn.ply"
     save_ply(src, s4)
     assert main(["export", str(src), "--format", "spz"]) == 2

@@ -40,10 +40,39 @@ ADDRESS_SPACE_LIMIT = 8 << 30  # virtual memory; an idle worker maps about 1 GB
 TARGETS = ("blender", "nerfstudio", "colmap", "ply")
 
 # values swapped into JSON: wrong types, huge and tiny numbers, non-finite numbers, hostile paths
-JSON_VALUES = [None, True, 0, -1, 5, 1e-300, 1e308, 10**7, 10**30, -(10**19), math.inf, -math.inf, math.nan, "abc", "",
-               "../../../../etc/passwd", "/dev/zero", [], [1, 2], [[1.0] * 4] * 4, {}, {"a": 1}]  # fmt: skip
-BIG_BINARY = [struct.pack("<Q", 2**63 - 1), struct.pack("<q", -1), struct.pack("<d", 1e308), struct.pack("<d", math.nan),
-              struct.pack("<I", 2**31), struct.pack("<f", math.inf), struct.pack("<d", 0.0)]  # fmt: skip
+JSON_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    5,
+    1e-300,
+    1e308,
+    10**7,
+    10**30,
+    -(10**19),
+    math.inf,
+    -math.inf,
+    math.nan,
+    "abc",
+    "",
+    "../../../../etc/passwd",
+    "/dev/zero",
+    [],
+    [1, 2],
+    [[1.0] * 4] * 4,
+    {},
+    {"a": 1},
+]
+BIG_BINARY = [
+    struct.pack("<Q", 2**63 - 1),
+    struct.pack("<q", -1),
+    struct.pack("<d", 1e308),
+    struct.pack("<d", math.nan),
+    struct.pack("<I", 2**31),
+    struct.pack("<f", math.inf),
+    struct.pack("<d", 0.0),
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,8 +86,14 @@ def write_fixtures(root: Path) -> dict[str, Path]:
     write_colmap(paths["colmap"], n=3, models=("PINHOLE", "SIMPLE_RADIAL"), n_points=60)
     g = torch.Generator().manual_seed(0)
     n = 64
-    splats = {"means": torch.randn(n, 3, generator=g) * 0.3, "scales": torch.full((n, 3), -3.0), "quats": torch.randn(n, 4, generator=g),
-              "opacities": torch.zeros(n), "sh0": torch.rand(n, 1, 3, generator=g), "shN": torch.zeros(n, 3, 3)}  # fmt: skip
+    splats = {
+        "means": torch.randn(n, 3, generator=g) * 0.3,
+        "scales": torch.full((n, 3), -3.0),
+        "quats": torch.randn(n, 4, generator=g),
+        "opacities": torch.zeros(n),
+        "sh0": torch.rand(n, 1, 3, generator=g),
+        "shN": torch.zeros(n, 3, 3),
+    }
     paths["ply"].mkdir()
     save_ply(paths["ply"] / "splats.ply", splats)
     return paths
@@ -83,7 +118,9 @@ def mutate_json(path: Path, rng: random.Random) -> str:
         return mutate_bytes(path, rng)
     if kind == "nest":
         depth = rng.choice([1000, 100_000])
-        path.write_text("[" * depth + "]" * depth if rng.random() < 0.5 else '{"frames": ' + "[" * depth + "]" * depth + "}")
+        path.write_text(
+            "[" * depth + "]" * depth if rng.random() < 0.5 else '{"frames": ' + "[" * depth + "]" * depth + "}"
+        )
         return f"{path.name}: nested {depth} deep"
     data = json.loads(text)
     nodes = list(json_nodes(data))
@@ -146,7 +183,18 @@ def mutate_case(target: str, case: Path, rng: random.Random) -> str:
 
 def command(target: str, case: Path, out: Path) -> list[str]:
     if target == "ply":
-        return ["render", str(case / "splats.ply"), "--frames", "1", "--width", "32", "--height", "24", "--out", str(out)]
+        return [
+            "render",
+            str(case / "splats.ply"),
+            "--frames",
+            "1",
+            "--width",
+            "32",
+            "--height",
+            "24",
+            "--out",
+            str(out),
+        ]
     return ["train", str(case), "--out", str(out), "--steps", "1", "--init-points", "50", "--sh-degree", "0"]
 
 
@@ -164,9 +212,15 @@ def _limit_address_space() -> None:
 
 class Worker:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "fuzz_worker.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
-                                     preexec_fn=_limit_address_space)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "fuzz_worker.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            preexec_fn=_limit_address_space,
+        )
         self.case = None
         self.deadline = 0.0
 
@@ -181,7 +235,12 @@ class Worker:
         while select.select([self.proc.stdout], [], [], 0)[0]:
             line = self.proc.stdout.readline()
             if not line:
-                return {"id": self.case, "rc": "died", "err": f"worker exited with {self.proc.wait()}", "peak_rss_mb": 0}
+                return {
+                    "id": self.case,
+                    "rc": "died",
+                    "err": f"worker exited with {self.proc.wait()}",
+                    "peak_rss_mb": 0,
+                }
             if "RESULT:" in line:
                 return json.loads(line.split("RESULT:", 1)[1])
         if time.monotonic() > self.deadline:
@@ -255,6 +314,7 @@ def test_fuzzed_inputs_end_in_exit_0_or_one_line(tmp_path):
         shutil.copytree(fixtures[target], case)
         described[k] = f"case {k} ({target}, FUZZ_SEED={SEED}): {mutate_case(target, case, rng)}"
         requests.append((k, command(target, case, tmp_path / "out" / f"{k:03d}")))
+
     def warm_up(n):
         return command("blender", fixtures["blender"], tmp_path / "out" / f"warm-up-{n}")
 
@@ -266,6 +326,8 @@ def test_fuzzed_inputs_end_in_exit_0_or_one_line(tmp_path):
     outcomes = {rc: sum(1 for r in results if r["rc"] == rc) for rc in {r["rc"] for r in results}}
     slowest = max(results, key=lambda r: r.get("seconds", 0))
     print(f"fuzz: slowest case {slowest.get('seconds')} s: {described[slowest['id']]}")
-    print(f"fuzz: {CASES} cases in {seconds:.0f} s, exit codes {outcomes}, peak RSS "
-          f"{max(r['peak_rss_mb'] for r in results):.0f} MB")  # fmt: skip
+    print(
+        f"fuzz: {CASES} cases in {seconds:.0f} s, exit codes {outcomes}, peak RSS "
+        f"{max(r['peak_rss_mb'] for r in results):.0f} MB"
+    )
     assert not failures, f"{len(failures)} of {CASES} fuzzed inputs misbehaved:\n" + "\n".join(failures)

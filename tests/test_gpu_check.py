@@ -18,8 +18,12 @@ import gpu_check  # noqa: E402
 
 @pytest.mark.slow
 def test_dry_run_passes_every_stage(tmp_path):
-    proc = subprocess.run([sys.executable, BENCH / "gpu_check.py", "--dry", "--results", tmp_path], capture_output=True,
-                          text=True, timeout=1500)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, BENCH / "gpu_check.py", "--dry", "--results", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check-cpu.json").read_text())
     assert report["dry"] and list(report["stages"]) == gpu_check.STAGES
@@ -37,8 +41,9 @@ def test_dry_run_passes_every_stage(tmp_path):
 
 
 def test_a_hanging_stage_is_killed_at_its_box_and_reported(tmp_path):
-    status, seconds, rc = gpu_check.run_stage([sys.executable, "-c", "import time; time.sleep(60)"], 1.0,
-                                              tmp_path / "log", {})  # fmt: skip
+    status, seconds, rc = gpu_check.run_stage(
+        [sys.executable, "-c", "import time; time.sleep(60)"], 1.0, tmp_path / "log", {}
+    )
     assert status == "timeout" and rc is None and seconds < 10
     status, _, rc = gpu_check.run_stage([sys.executable, "-c", "raise SystemExit(3)"], 10.0, tmp_path / "log", {})
     assert status == "failed" and rc == 3
@@ -49,11 +54,14 @@ def test_without_cuda_it_says_so(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = subprocess.run([sys.executable, BENCH / "gpu_check.py", "--results", tmp_path], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, BENCH / "gpu_check.py", "--results", tmp_path], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "DRY=1" in proc.stderr
 
 
 def test_unknown_stage_is_refused():
-    proc = subprocess.run([sys.executable, BENCH / "gpu_check.py", "--dry", "--stages", "tests,bogus"], capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, BENCH / "gpu_check.py", "--dry", "--stages", "tests,bogus"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "bogus" in proc.stderr

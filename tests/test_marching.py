@@ -57,14 +57,28 @@ def test_march_matches_twin(gen, contract, device="cpu"):
     assert t_starts.numel() > 100
     matched = 0
     for r in range(o.shape[0]):
-        ref, ref_next = march_torch(occupied, res, bound, contract, grid.min_step, grid.max_step, grid.cone_angle,
-                                    o[r].double(), d[r].double(), float(t0[r]), float(t1[r]), 1 << 12)  # fmt: skip
+        ref, ref_next = march_torch(
+            occupied,
+            res,
+            bound,
+            contract,
+            grid.min_step,
+            grid.max_step,
+            grid.cone_angle,
+            o[r].double(),
+            d[r].double(),
+            float(t0[r]),
+            float(t1[r]),
+            1 << 12,
+        )
         a, b = int(offsets[r]), int(offsets[r + 1])
         if b - a != len(ref):
             continue  # a midpoint within float32 rounding of a cell wall
         starts = torch.tensor([s for s, _ in ref], dtype=torch.float64)
         ends = torch.tensor([e for _, e in ref], dtype=torch.float64)
-        if torch.allclose(t_starts[a:b].double(), starts, atol=1e-4) and torch.allclose(t_ends[a:b].double(), ends, atol=1e-4):
+        if torch.allclose(t_starts[a:b].double(), starts, atol=1e-4) and torch.allclose(
+            t_ends[a:b].double(), ends, atol=1e-4
+        ):
             matched += 1
     assert matched >= 36, f"only {matched} of 40 rays march like the twin"
 
@@ -111,7 +125,9 @@ def test_occupancy_grid_finds_a_sphere_and_decays(gen):
 
 
 def random_field(gen, fused: bool = False) -> RadianceField:
-    spec = FieldSpec(bound=0.4, n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32, grid_resolution=16)
+    spec = FieldSpec(
+        bound=0.4, n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32, grid_resolution=16
+    )
     field = RadianceField(spec, generator=gen, fused=fused)
     with torch.no_grad():  # features of order 1 and densities from ~0 to very dense: rays end early
         for table in field.density_net.encoding.embeddings:
@@ -128,7 +144,9 @@ def test_inference_render_matches_training_render(gen):
     bg = torch.rand(3, generator=gen)
     train = render_rays_train(field, grid, o, d, bg.expand(300, 3))
     infer = render_rays(field, grid, o, d, bg, samples_per_round=5)
-    assert infer["samples"] < train["marched"] and train["samples"] < train["marched"], "early termination skips samples"
+    assert infer["samples"] < train["marched"] and train["samples"] < train["marched"], (
+        "early termination skips samples"
+    )
     assert (train["opacity"] > 0.999).sum() > 20 and (train["opacity"] < 0.99).sum() >= 3
     for k in ("rgb", "opacity", "depth"):
         assert torch.allclose(infer[k], train[k].detach(), atol=2e-5), k
@@ -150,8 +168,10 @@ def test_training_render_gradients_match_float64_twin(gen, fused):
     ids = torch.repeat_interleave(torch.arange(R), (offsets[1:] - offsets[:-1]).long())
     u = field.to_unit(o[ids] + (0.5 * (ts + te))[:, None] * d[ids]).double()  # the kernels' float32 positions
     net = field.density_net
-    leaves = [p.detach().double().requires_grad_(True) for p in (*net.encoding.embeddings, net.w_in, net.w_hidden, net.w_out,
-                                                                  *field.color_net.parameters())]  # fmt: skip
+    leaves = [
+        p.detach().double().requires_grad_(True)
+        for p in (*net.encoding.embeddings, net.w_in, net.w_hidden, net.w_out, *field.color_net.parameters())
+    ]
     L = len(net.encoding.embeddings)
     from splat.fields.fused import mlp_torch
     from splat.fields.hash_grid import hash_encode_torch
@@ -174,8 +194,10 @@ def test_training_render_gradients_match_float64_twin(gen, fused):
     in_loss = torch.ones(R)
     in_loss[ids[kink]] = 0
     assert in_loss.sum() >= R // 8
-    ups = [torch.randn(out[k].shape, generator=gen) * (in_loss[:, None] if k == "rgb" else in_loss)
-           for k in ("rgb", "opacity", "depth")]  # fmt: skip
+    ups = [
+        torch.randn(out[k].shape, generator=gen) * (in_loss[:, None] if k == "rgb" else in_loss)
+        for k in ("rgb", "opacity", "depth")
+    ]
     sum((out[k] * u_).sum() for k, u_ in zip(("rgb", "opacity", "depth"), ups)).backward()
     for k in ref:
         assert_close_rel(out[k].detach(), ref[k].detach(), 1e-4, k)

@@ -14,8 +14,14 @@ import pytest
 import splat
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = {"renderer": "renderer", "fields": "fields", "train": "train", "datasets": "datasets",
-               "viewer": "viewer", "scenes": "scenes"}  # fmt: skip
+SUBPACKAGES = {
+    "renderer": "renderer",
+    "fields": "fields",
+    "train": "train",
+    "datasets": "datasets",
+    "viewer": "viewer",
+    "scenes": "scenes",
+}
 
 
 @pytest.mark.parametrize("name,folder", sorted(SUBPACKAGES.items()))
@@ -27,9 +33,21 @@ def test_subpackages_live_in_top_level_folders(name, folder):
 def test_wheel_installs_only_the_splat_namespace(tmp_path):
     """Nothing may install a top-level `datasets`, `train`, ... that would shadow other packages."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("splat-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
@@ -65,7 +83,9 @@ def test_demo_trains_on_the_procedural_scene(tmp_path):
 
 def test_dynamic_demo_trains_4d_gaussians(tmp_path):
     out = tmp_path / "demo4d"
-    r = run_cli("demo", "--dynamic", "--out", str(out), "--steps", "60", "--views", "24", "--width", "48", "--height", "36")
+    r = run_cli(
+        "demo", "--dynamic", "--out", str(out), "--steps", "60", "--views", "24", "--width", "48", "--height", "36"
+    )
     assert r.returncode == 0, r.stderr
     assert "4D (XYZT)" in r.stdout and "test PSNR" in r.stdout
     assert (out / "data" / "transforms.json").exists() and (out / "data" / "cam00").is_dir()

@@ -52,9 +52,26 @@ def test_round_trip(tmp_path, gen, degree):
 def test_reads_files_from_other_tools(tmp_path, gen):
     """nerfstudio / gsplat-style files: properties in another order, extra ones, no f_rest."""
     n = 10
-    cols = {name: np.random.default_rng(0).standard_normal(n).astype(np.float32) for name in
-            ["opacity", "rot_0", "rot_1", "rot_2", "rot_3", "scale_0", "scale_1", "scale_2", "x", "y", "z",
-             "f_dc_0", "f_dc_1", "f_dc_2", "extra_feature"]}  # fmt: skip
+    cols = {
+        name: np.random.default_rng(0).standard_normal(n).astype(np.float32)
+        for name in [
+            "opacity",
+            "rot_0",
+            "rot_1",
+            "rot_2",
+            "rot_3",
+            "scale_0",
+            "scale_1",
+            "scale_2",
+            "x",
+            "y",
+            "z",
+            "f_dc_0",
+            "f_dc_1",
+            "f_dc_2",
+            "extra_feature",
+        ]
+    }
     arr = np.empty(n, dtype=[(k, "f4") for k in cols])
     for k, v in cols.items():
         arr[k] = v

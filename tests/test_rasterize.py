@@ -26,8 +26,22 @@ FWD_TOL = 1e-5
 GRAD_TOL = 1e-4
 
 
-def make_inputs(gen, *, C, N, width, height, sh_degree=None, D=3, per_camera_colors=False, K=None,
-                camera_model="pinhole", use_covars=False, with_background=True, spread=0.7):  # fmt: skip
+def make_inputs(
+    gen,
+    *,
+    C,
+    N,
+    width,
+    height,
+    sh_degree=None,
+    D=3,
+    per_camera_colors=False,
+    K=None,
+    camera_model="pinhole",
+    use_covars=False,
+    with_background=True,
+    spread=0.7,
+):
     views, Ks = random_cameras(gen, C, width, height)
     if camera_model == "ortho":
         Ks[:, 0, 0] *= 0.3
@@ -157,7 +171,9 @@ def test_batch_of_cameras_equals_one_at_a_time(gen):
     batch, batch_alpha, _ = splat.rasterize(**kw, viewmats=views.float(), Ks=Ks.float(), width=32, height=24)
     for c in range(4):
         one = dict(kw, backgrounds=kw["backgrounds"][c : c + 1])
-        img, a, _ = splat.rasterize(**one, viewmats=views[c : c + 1].float(), Ks=Ks[c : c + 1].float(), width=32, height=24)
+        img, a, _ = splat.rasterize(
+            **one, viewmats=views[c : c + 1].float(), Ks=Ks[c : c + 1].float(), width=32, height=24
+        )
         assert torch.equal(img[0], batch[c]) and torch.equal(a[0], batch_alpha[c])
 
 
@@ -172,9 +188,20 @@ def test_meta_exposes_means2d_gradient_and_absgrad(gen):
     assert means2d.grad is not None and means2d.grad.shape == (2, 150, 2)
     assert hasattr(means2d, "absgrad") and means2d.absgrad.shape == (2, 150, 2)
     assert (means2d.absgrad >= means2d.grad.abs() - 1e-6).all(), "absgrad must bound |grad| from above"
-    assert means2d.absgrad[visible].sum() > means2d.grad[visible].abs().sum(), "absgrad equals |grad|: not accumulated per pixel"
+    assert means2d.absgrad[visible].sum() > means2d.grad[visible].abs().sum(), (
+        "absgrad equals |grad|: not accumulated per pixel"
+    )
     assert (means2d.grad[~visible] == 0).all()
-    for key in ("radii", "depths", "conics", "opacities", "isect_ids", "flatten_ids", "isect_offsets", "tiles_per_gauss"):
+    for key in (
+        "radii",
+        "depths",
+        "conics",
+        "opacities",
+        "isect_ids",
+        "flatten_ids",
+        "isect_offsets",
+        "tiles_per_gauss",
+    ):
         assert key in meta
     assert meta["n_cameras"] == 2 and meta["width"] == 32 and meta["height"] == 24
 

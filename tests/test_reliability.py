@@ -49,7 +49,9 @@ def assert_one_line_error(rc: int, err: str, *names) -> None:
 
 
 def quick_config(**kw) -> TrainConfig:
-    base = dict(steps=2, eval_steps=[], log_every=1, init_points=200, sh_degree=0, save_renders=False, checkpoint_every=1000)
+    base = dict(
+        steps=2, eval_steps=[], log_every=1, init_points=200, sh_degree=0, save_renders=False, checkpoint_every=1000
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -128,7 +130,10 @@ def test_real_checkpoints_still_load(trained_run):
 
 
 def _hold_lock(run: Path):
-    code = f"from splat.train.run_lock import lock_run; lock_run({str(run)!r}); print('locked', flush=True); import time; time.sleep(120)"
+    code = (
+        f"from splat.train.run_lock import lock_run; lock_run({str(run)!r}); "
+        "print('locked', flush=True); import time; time.sleep(120)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -185,10 +190,17 @@ def test_training_holds_the_lock(tmp_path, blender_scene):
 
 
 def test_checkpoint_every_and_by_time(tmp_path, blender_scene):
-    rc, _, err = run_cli("train", blender_scene, "--out", tmp_path / "a", *TINY[2:], "--steps", "4", "--checkpoint-every", "2")
+    rc, _, err = run_cli(
+        "train", blender_scene, "--out", tmp_path / "a", *TINY[2:], "--steps", "4", "--checkpoint-every", "2"
+    )
     assert rc == 0, err
-    assert [p.name for p in sorted((tmp_path / "a" / "checkpoints").glob("step_*.pt"))] == ["step_0000002.pt", "step_0000004.pt"]
-    trainer = new_trainer(str(blender_scene), tmp_path / "b", quick_config(steps=3, checkpoint_minutes=1e-9, keep_checkpoints=5))
+    assert [p.name for p in sorted((tmp_path / "a" / "checkpoints").glob("step_*.pt"))] == [
+        "step_0000002.pt",
+        "step_0000004.pt",
+    ]
+    trainer = new_trainer(
+        str(blender_scene), tmp_path / "b", quick_config(steps=3, checkpoint_minutes=1e-9, keep_checkpoints=5)
+    )
     trainer.train()
     assert len(list((tmp_path / "b" / "checkpoints").glob("step_*.pt"))) == 3  # every step, by time
     assert TrainConfig().checkpoint_minutes == 10.0
@@ -288,8 +300,12 @@ def test_run_config_without_config_and_checkpoint_without_params(tmp_path, train
 
 
 def test_bad_train_flags(tmp_path, blender_scene):
-    for flags, what in ((["--init-points", "-1"], "init_points"), (["--eval-every", "0"], "--eval-every"),
-                        (["--batch-size", "1000"], "batch_size"), (["--checkpoint-every", "0"], "checkpoint_every")):  # fmt: skip
+    for flags, what in (
+        (["--init-points", "-1"], "init_points"),
+        (["--eval-every", "0"], "--eval-every"),
+        (["--batch-size", "1000"], "batch_size"),
+        (["--checkpoint-every", "0"], "checkpoint_every"),
+    ):
         rc, _, err = run_cli("train", blender_scene, "--out", tmp_path / "run", *TINY, *flags)
         assert_one_line_error(rc, err, what)
         assert not (tmp_path / "run" / "config.json").exists()
@@ -338,7 +354,13 @@ def test_image_size_differs_from_declared(tmp_path, nerfstudio_scene):
 
     # an integer downscale is handled explicitly: full-size images for a half-size camera
     data2 = copy_of(nerfstudio_scene, tmp_path / "half")
-    _edit_json(data2 / "transforms.json", lambda m: [m.update(w=32, h=24)] + [f.update(fl_x=f["fl_x"] / 2, fl_y=f["fl_y"] / 2, cx=f["cx"] / 2, cy=f["cy"] / 2) for f in m["frames"]])  # noqa: E501
+    _edit_json(
+        data2 / "transforms.json",
+        lambda m: (
+            [m.update(w=32, h=24)]
+            + [f.update(fl_x=f["fl_x"] / 2, fl_y=f["fl_y"] / 2, cx=f["cx"] / 2, cy=f["cy"] / 2) for f in m["frames"]]
+        ),
+    )  # noqa: E501
     from splat.datasets import load_dataset
 
     rgb, _ = load_dataset(data2).image(0)
@@ -383,7 +405,11 @@ def test_stale_temp_files_are_removed_and_metrics_truncated_on_resume(tmp_path, 
     rc, _, err = run_cli("train", "--resume", run, "--steps", "4")
     assert rc == 0, err
     assert not stale.exists()
-    train_steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
+    train_steps = [
+        json.loads(line)["step"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert train_steps == [1, 2, 3, 4], train_steps
 
 

@@ -26,9 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def still_life_ply(path: Path) -> Path:
     s = still_life()
     n = s["means"].shape[0]
-    save_ply(path, {"means": s["means"], "scales": torch.log(s["scales"]), "quats": s["quats"],
-                    "opacities": torch.logit(s["opacities"]), "sh0": rgb_to_sh(s["colors"])[:, None, :],
-                    "shN": torch.zeros(n, 15, 3)})  # fmt: skip
+    save_ply(
+        path,
+        {
+            "means": s["means"],
+            "scales": torch.log(s["scales"]),
+            "quats": s["quats"],
+            "opacities": torch.logit(s["opacities"]),
+            "sh0": rgb_to_sh(s["colors"])[:, None, :],
+            "shN": torch.zeros(n, 15, 3),
+        },
+    )
     return path
 
 
@@ -54,7 +62,10 @@ def test_conventions_agree():
     for other in (b, c):
         assert np.allclose(other.viewmat, a.viewmat) and np.allclose(other.K, a.K)
     # OpenGL c2w: the camera looks down its -z axis
-    assert np.allclose(a.c2w_opengl[:3, 2], -(np.array([0.2, 0.1, 0.0]) - a.center) / np.linalg.norm(np.array([0.2, 0.1, 0.0]) - a.center))
+    assert np.allclose(
+        a.c2w_opengl[:3, 2],
+        -(np.array([0.2, 0.1, 0.0]) - a.center) / np.linalg.norm(np.array([0.2, 0.1, 0.0]) - a.center),
+    )
 
 
 def test_resize_keeps_the_view():
@@ -96,8 +107,14 @@ def test_load_ply_and_render_matches_rasterize(tmp_path):
     out = scene.render(cam, outputs=("rgb", "depth", "alpha"), background=(1, 1, 1))
     assert out["rgb"].shape == (72, 96, 3) and out["depth"].shape == (72, 96, 1) and out["alpha"].shape == (72, 96, 1)
     s = still_life()
-    ref, alpha, _ = splat.rasterize(**s, viewmats=torch.from_numpy(cam.viewmat)[None].float(), Ks=torch.from_numpy(cam.K)[None].float(),
-                                    width=96, height=72, backgrounds=torch.ones(1, 3))  # fmt: skip
+    ref, alpha, _ = splat.rasterize(
+        **s,
+        viewmats=torch.from_numpy(cam.viewmat)[None].float(),
+        Ks=torch.from_numpy(cam.K)[None].float(),
+        width=96,
+        height=72,
+        backgrounds=torch.ones(1, 3),
+    )
     assert (out["rgb"] - ref[0].clamp(0, 1)).abs().max() < 2e-3  # SH DC round trip of the colours
     hit = out["alpha"][..., 0] > 0.9
     d = out["depth"][..., 0][hit]
@@ -166,8 +183,15 @@ def test_trajectories_are_continuous():
 
 def test_path_from_transforms_json(tmp_path):
     cams = splat.trajectories.orbit((0, 0, 0), 3.0, 5, height=1.0, width=80, image_height=60)
-    meta = {"w": 80, "h": 60, "fl_x": cams[0].fx, "fl_y": cams[0].fy, "cx": 40, "cy": 30,
-            "frames": [{"file_path": f"{k}.png", "transform_matrix": c.c2w_opengl.tolist()} for k, c in enumerate(cams)]}  # fmt: skip
+    meta = {
+        "w": 80,
+        "h": 60,
+        "fl_x": cams[0].fx,
+        "fl_y": cams[0].fy,
+        "cx": 40,
+        "cy": 30,
+        "frames": [{"file_path": f"{k}.png", "transform_matrix": c.c2w_opengl.tolist()} for k, c in enumerate(cams)],
+    }
     (tmp_path / "t.json").write_text(json.dumps(meta))
     back = splat.trajectories.from_json(tmp_path / "t.json")
     assert all(np.allclose(a.viewmat, b.viewmat) for a, b in zip(cams, back))
@@ -187,8 +211,23 @@ def run_cli(*args):
 def test_render_writes_a_dataset_that_trains_again(tmp_path):
     ply = still_life_ply(tmp_path / "s.ply")
     out = tmp_path / "rendered"
-    r = run_cli("render", str(ply), "--trajectory", "orbit", "--frames", "16", "--width", "64", "--height", "48",
-                "--out", str(out), "--depth", "--alpha", "--video")  # fmt: skip
+    r = run_cli(
+        "render",
+        str(ply),
+        "--trajectory",
+        "orbit",
+        "--frames",
+        "16",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--out",
+        str(out),
+        "--depth",
+        "--alpha",
+        "--video",
+    )
     assert r.returncode == 0, r.stderr
     meta = json.loads((out / "transforms.json").read_text())
     assert len(meta["frames"]) == 16
@@ -205,8 +244,20 @@ def test_render_writes_a_dataset_that_trains_again(tmp_path):
     assert (out / "video.mp4").stat().st_size > 1000
     # the folder is a nerfstudio dataset: train on it
     run = tmp_path / "run"
-    r = run_cli("train", str(out), "--out", str(run), "--steps", "30", "--init-points", "500", "--sh-degree", "0",
-                "--eval-every", "30")  # fmt: skip
+    r = run_cli(
+        "train",
+        str(out),
+        "--out",
+        str(run),
+        "--steps",
+        "30",
+        "--init-points",
+        "500",
+        "--sh-degree",
+        "0",
+        "--eval-every",
+        "30",
+    )
     assert r.returncode == 0, r.stderr
     assert "nerfstudio scene" in r.stdout and "eval at step 30" in r.stdout
 

@@ -39,8 +39,17 @@ def test_projection_matches_torch_twin(gen, camera_model, use_covars, antialiase
     def call(fn, leaves, dtype):
         v = views.float().to(dtype)
         K = Ks.float().to(dtype)
-        return fn(leaves["means"], leaves.get("quats"), leaves.get("scales"), v, K, W, H, covars=leaves.get("covars"),
-                  **{**kw, "opacities": opacities.float().to(dtype)})  # fmt: skip
+        return fn(
+            leaves["means"],
+            leaves.get("quats"),
+            leaves.get("scales"),
+            v,
+            K,
+            W,
+            H,
+            covars=leaves.get("covars"),
+            **{**kw, "opacities": opacities.float().to(dtype)},
+        )
 
     out32 = call(fully_fused_projection, l32, torch.float32)
     out64 = call(ti.project_gaussians, l64, torch.float64)
@@ -79,12 +88,21 @@ def test_projection_matches_gsplat(gen, camera_model):
     if camera_model == "ortho":
         Ks[:, :2, :2] *= 0.3
     means, quats, scales, views, Ks = (t.float() for t in (means, quats, scales, views, Ks))
-    ours = fully_fused_projection(means, quats, scales, views, Ks, W, H, calc_compensations=True, camera_model=camera_model)
+    ours = fully_fused_projection(
+        means, quats, scales, views, Ks, W, H, calc_compensations=True, camera_model=camera_model
+    )
     covars, _ = gsplat_impl._quat_scale_to_covar_preci(quats.double(), scales.double(), compute_preci=False)
     theirs = gsplat_impl._fully_fused_projection(
-        means.double(), covars, views.double(), Ks.double(), W, H, eps2d=0.3, calc_compensations=True,
+        means.double(),
+        covars,
+        views.double(),
+        Ks.double(),
+        W,
+        H,
+        eps2d=0.3,
+        calc_compensations=True,
         camera_model=camera_model,
-    )  # fmt: skip
+    )
     visible = (theirs[0] > 0).all(-1)
     assert visible.float().mean() > 0.3
     agree = (ours[0] == theirs[0]).all(-1)
@@ -176,6 +194,8 @@ def test_unnormalised_quaternions_are_normalised(gen):
     W, H = 32, 24
     views, Ks, means, quats, scales, opacities = _scene(gen, C=1, N=50, W=W, H=H)
     a = fully_fused_projection(means.float(), quats.float(), scales.float(), views.float(), Ks.float(), W, H)
-    b = fully_fused_projection(means.float(), 7.5 * F.normalize(quats.float(), dim=-1), scales.float(), views.float(), Ks.float(), W, H)
+    b = fully_fused_projection(
+        means.float(), 7.5 * F.normalize(quats.float(), dim=-1), scales.float(), views.float(), Ks.float(), W, H
+    )
     assert torch.equal(a[0], b[0])
     assert_close_rel(a[3], b[3], 1e-5, "conics")

@@ -42,8 +42,18 @@ def blender_scene(tmp_path_factory):
 
 
 def quick_config(**kw) -> TrainConfig:
-    base = dict(steps=300, refine_start=150, refine_every=100, reset_every=10_000, eval_steps=[], log_every=50,
-                checkpoint_every=10_000, sh_degree=1, sh_degree_interval=100, save_renders=False)  # fmt: skip
+    base = dict(
+        steps=300,
+        refine_start=150,
+        refine_every=100,
+        reset_every=10_000,
+        eval_steps=[],
+        log_every=50,
+        checkpoint_every=10_000,
+        sh_degree=1,
+        sh_degree_interval=100,
+        save_renders=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -93,7 +103,13 @@ def assert_consistent(params, optimizers):
 def fake_info(n, grads, width=64, height=48):
     means2d = torch.zeros(1, n, 2, requires_grad=True)
     means2d.grad = grads[None]
-    return {"means2d": means2d, "width": width, "height": height, "n_cameras": 1, "radii": torch.ones(1, n, 2, dtype=torch.int32)}
+    return {
+        "means2d": means2d,
+        "width": width,
+        "height": height,
+        "n_cameras": 1,
+        "radii": torch.ones(1, n, 2, dtype=torch.int32),
+    }
 
 
 def test_no_opacity_reset_late_in_a_run():
@@ -103,8 +119,9 @@ def test_no_opacity_reset_late_in_a_run():
         params, opts = make_params(50)
         before = params["opacities"].detach().clone()
         state = strat.initialize_state(scene_scale=1.0, n=50)
-        stats = strat.step_post_backward(params, opts, state, step=10, info=fake_info(50, torch.zeros(50, 2)), generator=g,
-                                         progress=progress)  # fmt: skip
+        stats = strat.step_post_backward(
+            params, opts, state, step=10, info=fake_info(50, torch.zeros(50, 2)), generator=g, progress=progress
+        )
         assert stats.get("opacity_reset", False) == expect_reset
         assert torch.equal(params["opacities"], before) != expect_reset
 
@@ -132,7 +149,9 @@ def test_default_strategy_clones_splits_prunes_and_caps():
     capped_params, capped_opts = make_params(200)
     capped = DefaultStrategy(refine_start_iter=0, refine_every=1, max_gaussians=230)
     st = capped.initialize_state(scene_scale=1.0, n=200)
-    capped.step_post_backward(capped_params, capped_opts, st, step=1, info=fake_info(200, torch.ones(200, 2)), generator=g)
+    capped.step_post_backward(
+        capped_params, capped_opts, st, step=1, info=fake_info(200, torch.ones(200, 2)), generator=g
+    )
     assert capped_params["means"].shape[0] <= 230
     assert_consistent(capped_params, capped_opts)
 
@@ -179,8 +198,15 @@ def test_relocation_preserves_the_combined_opacity():
 
 
 def test_resume_is_bit_exact(blender_scene, tmp_path):
-    cfg = dict(steps=24, refine_start=4, refine_every=4, checkpoint_every=12, keep_checkpoints=5, init_points=800,
-               strategy="default")  # fmt: skip
+    cfg = dict(
+        steps=24,
+        refine_start=4,
+        refine_every=4,
+        checkpoint_every=12,
+        keep_checkpoints=5,
+        init_points=800,
+        strategy="default",
+    )
     straight = new_trainer(str(blender_scene), tmp_path / "a", quick_config(**cfg))
     straight.train()
     interrupted = new_trainer(str(blender_scene), tmp_path / "b", quick_config(**cfg))
@@ -215,13 +241,27 @@ def test_export_writes_the_original_frame(blender_scene, tmp_path):
 
 
 def splat_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "splat.cli", *args], capture_output=True, text=True, cwd=kw.get("cwd", ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "splat.cli", *args], capture_output=True, text=True, cwd=kw.get("cwd", ROOT)
+    )
 
 
 def test_cli_train_eval_export(blender_scene, tmp_path):
     run = tmp_path / "run"
-    r = splat_cli("train", str(blender_scene), "--out", str(run), "--steps", "20", "--eval-every", "10",
-                  "--init-points", "300", "--sh-degree", "1")  # fmt: skip
+    r = splat_cli(
+        "train",
+        str(blender_scene),
+        "--out",
+        str(run),
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--init-points",
+        "300",
+        "--sh-degree",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert "eval at step 20: PSNR" in r.stdout
     assert {"config.json", "metrics.jsonl", "checkpoints", "renders"} <= {p.name for p in run.iterdir()}
@@ -274,9 +314,28 @@ def test_cli_resume_without_checkpoint_and_bad_device(tmp_path, blender_scene):
 def test_ctrl_c_saves_a_checkpoint_and_resumes(blender_scene, tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "train", str(blender_scene), "--out", str(run),
-                             "--steps", "100000", "--init-points", "300", "--sh-degree", "0"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "splat.cli",
+            "train",
+            str(blender_scene),
+            "--out",
+            str(run),
+            "--steps",
+            "100000",
+            "--init-points",
+            "300",
+            "--sh-degree",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "config.json").exists():
         time.sleep(0.2)

@@ -26,8 +26,9 @@ def dnerf_scene(tmp_path_factory):
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_dynamic_data_trains_a_4d_model_that_learns(dnerf_scene, tmp_path, batch_size):
-    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=400, init_points=3000,
-                                                                          batch_size=batch_size))  # fmt: skip
+    trainer = new_trainer(
+        str(dnerf_scene), tmp_path / "run", quick_config(steps=400, init_points=3000, batch_size=batch_size)
+    )
     assert trainer.dynamic and trainer.params["means"].shape[1] == 4 and "quats_right" in trainer.params
     before = trainer.evaluate(save_renders=False)["eval"]["psnr"]
     after = trainer.train()["eval"]["psnr"]
@@ -63,8 +64,15 @@ def test_4d_densification_acts_in_space_time(dnerf_scene, tmp_path):
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_4d_resume_is_bit_exact(dnerf_scene, tmp_path, batch_size):
     """Also covers time-batched steps (several frames at different times per step)."""
-    cfg = dict(steps=16, refine_start=4, refine_every=4, checkpoint_every=8, keep_checkpoints=5, init_points=400,
-               batch_size=batch_size)  # fmt: skip
+    cfg = dict(
+        steps=16,
+        refine_start=4,
+        refine_every=4,
+        checkpoint_every=8,
+        keep_checkpoints=5,
+        init_points=400,
+        batch_size=batch_size,
+    )
     straight = new_trainer(str(dnerf_scene), tmp_path / "a", quick_config(**cfg))
     straight.train()
     interrupted = new_trainer(str(dnerf_scene), tmp_path / "b", quick_config(**cfg))
@@ -82,7 +90,9 @@ def test_4d_ply_round_trip_and_export_frame(dnerf_scene, tmp_path, gen):
     trainer.train()
     out, n = export_ply(tmp_path / "run")
     splats = load_ply(out)
-    assert splats["means"].shape == (n, 4) and splats["scales"].shape == (n, 4) and splats["quats_right"].shape == (n, 4)
+    assert (
+        splats["means"].shape == (n, 4) and splats["scales"].shape == (n, 4) and splats["quats_right"].shape == (n, 4)
+    )
     save_ply(tmp_path / "again.ply", splats)
     again = load_ply(tmp_path / "again.ply")
     for k in splats:
@@ -116,8 +126,22 @@ def test_scene_render_time_and_cli_render_times(dnerf_scene, tmp_path):
     both = scene.render([cam, cam], time=[0.0, 1.0])["rgb"]
     assert torch.allclose(both[0], a, atol=1e-6) and torch.allclose(both[1], b, atol=1e-6)
     out = tmp_path / "render"
-    r = splat_cli("render", str(tmp_path / "run"), "--trajectory", "orbit", "--frames", "4", "--times", "0:1:4",
-                  "--width", "32", "--height", "24", "--out", str(out))  # fmt: skip
+    r = splat_cli(
+        "render",
+        str(tmp_path / "run"),
+        "--trajectory",
+        "orbit",
+        "--frames",
+        "4",
+        "--times",
+        "0:1:4",
+        "--width",
+        "32",
+        "--height",
+        "24",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     meta = json.loads((out / "transforms.json").read_text())
     assert [f["time"] for f in meta["frames"]] == pytest.approx(list(np.linspace(0, 1, 4)))

@@ -59,9 +59,15 @@ def test_viewer_time_slider_for_dynamic_scenes():
     g = torch.Generator().manual_seed(0)
     means = torch.cat([torch.rand(n, 3, generator=g) - 0.5, torch.rand(n, 1, generator=g)], 1)
     ident = torch.tensor([1.0, 0, 0, 0]).expand(n, 4).contiguous()
-    splats = {"means": means, "scales": torch.log(torch.tensor([0.05, 0.05, 0.05, 0.15])).expand(n, 4).contiguous(),
-              "quats": ident, "quats_right": ident.clone(), "opacities": torch.full((n,), 2.0),
-              "sh0": torch.randn(n, 1, 3, generator=g), "shN": torch.zeros(n, 0, 3)}  # fmt: skip
+    splats = {
+        "means": means,
+        "scales": torch.log(torch.tensor([0.05, 0.05, 0.05, 0.15])).expand(n, 4).contiguous(),
+        "quats": ident,
+        "quats_right": ident.clone(),
+        "opacities": torch.full((n,), 2.0),
+        "sh0": torch.randn(n, 1, 3, generator=g),
+        "shN": torch.zeros(n, 0, 3),
+    }
     scene = GaussianScene(splats)
     assert scene.is_dynamic
     from splat.viewer.client_gui import Settings
@@ -116,7 +122,7 @@ def shows_the_scene(img: np.ndarray) -> bool:
     return colourful > 0.01 and dark > 0.02
 
 
-def wait_for_scene(page: Page, timeout: float = 90.0) -> np.ndarray:
+def wait_for_scene(page, timeout: float = 90.0) -> np.ndarray:
     deadline = time.time() + timeout
     img = None
     while time.time() < deadline:
@@ -132,8 +138,14 @@ def served_scene(tmp_path):
     ply = still_life_ply(tmp_path / "s.ply")
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port), "--renderer", "server"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splat.cli", "view", str(ply), "--port", str(port), "--renderer", "server"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     wait_for_http(f"http://127.0.0.1:{port}/", 60, proc)
     yield f"http://127.0.0.1:{port}/", proc
     proc.terminate()

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from test_render_api import still_life_ply
 from chromium import free_port
+from test_render_api import still_life_ply
 from viser_client import ScriptedClient, wait_until
 
 import splat
@@ -27,9 +27,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def random_sh_scene(n=1500, seed=0) -> GaussianScene:
     g = torch.Generator().manual_seed(seed)
-    splats = {"means": torch.rand(n, 3, generator=g) * 2 - 1, "scales": torch.log(0.02 + 0.06 * torch.rand(n, 3, generator=g)),
-              "quats": torch.randn(n, 4, generator=g), "opacities": torch.randn(n, generator=g) + 1.0,
-              "sh0": 0.6 * torch.randn(n, 1, 3, generator=g), "shN": 0.3 * torch.randn(n, 3, 3, generator=g)}  # fmt: skip
+    splats = {
+        "means": torch.rand(n, 3, generator=g) * 2 - 1,
+        "scales": torch.log(0.02 + 0.06 * torch.rand(n, 3, generator=g)),
+        "quats": torch.randn(n, 4, generator=g),
+        "opacities": torch.randn(n, generator=g) + 1.0,
+        "sh0": 0.6 * torch.randn(n, 1, 3, generator=g),
+        "shN": 0.3 * torch.randn(n, 3, 3, generator=g),
+    }
     return GaussianScene(splats)
 
 
@@ -59,7 +64,10 @@ def test_the_budget_keeps_the_gaussians_that_contribute_most(tmp_path):
     ids = torch.randperm(scene.num_gaussians, generator=torch.Generator().manual_seed(0))[:budget]
     random_subset = GaussianScene({k: v[ids] for k, v in scene.splats.items()}).render(cam, background=(1, 1, 1))["rgb"]
     # measured: 46.9 dB against 23.2 dB for a random half
-    assert psnr(kept, full) > 35 and psnr(kept, full) > psnr(random_subset, full) + 10, (psnr(kept, full), psnr(random_subset, full))
+    assert psnr(kept, full) > 35 and psnr(kept, full) > psnr(random_subset, full) + 10, (
+        psnr(kept, full),
+        psnr(random_subset, full),
+    )
 
 
 @pytest.fixture
@@ -78,7 +86,9 @@ def test_a_scene_over_the_budget_opens_on_the_server_and_shows_the_count(still_l
         c.set_gui(state.gui.renderer, "browser")
         wait_until(lambda: state.splats is not None, what="the Gaussians to be sent")
         assert state.splats.count == 2000
-        wait_until(lambda: f"2,000 of {still_life.num_gaussians:,}" in state.gui.stats.content, what="the count in the GUI")
+        wait_until(
+            lambda: f"2,000 of {still_life.num_gaussians:,}" in state.gui.stats.content, what="the count in the GUI"
+        )
         c.close()
     finally:
         v.close()
@@ -124,10 +134,16 @@ def test_4d_playback_pushes_sliced_gaussians_at_a_bounded_rate():
     n = 300
     g = torch.Generator().manual_seed(1)
     ident = torch.tensor([1.0, 0, 0, 0]).expand(n, 4).contiguous()
-    scene = GaussianScene({"means": torch.cat([torch.rand(n, 3, generator=g) - 0.5, torch.rand(n, 1, generator=g)], 1),
-                           "scales": torch.log(torch.tensor([0.05, 0.05, 0.05, 0.2])).expand(n, 4).contiguous(),
-                           "quats": ident, "quats_right": ident.clone(), "opacities": torch.full((n,), 2.0),
-                           "sh0": torch.randn(n, 1, 3, generator=g)})  # fmt: skip
+    scene = GaussianScene(
+        {
+            "means": torch.cat([torch.rand(n, 3, generator=g) - 0.5, torch.rand(n, 1, generator=g)], 1),
+            "scales": torch.log(torch.tensor([0.05, 0.05, 0.05, 0.2])).expand(n, 4).contiguous(),
+            "quats": ident,
+            "quats_right": ident.clone(),
+            "opacities": torch.full((n,), 2.0),
+            "sh0": torch.randn(n, 1, 3, generator=g),
+        }
+    )
     v = viewer_app.Viewer(scene, port=free_port())
     try:
         c = ScriptedClient(v.port)

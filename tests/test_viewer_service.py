@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from test_render_api import still_life_ply
 from chromium import free_port
+from test_render_api import still_life_ply
 from test_viewer import ROOT
 from viser_client import ScriptedClient, wait_until
 
@@ -59,12 +59,25 @@ def test_client_values_are_clamped(viewer):
     client = ScriptedClient(viewer.port)
     state = connected(viewer, client)
     client.send_camera(width=4096, height=3072, fov=3.1)  # a canvas beyond the slider, a 178-degree FOV
-    for handle, value in ((state.gui.max_res, 4096), (state.gui.moving_scale, 50.0), (state.gui.jpeg_quality, 1000),
-                          (state.gui.fov, 500.0), (state.gui.mode, "../../etc"), (state.gui.renderer, "gpu-miner")):  # fmt: skip
+    for handle, value in (
+        (state.gui.max_res, 4096),
+        (state.gui.moving_scale, 50.0),
+        (state.gui.jpeg_quality, 1000),
+        (state.gui.fov, 500.0),
+        (state.gui.mode, "../../etc"),
+        (state.gui.renderer, "gpu-miner"),
+    ):
         client.set_gui(handle, value)
-    wait_until(lambda: state.gui.max_res.value == 4096 and state.gui.moving_scale.value == 50.0
-               and state.gui.jpeg_quality.value == 1000 and state.gui.fov.value == 500.0
-               and state.client.camera.image_width == 4096, what="the updates")  # fmt: skip
+    wait_until(
+        lambda: (
+            state.gui.max_res.value == 4096
+            and state.gui.moving_scale.value == 50.0
+            and state.gui.jpeg_quality.value == 1000
+            and state.gui.fov.value == 500.0
+            and state.client.camera.image_width == 4096
+        ),
+        what="the updates",
+    )
     s = state.gui.settings()
     assert s.max_resolution == MAX_RESOLUTION and s.moving_scale == MAX_MOVING and s.jpeg_quality == MAX_JPEG
     assert s.mode == "rgb" and s.renderer in viewer.renderers
@@ -102,8 +115,9 @@ def test_token_is_required_when_set(scene_ply):
 
 
 def run_view(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "splat.cli", "view", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "splat.cli", "view", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(proc, *words):

@@ -32,7 +32,9 @@ def test_composite_rays_matches_twin(gen, device="cpu"):
     offsets, sigmas, rgbs, t0, t1 = random_rays(gen)
     s32, c32 = sigmas.float().to(device).requires_grad_(True), rgbs.float().to(device).requires_grad_(True)
     s64, c64 = sigmas.float().double().requires_grad_(True), rgbs.float().double().requires_grad_(True)
-    colors, opac, depth, used = composite_rays(offsets.to(device), s32, c32, t0.float().to(device), t1.float().to(device))
+    colors, opac, depth, used = composite_rays(
+        offsets.to(device), s32, c32, t0.float().to(device), t1.float().to(device)
+    )
     assert colors.device.type == torch.device(device).type
     colors, opac, depth, used = colors.cpu(), opac.cpu(), depth.cpu(), used.cpu()
     ref = composite_rays_torch(offsets, s64, c64, t0.float().double(), t1.float().double())

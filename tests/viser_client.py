@@ -17,8 +17,13 @@ class ScriptedClient:
     def __init__(self, port: int, origin: str | None = "own", path: str = "/"):
         if origin == "own":
             origin = f"http://127.0.0.1:{port}"
-        self.ws = connect(f"ws://127.0.0.1:{port}{path}", origin=origin, subprotocols=[f"viser-v{viser.__version__}"],
-                          max_size=None, open_timeout=20)  # fmt: skip
+        self.ws = connect(
+            f"ws://127.0.0.1:{port}{path}",
+            origin=origin,
+            subprotocols=[f"viser-v{viser.__version__}"],
+            max_size=None,
+            open_timeout=20,
+        )
         self.received = 0
         self.close_code: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -36,8 +41,18 @@ class ScriptedClient:
         self.ws.send(msgspec.msgpack.encode({"type": type_name, **fields}))
 
     def send_camera(self, width: int = 320, height: int = 240, fov: float = 0.9, position=(0.0, -3.0, 1.5)) -> None:
-        self.send("ViewerCameraMessage", wxyz=(0.0, 0.0, 0.6, 0.8), position=tuple(position), fov=fov, near=0.01,
-                  far=1000.0, image_height=height, image_width=width, look_at=(0.0, 0.0, 0.0), up_direction=(0.0, 0.0, 1.0))  # fmt: skip
+        self.send(
+            "ViewerCameraMessage",
+            wxyz=(0.0, 0.0, 0.6, 0.8),
+            position=tuple(position),
+            fov=fov,
+            near=0.01,
+            far=1000.0,
+            image_height=height,
+            image_width=width,
+            look_at=(0.0, 0.0, 0.0),
+            up_direction=(0.0, 0.0, 1.0),
+        )
 
     def set_gui(self, handle, value) -> None:
         """What the browser sends when the user moves a control (here: any value at all)."""

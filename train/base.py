@@ -37,7 +37,9 @@ from .run_lock import run_lock
 def checkpoint_paths(run_dir: Path) -> list[Path]:
     """step_N.pt files, and step_N/ folders of distributed runs once complete (dist_checkpoint.py)."""
     folder = run_dir / "checkpoints"
-    return sorted([*folder.glob("step_*.pt"), *(p.parent for p in folder.glob("step_*/complete.json"))], key=lambda p: p.name)
+    return sorted(
+        [*folder.glob("step_*.pt"), *(p.parent for p in folder.glob("step_*/complete.json"))], key=lambda p: p.name
+    )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -61,7 +63,9 @@ class BaseTrainer:
         self._checkpoint_seconds = 0.0  # training time at the last checkpoint
         n_train = len(dataset.train_indices)
         if config.batch_size > n_train:
-            raise InputError(f"batch_size: {config.batch_size} is more than the {n_train} training images of {dataset.root}")
+            raise InputError(
+                f"batch_size: {config.batch_size} is more than the {n_train} training images of {dataset.root}"
+            )
 
         bg = config.background
         if bg == "auto":
@@ -160,10 +164,17 @@ class BaseTrainer:
                     progress(self, out)
                 if self.step % c.log_every == 0 or self.step == c.steps:
                     now = time.perf_counter()
-                    self.log({"step": self.step, "train_seconds": round(self.train_seconds, 3),
-                              "loss": window_loss / window_n, "psnr": window_psnr / window_n,
-                              **self.model_stats(), "steps_per_second": window_n / (now - window_t),
-                              **{k: v for k, v in out.items() if k not in ("loss", "psnr")}})  # fmt: skip
+                    self.log(
+                        {
+                            "step": self.step,
+                            "train_seconds": round(self.train_seconds, 3),
+                            "loss": window_loss / window_n,
+                            "psnr": window_psnr / window_n,
+                            **self.model_stats(),
+                            "steps_per_second": window_n / (now - window_t),
+                            **{k: v for k, v in out.items() if k not in ("loss", "psnr")},
+                        }
+                    )
                     window_loss, window_psnr, window_n, window_t = 0.0, 0.0, 0, now
                 final = self.step == c.steps or self.out_of_time
                 if self.step in c.eval_steps or final:
@@ -316,4 +327,3 @@ def tensor_bytes(obj) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(v) for v in obj)
     return 0
-

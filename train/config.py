@@ -110,7 +110,9 @@ class TrainConfig:
         if self.init_points < 1:
             raise InputError(f"init_points: must be positive, got {self.init_points}")
         if self.checkpoint_every < 1 or self.checkpoint_minutes < 0:
-            raise InputError(f"checkpoint_every: must be positive, got {self.checkpoint_every}; checkpoint_minutes: >= 0")
+            raise InputError(
+                f"checkpoint_every: must be positive, got {self.checkpoint_every}; checkpoint_minutes: >= 0"
+            )
         if not 1 <= self.field_grid_resolution <= 1024 or self.field_grid_resolution % 4:
             raise InputError(f"field_grid_resolution: a multiple of 4 in 4..1024, got {self.field_grid_resolution}")
         if not 4 <= self.field_log2_hashmap_size <= 26:
@@ -135,8 +137,13 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "inria": {},
     "fast": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000},
-    "cpu": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000, "max_train_seconds": 780.0,
-            "eval_steps": [], "random_init_scale": 0.5},
+    "cpu": {
+        "resolution_schedule": [[0, 4], [500, 2], [2000, 1]],
+        "init_points": 20_000,
+        "max_train_seconds": 780.0,
+        "eval_steps": [],
+        "random_init_scale": 0.5,
+    },
 }
 AUTO_PRESET = {"cuda": "inria", "cpu": "cpu"}
 # Automatic downscaling: the longer image side in pixels, at most (INRIA rescales beyond 1.6k;
@@ -145,7 +152,7 @@ MAX_IMAGE_SIDE = {"cuda": 1600, "cpu": 800}
 
 
 def resolve_device(name: str = "auto", cuda_available: bool | None = None) -> str:
-    """"auto" -> "cuda" where a CUDA device is available, else "cpu"; other names unchanged."""
+    """ "auto" -> "cuda" where a CUDA device is available, else "cpu"; other names unchanged."""
     if name != "auto":
         return name
     if cuda_available is None:

@@ -84,8 +84,10 @@ def _merge_optimizer(states: list[dict], lr_scale: float) -> dict:
     merged = {"state": {}, "param_groups": [dict(g) for g in states[0]["param_groups"]]}
     if states[0]["state"]:
         first = states[0]["state"][0]
-        merged["state"][0] = {k: (torch.cat([s["state"][0][k] for s in states]) if k in ("exp_avg", "exp_avg_sq") else v)
-                              for k, v in first.items()}  # fmt: skip
+        merged["state"][0] = {
+            k: (torch.cat([s["state"][0][k] for s in states]) if k in ("exp_avg", "exp_avg_sq") else v)
+            for k, v in first.items()
+        }
     for g in merged["param_groups"]:
         g["lr"] = g["lr"] / lr_scale
         g["betas"] = ADAM_BETAS

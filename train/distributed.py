@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from splat.errors import InputError
 from splat import distributed as D
+from splat.errors import InputError
 from splat.renderer.distributed import all_gather_cat, rasterize_distributed
 
 from . import dist_checkpoint, losses
@@ -46,22 +46,31 @@ class DistributedTrainer(Trainer):
         self._synced_seconds = 0.0
         self._eval_log: list | None = None
         if config.model == "field" or (config.model in ("auto", "4d") and dataset.is_dynamic):
-            raise InputError(f"{dataset.root}: distributed training supports 3D Gaussians only (model 3d), "
-                             "not 4D Gaussians or fields")  # fmt: skip
+            raise InputError(
+                f"{dataset.root}: distributed training supports 3D Gaussians only (model 3d), "
+                "not 4D Gaussians or fields"
+            )
         if getattr(config, "appearance", False):
-            raise InputError("appearance: not available in distributed training (each image's compensation would "
-                             "live on the rank that rendered it)")  # fmt: skip
+            raise InputError(
+                "appearance: not available in distributed training (each image's compensation would "
+                "live on the rank that rendered it)"
+            )
         if config.strategy == "default" and config.absgrad:
             raise InputError("absgrad: not available in distributed training (the per-pixel sums live on other ranks)")
         sizes = {(dataset.camera(i).width, dataset.camera(i).height) for i in range(len(dataset.frames))}
         if len(sizes) > 1:
-            raise InputError(f"{dataset.root}: distributed training needs images of one size, found {sorted(sizes)[:4]}")
+            raise InputError(
+                f"{dataset.root}: distributed training needs images of one size, found {sorted(sizes)[:4]}"
+            )
         super().__init__(config, dataset, run_dir, data_path)
         # every rank initialised the same Gaussians from the same seed: keep this rank's share
         full = self.params
-        self.params = torch.nn.ParameterDict({
-            k: torch.nn.Parameter(torch.tensor_split(v.data, self.world_size)[self.rank].clone()) for k, v in full.items()
-        })  # fmt: skip
+        self.params = torch.nn.ParameterDict(
+            {
+                k: torch.nn.Parameter(torch.tensor_split(v.data, self.world_size)[self.rank].clone())
+                for k, v in full.items()
+            }
+        )
         del full
         self.optimizers = self._make_optimizers()
         self.strategy.max_gaussians = max(1, config.max_gaussians // self.world_size)
@@ -138,8 +147,19 @@ class DistributedTrainer(Trainer):
     def _render(self, indices: list[int], backgrounds: torch.Tensor, sh_degree: int, downscale: int = 1):
         viewmats, Ks, width, height = self._views(indices, downscale)
         p = activated(self.params)
-        return rasterize_distributed(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], viewmats, Ks,
-                                     width, height, sh_degree=sh_degree, backgrounds=backgrounds.to(self.device))  # fmt: skip
+        return rasterize_distributed(
+            p["means"],
+            p["quats"],
+            p["scales"],
+            p["opacities"],
+            p["colors"],
+            viewmats,
+            Ks,
+            width,
+            height,
+            sh_degree=sh_degree,
+            backgrounds=backgrounds.to(self.device),
+        )
 
     def render(self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1):
         """Collective: every rank renders one image (its own `index`) with all Gaussians."""
@@ -166,8 +186,14 @@ class DistributedTrainer(Trainer):
                 mine.append(index)
                 backgrounds.append(bg)
         images, _, meta = self._render(mine, torch.stack(backgrounds), sh_degree, downscale)
-        info = {"means2d": meta["shard_means2d"], "radii": meta["shard_radii"], "width": meta["width"],
-                "height": meta["height"], "n_cameras": self.global_batch, "num_gaussians": self.num_gaussians}  # fmt: skip
+        info = {
+            "means2d": meta["shard_means2d"],
+            "radii": meta["shard_radii"],
+            "width": meta["width"],
+            "height": meta["height"],
+            "n_cameras": self.global_batch,
+            "num_gaussians": self.num_gaussians,
+        }
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
         truths = [self.ground_truth(index, bg, downscale) for index, bg in zip(mine, backgrounds)]
         loss = sum(losses.photometric_loss(images[k], gt, mask, c.ssim_lambda) for k, (gt, mask) in enumerate(truths))
@@ -181,19 +207,29 @@ class DistributedTrainer(Trainer):
             opt.step()
             opt.zero_grad(set_to_none=True)
         stats = self.strategy.step_post_backward(
-            self.params, self.optimizers, self.strategy_state, step + 1, info, self.shard_generator, lr_means=lr,
+            self.params,
+            self.optimizers,
+            self.strategy_state,
+            step + 1,
+            info,
+            self.shard_generator,
+            lr_means=lr,
             progress=self.progress(step + 1),
-        )  # fmt: skip
+        )
         stats["tile_pairs"] = int(meta["isect_ids"].numel())  # (Gaussian, tile) pairs composited, summed over ranks
         # the step's one gather of scalars: loss, PSNR, stop flag, clock, Gaussian count, densification counts
         counts = sorted(k for k, v in stats.items() if not isinstance(v, bool))
         elapsed = self.train_seconds + time.perf_counter() - t0
-        scalars = [loss.item(), psnr_sum, float(self._stop_local), elapsed, self.num_gaussians] + [stats[k] for k in counts]
+        scalars = [loss.item(), psnr_sum, float(self._stop_local), elapsed, self.num_gaussians] + [
+            stats[k] for k in counts
+        ]
         world = all_gather_cat(torch.tensor([scalars], dtype=torch.float64, device=self.device)).cpu()
         total_loss = float(world[:, 0].sum())
         if not math.isfinite(total_loss):
-            raise TrainingError(f"loss became {total_loss} at step {step}; lower the learning rates or check the data "
-                                "(last checkpoint is kept)")  # fmt: skip
+            raise TrainingError(
+                f"loss became {total_loss} at step {step}; lower the learning rates or check the data "
+                "(last checkpoint is kept)"
+            )
         self._stop_synced = bool(world[:, 2].any())
         self._synced_seconds = float(world[:, 3].max())
         self.n_world = int(world[:, 4].sum())
@@ -253,8 +289,13 @@ class DistributedTrainer(Trainer):
         return f"{self.n_world:,} G on {self.world_size} ranks"
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "rank": self.rank, "world_size": self.world_size,
-                "global_batch": self.global_batch, "shard_generator": self.shard_generator.get_state()}  # fmt: skip
+        return {
+            **super().state_dict(),
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "global_batch": self.global_batch,
+            "shard_generator": self.shard_generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -269,8 +310,9 @@ class DistributedTrainer(Trainer):
         counts = D.gather_objects(self.num_gaussians)  # also: every shard is on disk
         folder = dist_checkpoint.step_dir(self.run_dir, self.step)
         if self.rank == 0:
-            dist_checkpoint.complete(self.run_dir, self.step, self.world_size, {"num_gaussians": counts},
-                                     self.cfg.keep_checkpoints)  # fmt: skip
+            dist_checkpoint.complete(
+                self.run_dir, self.step, self.world_size, {"num_gaussians": counts}, self.cfg.keep_checkpoints
+            )
         D.barrier()
         return folder
 

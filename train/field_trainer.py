@@ -19,8 +19,14 @@ from pathlib import Path
 import torch
 
 from splat.errors import InputError
-from splat.fields.radiance_field import (FieldSpec, RadianceField, camera_rays, pixel_rays, render_rays_chunked,
-                                        render_rays_train)  # fmt: skip
+from splat.fields.radiance_field import (
+    FieldSpec,
+    RadianceField,
+    camera_rays,
+    pixel_rays,
+    render_rays_chunked,
+    render_rays_train,
+)
 
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig
@@ -32,8 +38,12 @@ MIN_RAYS = 64
 def field_spec_for(config: TrainConfig, dataset) -> FieldSpec:
     contract = config.field_contract == "yes" or (config.field_contract == "auto" and dataset.format != "blender")
     bound = config.field_bound or (1.0 if contract else 0.375)
-    return FieldSpec(bound=bound, contract=contract, log2_hashmap_size=config.field_log2_hashmap_size,
-                     grid_resolution=config.field_grid_resolution)  # fmt: skip
+    return FieldSpec(
+        bound=bound,
+        contract=contract,
+        log2_hashmap_size=config.field_log2_hashmap_size,
+        grid_resolution=config.field_grid_resolution,
+    )
 
 
 class FieldTrainer(BaseTrainer):
@@ -51,8 +61,10 @@ class FieldTrainer(BaseTrainer):
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         mlp = {id(p) for p in self.field.mlp_parameters()}
-        groups = [{"params": [p for p in self.field.parameters() if id(p) not in mlp], "weight_decay": 0.0},
-                  {"params": self.field.mlp_parameters(), "weight_decay": 1e-6}]  # fmt: skip
+        groups = [
+            {"params": [p for p in self.field.parameters() if id(p) not in mlp], "weight_decay": 0.0},
+            {"params": self.field.mlp_parameters(), "weight_decay": 1e-6},
+        ]
         return torch.optim.Adam(groups, lr=self.cfg.field_lr, betas=(0.9, 0.99), eps=1e-15)
 
     def _load_pixels(self) -> None:
@@ -124,8 +136,10 @@ class FieldTrainer(BaseTrainer):
         else:
             loss = (err.square() * weight).sum()
         if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; lower --field-lr or check the data "
-                                "(last checkpoint is kept)")  # fmt: skip
+            raise TrainingError(
+                f"loss became {loss.item()} at step {step}; lower --field-lr or check the data "
+                "(last checkpoint is kept)"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         if out["samples"] > 0:
             loss.backward()
@@ -137,16 +151,22 @@ class FieldTrainer(BaseTrainer):
             self.num_rays = int(min(MAX_RAYS, max(MIN_RAYS, self.num_rays * c.field_samples / samples)))
         mse = float((err.detach().square() * weight).sum())
         psnr = -10.0 * torch.log10(torch.tensor(max(mse, 1e-10))).item()
-        return {"loss": loss.item(), "psnr": psnr, "rays": int(origins.shape[0]), "samples": samples,
-                "marched": out["marched"]}
+        return {
+            "loss": loss.item(),
+            "psnr": psnr,
+            "rays": int(origins.shape[0]),
+            "samples": samples,
+            "marched": out["marched"],
+        }
 
     # ------------------------------------------------------------------------------------------
     # what the run loop needs (base.py)
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
         cam = self.data.camera(index)
-        origins, dirs = camera_rays(self.data.K(index).to(self.device), self.data.viewmat(index).to(self.device),
-                                    cam.width, cam.height)  # fmt: skip
+        origins, dirs = camera_rays(
+            self.data.K(index).to(self.device), self.data.viewmat(index).to(self.device), cam.width, cam.height
+        )
         rgb = render_rays_chunked(self.field, self.grid, origins, dirs, background.to(self.device))["rgb"]
         return rgb.reshape(cam.height, cam.width, 3)
 
@@ -157,7 +177,10 @@ class FieldTrainer(BaseTrainer):
         return FieldScene(self.field, self.grid, Normalization.identity(), cameras=cameras, source="training")
 
     def model_stats(self) -> dict:
-        return {"occupied_fraction": round(self.grid.occupied_fraction, 5), "samples_per_ray": round(self.samples_per_ray, 2)}
+        return {
+            "occupied_fraction": round(self.grid.occupied_fraction, 5),
+            "samples_per_ray": round(self.samples_per_ray, 2),
+        }
 
     def model_text(self) -> str:
         return f"{100 * self.grid.occupied_fraction:.1f}% occupied, {self.samples_per_ray:.1f} samples/ray"

@@ -34,8 +34,13 @@ SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 # (out channels, kernel, stride, padding, max-pool before this conv) of AlexNet's five convs;
 # LPIPS compares the features after each conv's ReLU
-ALEXNET = ((64, 11, 4, 2, False), (192, 5, 1, 2, True), (384, 3, 1, 1, True), (256, 3, 1, 1, False),
-           (256, 3, 1, 1, False))  # fmt: skip
+ALEXNET = (
+    (64, 11, 4, 2, False),
+    (192, 5, 1, 2, True),
+    (384, 3, 1, 1, True),
+    (256, 3, 1, 1, False),
+    (256, 3, 1, 1, False),
+)
 MIN_SIZE = 31  # smaller images vanish before the last layer (11x11/4 conv, two 3x3/2 max-pools)
 
 
@@ -125,7 +130,7 @@ class LPIPS(torch.nn.Module):
         self.lin = torch.nn.ParameterList([torch.nn.Parameter(t, requires_grad=False) for t in lins])
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "LPIPS":
+    def from_file(cls, path: str | Path) -> LPIPS:
         return cls(read_weights(path))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -9,7 +9,7 @@ runs replay exactly.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -58,10 +58,11 @@ def duplicate(params, optimizers, mask: torch.Tensor) -> None:
     """Append copies of the masked Gaussians (fresh Adam moments for the copies)."""
     idx = mask.nonzero(as_tuple=True)[0]
     update_rows(
-        params, optimizers,
+        params,
+        optimizers,
         lambda name, p: torch.cat([p, p[idx]]),
         lambda name, v: torch.cat([v, torch.zeros_like(v[idx])]),
-    )  # fmt: skip
+    )
 
 
 def split(params, optimizers, mask: torch.Tensor, generator: torch.Generator, revised_opacity: bool = False) -> None:
@@ -86,7 +87,12 @@ def split(params, optimizers, mask: torch.Tensor, generator: torch.Generator, re
             new = p[idx].repeat((2,) + (1,) * (p.dim() - 1))
         return torch.cat([p[rest], new])
 
-    update_rows(params, optimizers, param_fn, lambda name, v: torch.cat([v[rest], torch.zeros((2 * n,) + v.shape[1:], dtype=v.dtype)]))
+    update_rows(
+        params,
+        optimizers,
+        param_fn,
+        lambda name, v: torch.cat([v[rest], torch.zeros((2 * n,) + v.shape[1:], dtype=v.dtype)]),
+    )
 
 
 def remove(params, optimizers, mask: torch.Tensor) -> None:
@@ -98,10 +104,11 @@ def reset_opacity(params, optimizers, value: float) -> None:
     """Clamp every opacity to at most `value` and forget its Adam moments."""
     cap = math.log(value / (1 - value))
     update_rows(
-        params, optimizers,
+        params,
+        optimizers,
         lambda name, p: p.clamp(max=cap) if name == "opacities" else p,
         lambda name, v: torch.zeros_like(v) if name == "opacities" else v,
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,8 +43,10 @@ def lock_run(run_dir: str | os.PathLike) -> bool:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RunBusyError(f"{run_dir}: in use by another splat process (PID {holder}) that is training in it; "
-                               "wait for it to finish, stop it, or choose another --out") from None  # fmt: skip
+            raise RunBusyError(
+                f"{run_dir}: in use by another splat process (PID {holder}) that is training in it; "
+                "wait for it to finish, stop it, or choose another --out"
+            ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[key] = fd

@@ -32,9 +32,15 @@ def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None):
     """The run's dataset; an automatic downscale (0) is resolved and recorded in `config`, so a
     resumed or re-evaluated run reads the same images."""
     bg = (0.0, 0.0, 0.0) if config.background == "black" else (1.0, 1.0, 1.0)
-    data = load_dataset(data_path, format=fmt, downscale=config.downscale, background=bg,
-                        test_every=config.test_every, cache_bytes=int(config.cache_gb * (1 << 30)),
-                        max_side=MAX_IMAGE_SIDE[device_kind(config.device)])  # fmt: skip
+    data = load_dataset(
+        data_path,
+        format=fmt,
+        downscale=config.downscale,
+        background=bg,
+        test_every=config.test_every,
+        cache_bytes=int(config.cache_gb * (1 << 30)),
+        max_side=MAX_IMAGE_SIDE[device_kind(config.device)],
+    )
     config.downscale = data.downscale
     return data
 
@@ -97,7 +103,9 @@ def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str
     try:
         trainer.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # entries missing or of the wrong shape
-        raise RunError(f"{ckpt_path}: does not fit this run ({e.__class__.__name__}: {' '.join(str(e).split())[:200]})") from None
+        raise RunError(
+            f"{ckpt_path}: does not fit this run ({e.__class__.__name__}: {' '.join(str(e).split())[:200]})"
+        ) from None
     return trainer
 
 

@@ -145,7 +145,10 @@ class MCMCStrategy:
         return {"binoms": ops.binomial_table()}
 
     def regularization(self, params) -> torch.Tensor:
-        return self.opacity_reg * torch.sigmoid(params["opacities"]).mean() + self.scale_reg * torch.exp(params["scales"][:, :3]).mean()
+        return (
+            self.opacity_reg * torch.sigmoid(params["opacities"]).mean()
+            + self.scale_reg * torch.exp(params["scales"][:, :3]).mean()
+        )
 
     def step_pre_backward(self, params, optimizers, state, step, info) -> None:
         pass
@@ -157,7 +160,9 @@ class MCMCStrategy:
             stats["relocated"] = ops.relocate(params, optimizers, dead, state["binoms"], generator, self.min_opacity)
             n = params["means"].shape[0]
             target = min(self.cap_max, self.max_gaussians, int(1.05 * n))
-            stats["added"] = ops.sample_add(params, optimizers, max(0, target - n), state["binoms"], generator, self.min_opacity)
+            stats["added"] = ops.sample_add(
+                params, optimizers, max(0, target - n), state["binoms"], generator, self.min_opacity
+            )
         if lr_means is not None:
             ops.inject_position_noise(params, lr_means * self.noise_lr, generator)
         return stats

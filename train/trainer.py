@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .model import activated, init_params, random_points
 from .strategies import STRATEGIES
 
+
 class Trainer(BaseTrainer):
     def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
         super().__init__(config, dataset, run_dir, data_path)
@@ -29,7 +30,9 @@ class Trainer(BaseTrainer):
 
         self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
         if self.dynamic and not dataset.is_dynamic:
-            raise InputError(f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none")
+            raise InputError(
+                f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none"
+            )
         mcmc = config.strategy == "mcmc"
         init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
         if dataset.points is not None:
@@ -42,17 +45,23 @@ class Trainer(BaseTrainer):
             points, colors = points[keep], colors[keep]
         init_opacity = config.init_opacity if config.init_opacity is not None else (0.5 if mcmc else 0.1)
         times = torch.rand(points.shape[0], generator=self.generator) if self.dynamic else None
-        self.params = init_params(points, colors, config.sh_degree, init_opacity, init_scale, times,
-                                  config.init_time_scale).to(self.device)  # fmt: skip
+        self.params = init_params(
+            points, colors, config.sh_degree, init_opacity, init_scale, times, config.init_time_scale
+        ).to(self.device)
         self.optimizers = self._make_optimizers()
         refine_stop = config.refine_stop if config.refine_stop is not None else (25_000 if mcmc else 15_000)
-        common = dict(refine_start_iter=config.refine_start, refine_stop_iter=refine_stop,
-                      refine_every=config.refine_every, max_gaussians=config.max_gaussians)  # fmt: skip
+        common = dict(
+            refine_start_iter=config.refine_start,
+            refine_stop_iter=refine_stop,
+            refine_every=config.refine_every,
+            max_gaussians=config.max_gaussians,
+        )
         if mcmc:
             self.strategy = STRATEGIES["mcmc"](cap_max=config.mcmc_cap_max, **common)
         else:
-            self.strategy = STRATEGIES["default"](reset_every=config.reset_every, grow_grad2d=config.grow_grad2d,
-                                                  absgrad=config.absgrad, **common)  # fmt: skip
+            self.strategy = STRATEGIES["default"](
+                reset_every=config.reset_every, grow_grad2d=config.grow_grad2d, absgrad=config.absgrad, **common
+            )
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent, n=self.num_gaussians)
         self.appearance = AppearanceCompensation(len(dataset), self.device) if config.appearance else None
 
@@ -62,9 +71,13 @@ class Trainer(BaseTrainer):
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
         lrs = {
-            "means": c.lr_means * self.scene_extent, "scales": c.lr_scales, "quats": c.lr_quats,
-            "opacities": c.lr_opacities, "sh0": c.lr_sh0, "shN": c.lr_shN,
-        }  # fmt: skip
+            "means": c.lr_means * self.scene_extent,
+            "scales": c.lr_scales,
+            "quats": c.lr_quats,
+            "opacities": c.lr_opacities,
+            "sh0": c.lr_sh0,
+            "shN": c.lr_shN,
+        }
         if "quats_right" in self.params:
             lrs["quats_right"] = c.lr_quats
         # fused: one kernel per parameter instead of a dozen element-wise passes (4.9x less CPU time
@@ -106,14 +119,22 @@ class Trainer(BaseTrainer):
             K[0] *= width / cam.width
             K[1] *= height / cam.height
         p = activated(self.params)
-        view = dict(viewmats=self.data.viewmat(index)[None].to(self.device), Ks=K[None].to(self.device), width=width,
-                    height=height, sh_degree=sh_degree, backgrounds=background[None].to(self.device),
-                    absgrad=self.cfg.strategy == "default" and self.cfg.absgrad)  # fmt: skip
+        view = dict(
+            viewmats=self.data.viewmat(index)[None].to(self.device),
+            Ks=K[None].to(self.device),
+            width=width,
+            height=height,
+            sh_degree=sh_degree,
+            backgrounds=background[None].to(self.device),
+            absgrad=self.cfg.strategy == "default" and self.cfg.absgrad,
+        )
         if self.dynamic:
             colors, alphas, info = splat.rasterize_4d(**p, **view, times=float(cam.time))
             info["num_gaussians"] = self.num_gaussians
         else:
-            colors, alphas, info = splat.rasterize(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], **view)
+            colors, alphas, info = splat.rasterize(
+                p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], **view
+            )
         return colors[0], alphas[0], info
 
     # ------------------------------------------------------------------------------------------
@@ -151,7 +172,9 @@ class Trainer(BaseTrainer):
             info["n_cameras"] = c.batch_size  # the loss averages over the batch: densification rescales by it
             self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
             frames.append((image, gt, mask, info))
-        loss = sum(losses.photometric_loss(image, gt, mask, c.ssim_lambda) for image, gt, mask, _ in frames) / len(frames)
+        loss = sum(losses.photometric_loss(image, gt, mask, c.ssim_lambda) for image, gt, mask, _ in frames) / len(
+            frames
+        )
         loss = loss + self.strategy.regularization(self.params)
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -166,9 +189,15 @@ class Trainer(BaseTrainer):
             self.appearance.step(self.progress(step))
         infos = [f[3] for f in frames]
         stats = self.strategy.step_post_backward(
-            self.params, self.optimizers, self.strategy_state, step + 1, infos if len(infos) > 1 else infos[0],
-            self.generator, lr_means=lr, progress=self.progress(step + 1),
-        )  # fmt: skip
+            self.params,
+            self.optimizers,
+            self.strategy_state,
+            step + 1,
+            infos if len(infos) > 1 else infos[0],
+            self.generator,
+            lr_means=lr,
+            progress=self.progress(step + 1),
+        )
         self.step = step + 1
         psnr = sum(losses.psnr(image, gt, mask) for image, gt, mask, _ in frames) / len(frames)
         # (Gaussian, tile) pairs: what the compositing kernels' work follows (logged to metrics.jsonl)
@@ -209,7 +238,9 @@ class Trainer(BaseTrainer):
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
-        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(self.device)) for k, v in state["params"].items()})
+        self.params = torch.nn.ParameterDict(
+            {k: torch.nn.Parameter(v.to(self.device)) for k, v in state["params"].items()}
+        )
         self.optimizers = self._make_optimizers()
         for k, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][k])
@@ -222,4 +253,3 @@ class Trainer(BaseTrainer):
 
 def sh_degree_at(step: int, cfg: TrainConfig) -> int:
     return min(step // cfg.sh_degree_interval, cfg.sh_degree)
-

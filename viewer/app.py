@@ -76,8 +76,17 @@ class Viewer:
     "auto" (browser when the scene fits the budget), "browser" or "server"; `token`: required
     from every connection when given."""
 
-    def __init__(self, source, host: str = "127.0.0.1", port: int = 8080, title: str = "splat", trainer=None,
-                 max_splats: int = DEFAULT_MAX_SPLATS, renderer: str = "auto", token: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        source,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        title: str = "splat",
+        trainer=None,
+        max_splats: int = DEFAULT_MAX_SPLATS,
+        renderer: str = "auto",
+        token: str | None = None,
+    ):
         import viser
 
         if max_splats < 1:
@@ -98,7 +107,9 @@ class Viewer:
         self.host, self.port, self.token = host, self.server.get_port(), token
         if port != 0 and self.port != port:  # taken between our check and viser's bind
             self.server.stop()
-            raise ViewerAddressError(f"--port {port}: already in use on {host} (pick another --port, or --port 0 for a free one)")
+            raise ViewerAddressError(
+                f"--port {port}: already in use on {host} (pick another --port, or --port 0 for a free one)"
+            )
         self._clients: dict[int, _ClientState] = {}
         self._clients_lock = threading.Lock()
         self._splats_cache: dict[object, BrowserSplats] = {}
@@ -159,8 +170,15 @@ class Viewer:
         return fov
 
     def _on_connect(self, client) -> None:
-        gui = ClientGui(client, self.title, renderers=self.renderers, renderer=self.default_renderer,
-                        dynamic=self.scene.is_dynamic, training=self.trainer is not None, fov_deg=self._initial_fov)  # fmt: skip
+        gui = ClientGui(
+            client,
+            self.title,
+            renderers=self.renderers,
+            renderer=self.default_renderer,
+            dynamic=self.scene.is_dynamic,
+            training=self.trainer is not None,
+            fov_deg=self._initial_fov,
+        )
         state = _ClientState(client, gui, moved_at=time.monotonic())
         dirty = lambda _: self._mark_dirty(state)  # noqa: E731
 
@@ -228,9 +246,14 @@ class Viewer:
         for k, cam in enumerate(cams):
             c2w = cam.c2w
             handle = state.client.scene.add_camera_frustum(
-                f"/cameras/{k}", fov=2 * math.atan(0.5 * cam.height / cam.fy), aspect=cam.width / cam.height,
-                scale=0.03 * extent, wxyz=rotmat_to_quat(c2w[:3, :3]), position=c2w[:3, 3], color=(60, 120, 220),
-            )  # fmt: skip
+                f"/cameras/{k}",
+                fov=2 * math.atan(0.5 * cam.height / cam.fy),
+                aspect=cam.width / cam.height,
+                scale=0.03 * extent,
+                wxyz=rotmat_to_quat(c2w[:3, :3]),
+                position=c2w[:3, 3],
+                color=(60, 120, 220),
+            )
             handle.on_click(lambda event, cam=cam: self._jump_to(state.client, cam))
             state.frustums.append(handle)
 
@@ -276,7 +299,8 @@ class Viewer:
         c2w[:3, 3] = position
         return Camera(w, h, fy, fy, w / 2, h / 2, np.linalg.inv(c2w))
 
-    def _render(self, cam: Camera, settings: Settings = Settings()) -> np.ndarray:
+    def _render(self, cam: Camera, settings: Settings | None = None) -> np.ndarray:
+        settings = Settings() if settings is None else settings
         mode = settings.mode
         bg = np.asarray(settings.background, dtype=np.float32)
         with self.lock:
@@ -288,7 +312,9 @@ class Viewer:
         elif mode == "alpha":
             img = out["alpha"].expand(-1, -1, 3)
         else:
-            img = torch.from_numpy(colorize_depth(out["depth"][..., 0].cpu().numpy(), out["alpha"][..., 0].cpu().numpy(), bg))
+            img = torch.from_numpy(
+                colorize_depth(out["depth"][..., 0].cpu().numpy(), out["alpha"][..., 0].cpu().numpy(), bg)
+            )
         return img.cpu().numpy() if torch.is_tensor(img) else img
 
     def _serve_frame(self, state: _ClientState, settings: Settings) -> bool:
@@ -311,8 +337,9 @@ class Viewer:
         self.last_frame_ms = 1000 * (time.perf_counter() - t0)
         if not state.alive:
             return False
-        state.client.scene.set_background_image((np.clip(image, 0, 1) * 255).astype(np.uint8),
-                                                format="jpeg", jpeg_quality=settings.jpeg_quality)  # fmt: skip
+        state.client.scene.set_background_image(
+            (np.clip(image, 0, 1) * 255).astype(np.uint8), format="jpeg", jpeg_quality=settings.jpeg_quality
+        )
         state.backdrop = "frame"
         state.rendered_at = time.monotonic()
         if state.moved_at == moved_at:  # the camera did not move meanwhile
@@ -348,7 +375,11 @@ class Viewer:
         key = self._scene_key(settings)
         if state.splats_key != key:
             # bounded rates: live training LIVE_PUSH_SECONDS, 4D time changes PLAY_PUSH_SECONDS
-            wait = LIVE_PUSH_SECONDS if state.splats_key is not None and key[0] != state.splats_key[0] else PLAY_PUSH_SECONDS
+            wait = (
+                LIVE_PUSH_SECONDS
+                if state.splats_key is not None and key[0] != state.splats_key[0]
+                else PLAY_PUSH_SECONDS
+            )
             if state.splats_handle is None or now - state.pushed_at >= wait:
                 splats = self._browser_splats(key, settings)
                 pose = camera_pose(client.camera)
@@ -356,7 +387,8 @@ class Viewer:
                 colours = splats.colors(campos)
                 if state.splats_handle is None:
                     state.splats_handle = client.scene.add_gaussian_splats(
-                        "/splats", splats.centers, splats.covariances, colours, splats.opacities)
+                        "/splats", splats.centers, splats.covariances, colours, splats.opacities
+                    )
                 else:
                     state.splats_handle.set_gaussians(splats.centers, splats.covariances, colours, splats.opacities)
                 state.splats, state.splats_key, state.pushed_at = splats, key, now
@@ -432,7 +464,9 @@ class Viewer:
         else:
             text = f"{scene.summary} · server render, last frame {self.last_frame_ms:.0f} ms"
         if self.trainer is not None:
-            text += f"  \nstep {self.trainer.step:,} / {self.trainer.cfg.steps:,}" + (" (paused)" if self.paused else "")
+            text += f"  \nstep {self.trainer.step:,} / {self.trainer.cfg.steps:,}" + (
+                " (paused)" if self.paused else ""
+            )
         if text != state.stats_text:
             state.stats_text = text
             state.gui.stats.content = text

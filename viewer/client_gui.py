@@ -51,18 +51,35 @@ class Settings:
 class ClientGui:
     """The controls of one browser, built in its own GUI (`client.gui`)."""
 
-    def __init__(self, client, title: str, *, renderers: tuple[str, ...], renderer: str, dynamic: bool,
-                 training: bool, fov_deg: float):  # fmt: skip
+    def __init__(
+        self,
+        client,
+        title: str,
+        *,
+        renderers: tuple[str, ...],
+        renderer: str,
+        dynamic: bool,
+        training: bool,
+        fov_deg: float,
+    ):
         gui = client.gui
         gui.configure_theme(dark_mode=False)
         gui.add_markdown(f"**{title}**")
         self.stats = gui.add_markdown("")
         with gui.add_folder("Render"):
-            self.renderer = gui.add_dropdown("Renderer", renderers, initial_value=renderer,
-                                             hint="browser: your GPU draws the Gaussians; server: exact frames from splat")  # fmt: skip
+            self.renderer = gui.add_dropdown(
+                "Renderer",
+                renderers,
+                initial_value=renderer,
+                hint="browser: your GPU draws the Gaussians; server: exact frames from splat",
+            )
             self.mode = gui.add_dropdown("Mode", MODES, initial_value="rgb", hint="depth and alpha: server renderer")
-            self.max_res = gui.add_slider("Max resolution", min=MIN_RESOLUTION, max=MAX_RESOLUTION, step=32, initial_value=1024)
-            self.moving_scale = gui.add_slider("Moving quality", min=MIN_MOVING, max=MAX_MOVING, step=0.05, initial_value=MOVING_SCALE)
+            self.max_res = gui.add_slider(
+                "Max resolution", min=MIN_RESOLUTION, max=MAX_RESOLUTION, step=32, initial_value=1024
+            )
+            self.moving_scale = gui.add_slider(
+                "Moving quality", min=MIN_MOVING, max=MAX_MOVING, step=0.05, initial_value=MOVING_SCALE
+            )
             self.jpeg_quality = gui.add_slider("JPEG quality", min=MIN_JPEG, max=MAX_JPEG, step=5, initial_value=80)
             self.background = gui.add_rgb("Background", initial_value=(255, 255, 255))
             self.fov = gui.add_slider("FOV (deg)", min=MIN_FOV, max=MAX_FOV, step=1.0, initial_value=fov_deg)
@@ -94,13 +111,15 @@ class ClientGui:
         if len(bg) != 3:
             bg = (1.0, 1.0, 1.0)
         return Settings(
-            renderer=renderer, mode=mode,
+            renderer=renderer,
+            mode=mode,
             max_resolution=int(clamp(self.max_res.value, MIN_RESOLUTION, MAX_RESOLUTION, 1024)),
             moving_scale=clamp(self.moving_scale.value, MIN_MOVING, MAX_MOVING, MOVING_SCALE),
-            jpeg_quality=int(clamp(self.jpeg_quality.value, MIN_JPEG, MAX_JPEG, 80)), background=bg,
+            jpeg_quality=int(clamp(self.jpeg_quality.value, MIN_JPEG, MAX_JPEG, 80)),
+            background=bg,
             time=clamp(self.time.value, 0.0, 1.0, 0.0) if self.time is not None else None,
             playing=bool(self.playing.value) if self.playing is not None else False,
-        )  # fmt: skip
+        )
 
     def fov_radians(self) -> float:
         return math.radians(clamp(self.fov.value, MIN_FOV, MAX_FOV, 50.0))

@@ -59,7 +59,9 @@ def view_colors(sh: torch.Tensor, means: torch.Tensor, campos, degree: int) -> t
     if campos is None:
         degree = 0
     n = means.shape[0]
-    cam = torch.as_tensor(np.asarray(campos if campos is not None else (0.0, 0.0, 0.0)), dtype=torch.float32).reshape(1, 3)
+    cam = torch.as_tensor(np.asarray(campos if campos is not None else (0.0, 0.0, 0.0)), dtype=torch.float32).reshape(
+        1, 3
+    )
     radii = torch.ones(1, n, 2, dtype=torch.int32)
     rgb = sh_colors(degree, means.float().contiguous(), cam, sh.float().contiguous(), radii)[0]
     return rgb.clamp(0, 1)
@@ -103,8 +105,9 @@ def contribution(g: dict[str, torch.Tensor], cameras: list[Camera], max_side: in
         w, h = max(8, round(cam.width * f)), max(8, round(cam.height * f))
         K = torch.tensor(cam.K, dtype=torch.float32) * torch.tensor([[w / cam.width], [h / cam.height], [1.0]])
         ones = torch.ones(means.shape[0], 1, requires_grad=True)
-        image, _, _ = splat.rasterize(means, None, None, opac, ones, torch.from_numpy(cam.viewmat).float()[None], K[None],
-                                      w, h, covars=covars)  # fmt: skip
+        image, _, _ = splat.rasterize(
+            means, None, None, opac, ones, torch.from_numpy(cam.viewmat).float()[None], K[None], w, h, covars=covars
+        )
         (grad,) = torch.autograd.grad(image.sum(), ones)
         score += grad[:, 0] / (w * h)
     return score
@@ -138,10 +141,13 @@ def browser_splats(scene, max_splats: int = DEFAULT_MAX_SPLATS, time: float | No
     g = world_gaussians(scene, time)
     ids = select(g, scene.cameras, max_splats)
     return BrowserSplats(
-        centers=g["means"][ids].numpy().astype(np.float32), covariances=g["covars"][ids].numpy().astype(np.float32),
-        opacities=g["opacities"][ids, None].clamp(0, 1).numpy().astype(np.float32), sh=g["sh"][ids],
-        sh_degree=scene.sh_degree, total=g["means"].shape[0],
-    )  # fmt: skip
+        centers=g["means"][ids].numpy().astype(np.float32),
+        covariances=g["covars"][ids].numpy().astype(np.float32),
+        opacities=g["opacities"][ids, None].clamp(0, 1).numpy().astype(np.float32),
+        sh=g["sh"][ids],
+        sh_degree=scene.sh_degree,
+        total=g["means"].shape[0],
+    )
 
 
 def baked_scene(scene, campos, max_splats: int = DEFAULT_MAX_SPLATS, quantize: bool = True):
@@ -161,6 +167,12 @@ def baked_scene(scene, campos, max_splats: int = DEFAULT_MAX_SPLATS, quantize: b
     if quantize:
         rgb = torch.round(rgb * 255) / 255
         opac = (torch.round(opac * 255) / 255).clamp(1e-6, 1 - 1e-6)
-    splats = {"means": s["means"][ids], "scales": s["scales"][ids], "quats": s["quats"][ids],
-              "opacities": torch.logit(opac), "sh0": rgb_to_sh(rgb)[:, None, :], "shN": torch.zeros(len(ids), 0, 3)}  # fmt: skip
+    splats = {
+        "means": s["means"][ids],
+        "scales": s["scales"][ids],
+        "quats": s["quats"][ids],
+        "opacities": torch.logit(opac),
+        "sh0": rgb_to_sh(rgb)[:, None, :],
+        "shN": torch.zeros(len(ids), 0, 3),
+    }
     return GaussianScene(splats, scene.cameras, source=f"{scene.source} (baked)")

@@ -38,7 +38,9 @@ def resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as e:
-        raise ViewerAddressError(f"--host {host}: cannot resolve this host name ({getattr(e, 'strerror', e)})") from None
+        raise ViewerAddressError(
+            f"--host {host}: cannot resolve this host name ({getattr(e, 'strerror', e)})"
+        ) from None
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
@@ -46,7 +48,9 @@ def resolve(host: str, port: int) -> list[str]:
             probe.bind(address)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise ViewerAddressError(f"--port {port}: already in use on {host} (pick another --port, or --port 0 for a free one)") from None
+                raise ViewerAddressError(
+                    f"--port {port}: already in use on {host} (pick another --port, or --port 0 for a free one)"
+                ) from None
             raise ViewerAddressError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
     return [info[4][0] for info in infos]
 
@@ -115,7 +119,9 @@ class ConnectionGuard:
         if that layer changes, starting fails loudly rather than serving unguarded."""
         ws_server = getattr(viser_server, "_websock_server", None)
         if ws_server is None or not hasattr(ws_server, "_live_connections"):
-            raise RuntimeError("this viser version does not expose its websocket server; the viewer cannot guard connections")
+            raise RuntimeError(
+                "this viser version does not expose its websocket server; the viewer cannot guard connections"
+            )
 
         async def guard(conn) -> None:
             connection = ws_server._live_connections.get(conn.client_id)

@@ -53,9 +53,7 @@ def detect_format(path: str | os.PathLike) -> str:
 def read_splats(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Gaussians from any of FORMATS (float32 CPU tensors, pre-activation; see module docstring).
     4D PLY files keep their time axis (means and scales (N, 4), quats_right)."""
-    from . import antimatter, compressed_ply, spz
-
-    from . import ply_header
+    from . import antimatter, compressed_ply, ply_header, spz
 
     path = Path(path)
     fmt = detect_format(path)
@@ -76,8 +74,10 @@ def write_splats(path: str | os.PathLike, splats: dict, format: str | None = Non
     path = Path(path)
     fmt = format or format_for_name(path)
     if fmt not in FORMATS:
-        raise InputError(f"format: choose from {', '.join(FORMATS)} (or name the file *.ply, *.splat, *.spz, "
-                         f"*.compressed.ply), got {fmt!r} for {path}")  # fmt: skip
+        raise InputError(
+            f"format: choose from {', '.join(FORMATS)} (or name the file *.ply, *.splat, *.spz, "
+            f"*.compressed.ply), got {fmt!r} for {path}"
+        )
     if fmt == "ply":
         from splat.ply import save_ply
 

@@ -131,12 +131,14 @@ def to_numpy_splats(splats: dict) -> dict[str, np.ndarray]:
     """3D pre-activation splats (tensors or arrays) as float32 numpy arrays on the CPU."""
 
     def arr(v):
-        return (v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float32))
+        return v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float32)
 
     means = arr(splats["means"])
     if means.ndim != 2 or means.shape[1] != 3:
-        raise InputError(f"means: expected 3D Gaussians (N, 3), got shape {tuple(means.shape)} "
-                         "(4D scenes export a time slice: --time t)")  # fmt: skip
+        raise InputError(
+            f"means: expected 3D Gaussians (N, 3), got shape {tuple(means.shape)} "
+            "(4D scenes export a time slice: --time t)"
+        )
     N = means.shape[0]
     shN = splats.get("shN")
     out = {

@@ -27,8 +27,20 @@ from .common import SH_C0, fail, logit, morton_order, sh_degree_for, sigmoid, tr
 from .ply_header import PlyHeader, read_binary_body, read_header
 
 CHUNK = 256
-BOUNDS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
-          "min_scale_x", "min_scale_y", "min_scale_z", "max_scale_x", "max_scale_y", "max_scale_z"]  # fmt: skip
+BOUNDS = [
+    "min_x",
+    "min_y",
+    "min_z",
+    "max_x",
+    "max_y",
+    "max_z",
+    "min_scale_x",
+    "min_scale_y",
+    "min_scale_z",
+    "max_scale_x",
+    "max_scale_y",
+    "max_scale_z",
+]
 COLOR_BOUNDS = ["min_r", "min_g", "min_b", "max_r", "max_g", "max_b"]
 PACKED = ["packed_position", "packed_rotation", "packed_scale", "packed_color"]
 SH_RANGE = 8.0  # f_rest in [-4, 4]
@@ -98,12 +110,18 @@ def encode(splats: dict[str, np.ndarray]) -> bytes:
     chunk = np.concatenate([pos_lo, pos_hi, sc_lo, sc_hi, col_lo, col_hi], 1).astype("<f4")
     rgb = _normalise(colors, col_lo, col_hi)
     rgba = np.concatenate([rgb, sigmoid(s["opacities"])[:, None]], 1)
-    vertex = np.stack([
-        _pack_11_10_11(_normalise(s["means"], pos_lo, pos_hi)),
-        _pack_rotation(s["quats"]),
-        _pack_11_10_11(_normalise(scales, sc_lo, sc_hi)),
-        (_unorm(rgba[:, 0], 8) << 24) | (_unorm(rgba[:, 1], 8) << 16) | (_unorm(rgba[:, 2], 8) << 8) | _unorm(rgba[:, 3], 8),
-    ], 1).astype("<u4")  # fmt: skip
+    vertex = np.stack(
+        [
+            _pack_11_10_11(_normalise(s["means"], pos_lo, pos_hi)),
+            _pack_rotation(s["quats"]),
+            _pack_11_10_11(_normalise(scales, sc_lo, sc_hi)),
+            (_unorm(rgba[:, 0], 8) << 24)
+            | (_unorm(rgba[:, 1], 8) << 16)
+            | (_unorm(rgba[:, 2], 8) << 8)
+            | _unorm(rgba[:, 3], 8),
+        ],
+        1,
+    ).astype("<u4")
     f_rest = trim_sh_bands(s["shN"]).transpose(0, 2, 1).reshape(N, -1)  # channel-major, as INRIA's f_rest
     # readers decode byte n at its bucket's centre, (n + 0.5) / 256, so a value on a bucket edge
     # (0 among them) is equally far from two bytes: alternate them, so such values average out
@@ -147,7 +165,11 @@ def read(path: Path, header: PlyHeader | None = None) -> dict[str, np.ndarray]:
     scales = lerp(BOUNDS[6:9], BOUNDS[9:12], _unpack_11_10_11(v["packed_scale"]))
     c = v["packed_color"]
     rgba = np.stack([(c >> 24) & 255, (c >> 16) & 255, (c >> 8) & 255, c & 255], 1) / 255.0
-    rgb = lerp(COLOR_BOUNDS[0:3], COLOR_BOUNDS[3:6], rgba[:, :3]) if set(COLOR_BOUNDS) <= set(chunk_el.names) else rgba[:, :3]
+    rgb = (
+        lerp(COLOR_BOUNDS[0:3], COLOR_BOUNDS[3:6], rgba[:, :3])
+        if set(COLOR_BOUNDS) <= set(chunk_el.names)
+        else rgba[:, :3]
+    )
     shN = np.zeros((N, 0, 3))
     if sh_el is not None and sh_el.properties:
         rest = sorted((n for n in sh_el.names if n.startswith("f_rest_")), key=lambda n: int(n[7:]))

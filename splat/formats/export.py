@@ -46,8 +46,10 @@ def export_scene(source, out=None, format: str | None = None, time: float | None
         if scene.num_gaussians == 0:
             raise ExportError(f"{source}: no Gaussian is visible at time {time:g}")
     elif scene.is_dynamic and fmt != "ply":
-        raise ExportError(f"{source} is a dynamic (4D) scene: only --format ply keeps its time axis; "
-                          "pass --time T to export the 3D scene at time T in [0, 1]")  # fmt: skip
+        raise ExportError(
+            f"{source} is a dynamic (4D) scene: only --format ply keeps its time axis; "
+            "pass --time T to export the 3D scene at time T in [0, 1]"
+        )
     out = Path(out) if out else default_output(source, fmt, time)
     write_splats(out, scene.splats, fmt, **options)
     return out, scene.num_gaussians
