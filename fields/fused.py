@@ -21,11 +21,11 @@ import math
 import torch
 import warp as wp
 
-from splat.renderer import _warp
+from splat.renderer import warp_runtime
 
 from .hash_grid import HashGridEncoding, cell_of, corner_weight, hash_encode_torch, vertex_index
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 WIDTH = 64
 MAX_INPUT = 64  # n_levels * n_features_per_level
@@ -181,7 +181,7 @@ def _layout_tensors(enc: HashGridEncoding, device) -> list[torch.Tensor]:
 
 def _grid_struct(enc: HashGridEncoding, flat_tables: torch.Tensor) -> Grid:
     g = Grid()
-    A = _warp.array
+    A = warp_runtime.array
     g.tables = A(flat_tables)
     g.row_offsets, g.entries, g.res, g.scale, g.dense = (A(t) for t in _layout_tensors(enc, flat_tables.device))
     g.n_levels, g.n_features = enc.n_levels, enc.n_features_per_level
@@ -190,7 +190,7 @@ def _grid_struct(enc: HashGridEncoding, flat_tables: torch.Tensor) -> Grid:
 
 def _mlp_struct(w_in, w_hidden, w_out) -> tuple[MLP, torch.Tensor]:
     m = MLP()
-    A = _warp.array
+    A = warp_runtime.array
     hidden = w_hidden if w_hidden.shape[0] > 0 else w_hidden.new_zeros(1, WIDTH, WIDTH)  # unread placeholder
     m.w_in, m.w_hidden, m.w_out = A(w_in, dims=2), A(hidden, dims=3), A(w_out, dims=2)
     m.n_hidden = w_hidden.shape[0] + 1
@@ -207,8 +207,8 @@ class _FusedHashMLP(torch.autograd.Function):
         acts = torch.empty((N if save else 1, n_hidden, WIDTH), dtype=torch.float32, device=dev)
         out = torch.empty((N, w_out.shape[0]), dtype=torch.float32, device=dev)
         grid, (mlp, _hidden) = _grid_struct(enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             fused_fwd,
             N,
             [A(positions, dims=2), grid, mlp, int(save), A(encoded, dims=2), A(acts, dims=3), A(out, dims=2)],
@@ -226,11 +226,11 @@ class _FusedHashMLP(torch.autograd.Function):
         v_out = v_out.contiguous().float()
         n_hidden = w_hidden.shape[0] + 1
         deltas = torch.empty((N, n_hidden, WIDTH), dtype=torch.float32, device=dev)
-        shards = _warp.num_shards(dev)
+        shards = warp_runtime.num_shards(dev)
         v_tables = torch.zeros((shards, flat_tables.numel()), dtype=torch.float32, device=dev)
         grid, (mlp, _hidden) = _grid_struct(ctx.enc, flat_tables), _mlp_struct(w_in, w_hidden, w_out)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             fused_bwd,
             N,
             [

@@ -22,9 +22,9 @@ import math
 import torch
 import warp as wp
 
-from splat.renderer import _warp
+from splat.renderer import warp_runtime
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 PRIMES = (1, 2654435761, 805459861)
 
@@ -140,9 +140,9 @@ class _HashEncode(torch.autograd.Function):
         N = positions.shape[0]
         dev = positions.device
         out = torch.empty((N, len(tables) * n_features), dtype=torch.float32, device=dev)
-        A = _warp.array
+        A = warp_runtime.array
         for level, ((scale, res, _, dense), table) in enumerate(zip(layout, tables)):
-            _warp.launch(
+            warp_runtime.launch(
                 hash_encode_fwd,
                 N,
                 [
@@ -167,10 +167,10 @@ class _HashEncode(torch.autograd.Function):
         N = positions.shape[0]
         dev = positions.device
         v_out = v_out.contiguous().float()
-        A = _warp.array
+        A = warp_runtime.array
         # one level per worker thread: each level's table is written by one thread, no private copies
         grads = [torch.zeros((1, *shape), dtype=torch.float32, device=dev) for shape in ctx.table_shapes]
-        _warp.launch_side_by_side(
+        warp_runtime.launch_side_by_side(
             [
                 (
                     hash_encode_bwd,

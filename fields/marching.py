@@ -29,9 +29,9 @@ import math
 import torch
 import warp as wp
 
-from splat.renderer import _warp
+from splat.renderer import warp_runtime
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 STEPS_PER_DIAGONAL = 1024  # Instant-NGP: the unit box's diagonal takes 1024 of the smallest steps
 OPACITY_THRESHOLD = 0.01
@@ -212,7 +212,7 @@ class OccupancyGrid:
 
     def params(self) -> MarchParams:
         p = MarchParams()
-        p.occupied = _warp.array(self.occupied)
+        p.occupied = warp_runtime.array(self.occupied)
         p.res, p.bound, p.contract = self.resolution, self.bound, int(self.contract)
         p.min_step, p.max_step, p.cone_angle = self.min_step, self.max_step, self.cone_angle
         return p
@@ -260,7 +260,7 @@ def march(
         returns counts (R,) int32, t_starts (R, K), t_ends (R, K), t_next (R,) (where to go on).
     """
     R, dev = origins.shape[0], origins.device
-    A = _warp.array
+    A = warp_runtime.array
     o, d = origins.float().contiguous(), dirs.float().contiguous()
     t0, t1 = t_begin.float().contiguous(), t_far.float().contiguous()
     p = grid.params()
@@ -268,7 +268,7 @@ def march(
     t_next = torch.empty(R, dtype=torch.float32, device=dev)
 
     def run(starts, cap, write, t_starts, t_ends):
-        _warp.launch(
+        warp_runtime.launch(
             march_rays,
             R,
             [

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 import warp as wp
 
-from splat.renderer import _warp
+from splat.renderer import warp_runtime
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 TRANSMITTANCE_MIN = wp.constant(1e-4)
 
@@ -115,8 +115,8 @@ class _CompositeRays(torch.autograd.Function):
         opacities = torch.empty((R,), dtype=torch.float32, device=dev)
         depths = torch.empty((R,), dtype=torch.float32, device=dev)
         used = torch.empty((R,), dtype=torch.int32, device=dev)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             composite_rays_fwd,
             R,
             [
@@ -142,12 +142,12 @@ class _CompositeRays(torch.autograd.Function):
         R = ray_offsets.shape[0] - 1
         dev = sigmas.device
 
-        v_colors = _warp.grad_or_zeros(v_colors, (R, 3), dev)
-        v_opacities = _warp.grad_or_zeros(v_opacities, (R,), dev)
-        v_depths = _warp.grad_or_zeros(v_depths, (R,), dev)
+        v_colors = warp_runtime.grad_or_zeros(v_colors, (R, 3), dev)
+        v_opacities = warp_runtime.grad_or_zeros(v_opacities, (R,), dev)
+        v_depths = warp_runtime.grad_or_zeros(v_depths, (R,), dev)
         v_sigmas, v_rgbs = torch.empty_like(sigmas), torch.empty_like(rgbs)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             composite_rays_bwd,
             R,
             [

@@ -15,9 +15,9 @@ import math
 import torch
 import warp as wp
 
-from . import _warp
+from . import warp_runtime
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 
 @wp.func
@@ -130,10 +130,12 @@ def isect_tiles(
     if num_tiles.bit_length() > 31:
         raise ValueError(f"too many tiles for 64-bit sort keys: {C} cameras x {tile_width * tile_height} tiles")
     tiles_per_gauss = torch.empty((C, N), dtype=torch.int32, device=dev)
-    A = _warp.array
+    A = warp_runtime.array
     m2d = A(means2d.reshape(-1, 2), wp.vec2)
     rad = A(radii.reshape(-1, 2), wp.vec2i)
-    _warp.launch(count_tiles, C * N, [m2d, rad, tile_size, tile_width, tile_height, A(tiles_per_gauss.view(-1))], dev)
+    warp_runtime.launch(
+        count_tiles, C * N, [m2d, rad, tile_size, tile_width, tile_height, A(tiles_per_gauss.view(-1))], dev
+    )
 
     cum_tiles = torch.empty(C * N, dtype=torch.int64, device=dev)
     wp.utils.array_scan(A(tiles_per_gauss.view(-1).to(torch.int64)), A(cum_tiles), inclusive=True)
@@ -144,7 +146,7 @@ def isect_tiles(
     # radix sort needs scratch space: arrays of twice the length
     keys = torch.empty(2 * max(num_isects, 1), dtype=torch.int64, device=dev)
     values = torch.empty(2 * max(num_isects, 1), dtype=torch.int32, device=dev)
-    _warp.launch(
+    warp_runtime.launch(
         emit_intersections,
         C * N,
         [
@@ -174,7 +176,9 @@ def isect_offset_encode(isect_ids: torch.Tensor, n_cameras: int, tile_width: int
     offsets = torch.zeros(num_tiles, dtype=torch.int32, device=isect_ids.device)
     n = isect_ids.shape[0]
     if n > 0:
-        _warp.launch(tile_ranges, n, [_warp.array(isect_ids), n, num_tiles, _warp.array(offsets)], isect_ids.device)
+        warp_runtime.launch(
+            tile_ranges, n, [warp_runtime.array(isect_ids), n, num_tiles, warp_runtime.array(offsets)], isect_ids.device
+        )
     return offsets.view(n_cameras, tile_height, tile_width)
 
 

@@ -1,7 +1,7 @@
 """Per-tile front-to-back alpha compositing of projected Gaussians: the autograd function.
 
 Two kernel sets implement it with the same per-pair arithmetic: per-pixel kernels
-(`compositing_kernels.py`, the CUDA path) and per-tile kernels (`compositing_cpu.py`, the CPU
+(`compositing_pixel.py`, the CUDA path) and per-tile kernels (`compositing_tile.py`, the CPU
 default). Features wider than 32 channels run in chunks of 32 channels.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import warp as wp
 
-from . import _warp
-from .compositing_cpu import tile_kernels
-from .compositing_kernels import TileGrid, composite_types, pixel_kernels
+from . import warp_runtime
+from .compositing_pixel import TileGrid, composite_types, pixel_kernels
+from .compositing_tile import tile_kernels
 from .gaussian_math import splat2d
 
 MAX_CHANNELS_PER_PASS = 32
@@ -36,19 +36,19 @@ def _tile_grid(C, N, width, height, tile_size, isect_offsets, flatten_ids) -> Ti
     grid.num_cameras, grid.num_gaussians, grid.width, grid.height = C, N, width, height
     grid.tile_size = tile_size
     grid.tile_height, grid.tile_width = isect_offsets.shape[1:]
-    grid.isect_offsets = _warp.array(isect_offsets.view(-1))
-    grid.flatten_ids = _warp.array(flatten_ids)
+    grid.isect_offsets = warp_runtime.array(isect_offsets.view(-1))
+    grid.flatten_ids = warp_runtime.array(flatten_ids)
     return grid
 
 
 def _splats_struct(D, splats, colors, backgrounds):
     vecD, Splats, _, _ = composite_types(D)
     s = Splats()
-    s.records = _warp.array(splats, splat2d)
-    s.colors = _warp.array(colors.reshape(-1, D), vecD)
+    s.records = warp_runtime.array(splats, splat2d)
+    s.colors = warp_runtime.array(colors.reshape(-1, D), vecD)
     s.colors_per_camera = int(colors.dim() == 3)
     bg = backgrounds if backgrounds is not None else colors.new_zeros((1, D))
-    s.backgrounds = _warp.array(bg, vecD)
+    s.backgrounds = warp_runtime.array(bg, vecD)
     s.has_background = int(backgrounds is not None)
     return s
 
@@ -56,20 +56,20 @@ def _splats_struct(D, splats, colors, backgrounds):
 def _image_struct(D, colors, alphas, transmittance, last_ids):
     vecD, _, Image, _ = composite_types(D)
     im = Image()
-    im.colors = _warp.array(colors, vecD)
-    im.alphas = _warp.array(alphas)
-    im.transmittance = _warp.array(transmittance)
-    im.last_ids = _warp.array(last_ids)
+    im.colors = warp_runtime.array(colors, vecD)
+    im.alphas = warp_runtime.array(alphas)
+    im.transmittance = warp_runtime.array(transmittance)
+    im.last_ids = warp_runtime.array(last_ids)
     return im
 
 
 def _launch(forward: bool, D: int, device: torch.device, num_tiles: int, tile_size: int, inputs: list) -> None:
     if KERNEL_VARIANT.get(device.type, "pixel") == "tile":
         kernel = tile_kernels(D)[0 if forward else 1]
-        _warp.launch(kernel, num_tiles, inputs, device, sharded=not forward, grain=TILE_GRAIN)
+        warp_runtime.launch(kernel, num_tiles, inputs, device, sharded=not forward, grain=TILE_GRAIN)
     else:
         kernel = pixel_kernels(D)[0 if forward else 1]
-        _warp.launch(kernel, num_tiles * tile_size * tile_size, inputs, device, sharded=not forward)
+        warp_runtime.launch(kernel, num_tiles * tile_size * tile_size, inputs, device, sharded=not forward)
 
 
 class _RasterizeToPixels(torch.autograd.Function):
@@ -126,14 +126,14 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_out_colors = v_out_colors.contiguous().float()
         v_out_alphas = v_out_alphas.contiguous().float()
 
-        S = _warp.num_shards(dev)
+        S = warp_runtime.num_shards(dev)
         rows = colors.shape[0] * colors.shape[1] if colors.dim() == 3 else colors.shape[0]
         v_means2d = torch.zeros((S, C * N, 2), dtype=torch.float32, device=dev)
         v_conics = torch.zeros((S, C * N, 3), dtype=torch.float32, device=dev)
         v_opacities = torch.zeros((S, C * N), dtype=torch.float32, device=dev)
         v_colors = torch.zeros((S, rows, D), dtype=torch.float32, device=dev)
         v_abs = torch.zeros((S, C * N, 2) if absgrad else (1, 1, 2), dtype=torch.float32, device=dev)
-        A = _warp.array
+        A = warp_runtime.array
         grads = Grads()
         grads.means2d, grads.conics = A(v_means2d, wp.vec2, 2), A(v_conics, wp.vec3, 2)
         grads.opacities, grads.colors = A(v_opacities, None, 2), A(v_colors, vecD, 2)

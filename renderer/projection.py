@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import warp as wp
 
-from . import _warp
+from . import warp_runtime
 from .gaussian_math import (
     ALPHA_THRESHOLD,
     MAX_EXTENT_SIGMAS,
@@ -31,7 +31,7 @@ from .gaussian_math import (
     view_translation,
 )
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 CAMERA_MODELS = {"pinhole": 0, "ortho": 1}
 
@@ -185,14 +185,14 @@ def _placeholder(like: torch.Tensor, width: int) -> torch.Tensor:
 
 def _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, height, ortho, eps2d):
     gs = Gaussians3D()
-    gs.means = _warp.array(means, wp.vec3)
-    gs.quats = _warp.array(quats, wp.vec4)
-    gs.scales = _warp.array(scales, wp.vec3)
-    gs.covars = _warp.array(covars, vec6)
+    gs.means = warp_runtime.array(means, wp.vec3)
+    gs.quats = warp_runtime.array(quats, wp.vec4)
+    gs.scales = warp_runtime.array(scales, wp.vec3)
+    gs.covars = warp_runtime.array(covars, vec6)
     gs.use_covars = int(use_covars)
     cams = Cameras()
-    cams.viewmats = _warp.array(viewmats, wp.mat44)
-    cams.Ks = _warp.array(Ks, wp.mat33)
+    cams.viewmats = warp_runtime.array(viewmats, wp.mat44)
+    cams.Ks = warp_runtime.array(Ks, wp.mat33)
     cams.width, cams.height, cams.ortho, cams.eps2d = width, height, ortho, eps2d
     return gs, cams
 
@@ -233,8 +233,8 @@ class _FullyFusedProjection(torch.autograd.Function):
         compensations = torch.zeros((C, N), dtype=torch.float32, device=dev)
         ortho = CAMERA_MODELS[camera_model]
         gs, cams = _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, height, ortho, eps2d)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             project_gaussians_fwd,
             C * N,
             [
@@ -267,9 +267,9 @@ class _FullyFusedProjection(torch.autograd.Function):
         C = viewmats.shape[0]
         dev = means.device
 
-        v_means2d = _warp.grad_or_zeros(v_means2d, (C, N, 2), dev)
-        v_depths = _warp.grad_or_zeros(v_depths, (C, N), dev)
-        v_conics = _warp.grad_or_zeros(v_conics, (C, N, 3), dev)
+        v_means2d = warp_runtime.grad_or_zeros(v_means2d, (C, N, 2), dev)
+        v_depths = warp_runtime.grad_or_zeros(v_depths, (C, N), dev)
+        v_conics = warp_runtime.grad_or_zeros(v_conics, (C, N, 3), dev)
         use_v_comp = calc_compensations and v_compensations is not None
         v_comp = v_compensations.contiguous().float() if use_v_comp else _placeholder(means, 1).view(-1)
         v_means = torch.zeros_like(means)
@@ -277,8 +277,8 @@ class _FullyFusedProjection(torch.autograd.Function):
         v_scales = torch.zeros_like(scales)
         v_covars = torch.zeros_like(covars)
         gs, cams = _structs(means, quats, scales, covars, use_covars, viewmats, Ks, width, height, ortho, eps2d)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             project_gaussians_bwd,
             N,
             [

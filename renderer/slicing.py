@@ -35,9 +35,9 @@ from __future__ import annotations
 import torch
 import warp as wp
 
-from . import _warp
+from . import warp_runtime
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 TIME_VARIANCE_MIN = wp.constant(1e-12)  # W is a variance; keep the divisions finite
 
@@ -238,8 +238,8 @@ class _Covariance4D(torch.autograd.Function):
         covars3 = torch.empty((N, 3, 3), dtype=torch.float32, device=dev)
         velocities = torch.empty((N, 3), dtype=torch.float32, device=dev)
         time_vars = torch.empty((N,), dtype=torch.float32, device=dev)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             covariance_4d_fwd,
             N,
             [
@@ -261,12 +261,12 @@ class _Covariance4D(torch.autograd.Function):
         N = scales.shape[0]
         dev = scales.device
 
-        v_covars3 = _warp.grad_or_zeros(v_covars3, (N, 3, 3), dev)
-        v_velocities = _warp.grad_or_zeros(v_velocities, (N, 3), dev)
-        v_time_vars = _warp.grad_or_zeros(v_time_vars, (N,), dev)
+        v_covars3 = warp_runtime.grad_or_zeros(v_covars3, (N, 3, 3), dev)
+        v_velocities = warp_runtime.grad_or_zeros(v_velocities, (N, 3), dev)
+        v_time_vars = warp_runtime.grad_or_zeros(v_time_vars, (N,), dev)
         v_scales, v_ql, v_qr = torch.empty_like(scales), torch.empty_like(q_left), torch.empty_like(q_right)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             covariance_4d_bwd,
             N,
             [
@@ -360,8 +360,8 @@ class _SliceAtTimes(torch.autograd.Function):
         dev = means.device
         means3 = torch.empty((T, N, 3), dtype=torch.float32, device=dev)
         weights = torch.empty((T, N), dtype=torch.float32, device=dev)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             slice_at_times_fwd,
             T * N,
             [N, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(means3, wp.vec3), A(weights)],
@@ -376,11 +376,11 @@ class _SliceAtTimes(torch.autograd.Function):
         T, N = times.shape[0], means.shape[0]
         dev = means.device
 
-        v_means3 = _warp.grad_or_zeros(v_means3, (T, N, 3), dev)
-        v_weights = _warp.grad_or_zeros(v_weights, (T, N), dev)
+        v_means3 = warp_runtime.grad_or_zeros(v_means3, (T, N, 3), dev)
+        v_weights = warp_runtime.grad_or_zeros(v_weights, (T, N), dev)
         v_means, v_vel, v_W = torch.empty_like(means), torch.empty_like(velocities), torch.empty_like(time_vars)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             slice_at_times_bwd,
             N,
             [

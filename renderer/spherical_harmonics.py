@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import warp as wp
 
-from . import _warp
+from . import warp_runtime
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 MAX_SH_DEGREE = 3
 vec16 = wp.types.vector(length=16, dtype=wp.float32)
@@ -202,8 +202,8 @@ class _SHColors(torch.autograd.Function):
         coeffs2d = coeffs.reshape(-1, coeffs.shape[-2], 3)
         num_bases = (degree + 1) ** 2
         colors = torch.empty((C, N, 3), dtype=torch.float32, device=means.device)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             sh_colors_fwd,
             C * N,
             [
@@ -233,8 +233,8 @@ class _SHColors(torch.autograd.Function):
         coeffs2d = coeffs.reshape(-1, coeffs.shape[-2], 3)
         v_coeffs = torch.zeros_like(coeffs2d)
         v_means = torch.zeros_like(means)
-        A = _warp.array
-        _warp.launch(
+        A = warp_runtime.array
+        warp_runtime.launch(
             sh_colors_bwd,
             N,
             [

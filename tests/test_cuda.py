@@ -23,7 +23,7 @@ import warp as wp
 from test_rasterize import check, make_inputs
 
 import splat
-from splat.renderer import binning, compositing_cpu, compositing_kernels, projection, spherical_harmonics
+from splat.renderer import binning, compositing_pixel, compositing_tile, projection, spherical_harmonics
 
 cuda = pytest.mark.cuda
 DEVICE = os.environ.get("SPLAT_TEST_DEVICE", "cuda")
@@ -107,8 +107,8 @@ def test_kernels_compile_for_cuda(arch):
     """PTX generation of every kernel module (D = 3 and 32 for the generated compositing kernels)."""
     modules = [projection, spherical_harmonics, binning]
     for D in (3, 32):
-        modules += [k.module for k in compositing_kernels.pixel_kernels(D)]
-        modules += [k.module for k in compositing_cpu.tile_kernels(D)]
+        modules += [k.module for k in compositing_pixel.pixel_kernels(D)]
+        modules += [k.module for k in compositing_tile.tile_kernels(D)]
     with tempfile.TemporaryDirectory() as tmp:
         for m in modules:
             try:

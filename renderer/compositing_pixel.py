@@ -6,7 +6,7 @@ alpha = min(0.99, opacity * exp(-power)); skip alpha < 1/255; stop before transm
 fall to 1e-4 (that splat is not blended). The backward pass walks each pixel's list back to front,
 recovering transmittance by division, and accumulates per-Gaussian gradients atomically.
 
-Kernels and structs are generated per channel count D and cached. `compositing_cpu.py` holds the
+Kernels and structs are generated per channel count D and cached. `compositing_tile.py` holds the
 CPU variant over the same structs; `compositing.py` the autograd function that launches them.
 """
 
@@ -14,10 +14,10 @@ import functools
 
 import warp as wp
 
-from . import _warp
+from . import warp_runtime
 from .gaussian_math import ALPHA_MAX, TRANSMITTANCE_MIN, splat2d, splat_alpha, splat_alpha_vjp
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 
 @wp.struct

@@ -15,11 +15,11 @@ import functools
 
 import warp as wp
 
-from . import _warp
-from .compositing_kernels import TileGrid, color_row, composite_types, pixel_index, tile_pixels, tile_range
+from . import warp_runtime
+from .compositing_pixel import TileGrid, color_row, composite_types, pixel_index, tile_pixels, tile_range
 from .gaussian_math import ALPHA_MAX, TRANSMITTANCE_MIN, splat2d, splat_alpha, splat_alpha_vjp
 
-wp.set_module_options(_warp.KERNEL_OPTIONS)
+wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 MAX_TILE_ROWS = 32  # = validation.MAX_TILE_SIZE
 rowvec = wp.types.vector(length=MAX_TILE_ROWS, dtype=wp.int32)
