@@ -33,42 +33,47 @@ def _device(name: str) -> str:
     return resolve_device(name)
 
 
+def _dest(f) -> str:
+    """The argparse attribute of a config field's flag."""
+    from splat.train.config import flag_name
+
+    return flag_name(f)[2:].replace("-", "_")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field declared with `flag(...)` in train/config.py: its type from
+    the annotation, its help, choices and default from the field, the presets' values from PRESETS.
+    Unset flags stay None, so a preset (or a resumed run) keeps its own values."""
+    import typing
+
+    from splat.train.config import TrainConfig, cli_fields, default_text, flag_name
+
+    types = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training configuration (TrainConfig fields, train/config.py)")
+    for f in cli_fields():
+        m = f.metadata
+        kwargs = {"help": f"{m['help']} (default: {default_text(f)})", "default": m["cli_default"]}
+        if types[f.name] is bool:
+            kwargs.update(action="store_const", const=True)
+        elif types[f.name] in (int, float):
+            kwargs["type"] = types[f.name]
+        if m["choices"]:
+            kwargs["choices"] = list(m["choices"])
+        group.add_argument(flag_name(f), **kwargs)
+
+
 def _config_overrides(args) -> dict:
+    """The TrainConfig values the command line sets (device: resolved here, left alone on --resume)."""
+    from splat.train.config import cli_fields
+
     over = {}
-    for flag, key in (
-        ("steps", "steps"),
-        ("strategy", "strategy"),
-        ("downscale", "downscale"),
-        ("seed", "seed"),
-        ("max_seconds", "max_train_seconds"),
-        ("background", "background"),
-        ("max_gaussians", "max_gaussians"),
-        ("sh_degree", "sh_degree"),
-        ("init_points", "init_points"),
-        ("eval_subset", "eval_subset"),
-        ("model", "model"),
-        ("batch_size", "batch_size"),
-        ("samples_per_step", "field_samples"),
-        ("grid_resolution", "field_grid_resolution"),
-        ("log2_hashmap_size", "field_log2_hashmap_size"),
-        ("contract", "field_contract"),
-        ("field_loss", "field_loss"),
-        ("appearance", "appearance"),
-        ("checkpoint_every", "checkpoint_every"),
-        ("checkpoint_minutes", "checkpoint_minutes"),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            over[key] = value
+    for f in cli_fields():
+        value, parse = getattr(args, _dest(f)), f.metadata["parse"]
+        if f.name in ("preset", "device") or value is None or (parse and not value):
+            continue  # the preset is the base, not an override; the device follows
+        over[f.name] = parse(value) if parse else value
     if args.device is not None and not (args.resume and args.device == "auto"):
         over["device"] = _device(args.device)
-    if args.resolution_schedule:
-        try:
-            over["resolution_schedule"] = [
-                [int(a), int(b)] for a, b in (e.split(":") for e in args.resolution_schedule.split(","))
-            ]
-        except ValueError:
-            raise UserError("--resolution-schedule: expected STEP:FACTOR[,STEP:FACTOR...], e.g. 0:2,1500:1") from None
     return over
 
 
@@ -233,8 +238,6 @@ def _train(args) -> int:
     else:
         if args.data is None:
             raise UserError("DATA is required (or --resume RUN)")
-        if over.get("model") == "field" and "steps" not in over:
-            over["steps"] = 20_000  # nerfacc's Instant-NGP schedule
         cfg = preset_config(args.preset, **over)
         cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
         run_dir = (
@@ -420,74 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"splat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train 3D Gaussians on a folder of posed images")
+    from splat.datasets import FORMATS
+    from splat.train.config import TrainConfig
+
+    eval_steps = TrainConfig().eval_steps
+    t = sub.add_parser("train", help="train 3D or 4D Gaussians, or a neural field, on a folder of posed images")
     t.add_argument("data", nargs="?", help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected)")
     t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
+    t.add_argument("--format", choices=list(FORMATS), help="override format detection")
     t.add_argument(
-        "--format", choices=["blender", "nerfstudio", "colmap", "llff", "multiview"], help="override format detection"
-    )
-    t.add_argument(
-        "--preset",
-        choices=["auto", "inria", "fast", "cpu"],
-        default="auto",
-        help="auto (default): inria on CUDA, cpu on a CPU. inria: the published 3DGS schedule; fast: "
-        "resolution warm-up and a lighter initialisation; cpu: fast within a 13-minute budget",
-    )
-    t.add_argument("--steps", type=int, help="training steps (default 30000)")
-    t.add_argument("--max-seconds", type=float, help="stop after this much training time (then evaluate and save)")
-    t.add_argument("--strategy", choices=["default", "mcmc"], help="densification strategy (default: default)")
-    t.add_argument(
-        "--batch-size", type=int, help="images per step, loss averaged (4D: frames at several times; default 1)"
-    )
-    t.add_argument(
-        "--model",
-        choices=["auto", "3d", "4d", "field"],
-        help="3d Gaussians, 4d (XYZT) Gaussians for dynamic scenes, or field (Instant-NGP hash-grid NeRF); "
-        "auto (default) picks 4d when frames carry a time, else 3d",
-    )
-    t.add_argument("--samples-per-step", type=int, help="field: target ray samples per step (default 262144)")
-    t.add_argument("--grid-resolution", type=int, help="field: occupancy grid cells per axis (default 128)")
-    t.add_argument("--log2-hashmap-size", type=int, help="field: log2 of the hash table size per level (default 19)")
-    t.add_argument(
-        "--contract",
-        choices=["auto", "yes", "no"],
-        help="field: contract space for unbounded scenes (auto: no for Blender object captures)",
-    )
-    t.add_argument("--field-loss", choices=["l2", "huber"], help="field: colour loss (default l2)")
-    t.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="where to train (default auto: CUDA when available, else the CPU)",
-    )
-    t.add_argument(
-        "--downscale",
+        "--eval-every",
         type=int,
-        help="image downscale factor (uses images_N/ when present; default: automatic, the longer side "
-        "at most 1600 px on CUDA, 800 px on a CPU; 1 keeps the full size)",
-    )
-    t.add_argument(
-        "--eval-every", type=int, help="evaluate on the test split every N steps (default: 7000 and the end)"
-    )
-    t.add_argument("--eval-subset", type=int, help="intermediate evaluations use N evenly spaced test images")
-    t.add_argument("--background", choices=["auto", "white", "black", "random"], help="training background")
-    t.add_argument("--max-gaussians", type=int, help="hard cap on the number of Gaussians (default 3,000,000)")
-    t.add_argument("--sh-degree", type=int, help="maximum spherical-harmonics degree (default 3)")
-    t.add_argument("--init-points", type=int, help="random initial points when the data has none (default 100000)")
-    t.add_argument("--resolution-schedule", help="resolution warm-up, e.g. 0:2,2000:1 (step:downscale factor)")
-    t.add_argument(
-        "--appearance",
-        action="store_const",
-        const=True,
-        help="per-image exposure / colour compensation, for phone captures with auto-exposure (off for evaluation)",
-    )
-    t.add_argument("--seed", type=int)
-    t.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps (default 5000)")
-    t.add_argument(
-        "--checkpoint-minutes",
-        type=float,
-        help="also save one after this many minutes of training (default 10; 0: by steps only)",
+        help=f"evaluate on the test split every N steps (default: {', '.join(f'{s:,}' for s in eval_steps[:-1])} "
+        "and the end)",
     )
     t.add_argument(
         "--nproc",
@@ -497,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
+    _add_config_flags(t)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="re-compute test metrics of a run")

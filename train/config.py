@@ -1,128 +1,60 @@
-"""Training configuration: INRIA 3DGS / gsplat defaults, serialisable to the run folder."""
+"""Training configuration: INRIA 3DGS / gsplat defaults, serialisable to the run folder.
+
+`TrainConfig` is also the one source of the `splat train` flags: a field declared with `flag(...)`
+becomes a flag (its name with dashes, unless `name=` says), typed from its annotation, with the
+field's help, choices and default; `default_text()` adds what each preset (PRESETS) and model
+(MODEL_DEFAULTS) change. Fields declared plainly are set from code or config.json only.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from splat.errors import InputError
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    preset: str = "inria"  # the named starting point this configuration came from (PRESETS)
-    steps: int = 30_000
-    max_train_seconds: float = 0.0  # > 0: stop (evaluate, checkpoint) once training time passes this
-    strategy: str = "default"  # "default" (INRIA adaptive density control) or "mcmc"
-    device: str = "auto"  # "auto": CUDA when available, else the CPU
-    seed: int = 0
+def flag(
+    default: Any,
+    help: str,
+    *,
+    name: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    cli_default: Any = None,
+    describe_default: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """A TrainConfig field that `splat train` sets with --NAME (the field's name with dashes).
 
-    # data
-    downscale: int = 0  # 0: automatic (longer side at most MAX_IMAGE_SIDE[device] pixels)
-    background: str = "auto"  # "auto" (white for Blender scenes, else black), "white", "black", "random"
-    test_every: int = 8
-    cache_gb: float = 4.0
+    `cli_default`: the flag's own default where it differs from the field's (the preset: "auto");
+    `describe_default`: the default in words, for sentinel values such as 0 = automatic;
+    `parse`: turns the flag's text into the field's value (raising InputError)."""
+    metadata = {
+        "help": help,
+        "flag": name,
+        "choices": choices,
+        "cli_default": cli_default,
+        "describe_default": describe_default,
+        "parse": parse,
+    }
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
-    # model
-    model: str = "auto"  # "3d", "4d" (dynamic: XYZT Gaussians), "field" (hash-grid NeRF), or "auto" (3d/4d)
-    init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
-    init_points: int = 100_000  # random initialisation when the dataset has no sparse points
-    init_opacity: float | None = None  # default: 0.1 (default strategy), 0.5 (mcmc)
-    init_scale: float | None = None  # times the kNN distance; default: 1.0 (default), 0.1 (mcmc)
-    random_init_scale: float | None = None  # the same for random points (no sparse points); default: init_scale
-    max_gaussians: int = 3_000_000
 
-    # optimisation (Adam, eps 1e-15)
-    batch_size: int = 1  # images per step (4D: frames at different times), loss averaged
-    lr_means: float = 1.6e-4  # times the scene extent (1.1 x camera radius), decays exponentially to lr_means_final
-    lr_means_final: float = 1.6e-6
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    lr_opacities: float = 5e-2
-    lr_sh0: float = 2.5e-3
-    lr_shN: float = 2.5e-3 / 20
-    ssim_lambda: float = 0.2
-    appearance: bool = False  # per-image colour affine for auto-exposure captures (train/appearance.py)
+def parse_resolution_schedule(text: str) -> list[list[int]]:
+    """ "0:2,1500:1" -> [[0, 2], [1500, 1]]."""
+    try:
+        return [[int(a), int(b)] for a, b in (e.split(":") for e in text.split(","))]
+    except ValueError:
+        raise InputError("--resolution-schedule: expected STEP:FACTOR[,STEP:FACTOR...], e.g. 0:2,1500:1") from None
 
-    # densification (strategy parameters; see strategies.py)
-    refine_start: int = 500
-    refine_stop: int | None = None  # default: 15k (default strategy), 25k (mcmc)
-    refine_every: int = 100
-    reset_every: int = 3000
-    grow_grad2d: float = 0.0002
-    absgrad: bool = False
-    mcmc_cap_max: int = 1_000_000
 
-    # neural field (model "field"): Instant-NGP / nerfacc defaults (see train/field_trainer.py)
-    field_samples: int = 1 << 18  # target samples per step; the number of rays adapts to it
-    field_lr: float = 1e-2
-    field_loss: str = "l2"  # "l2" or "huber" (delta 0.1)
-    field_contract: str = "auto"  # "auto" (bounded for Blender / D-NeRF object captures), "yes", "no"
-    field_bound: float = 0.0  # half-size of the scene box in the normalised frame; 0: 0.375 bounded, 1.0 contracted
-    field_log2_hashmap_size: int = 19
-    field_grid_resolution: int = 128  # occupancy grid cells per axis
-
-    # resolution warm-up: [[step, downscale factor], ...] applied from each step on
-    resolution_schedule: list = dataclasses.field(default_factory=list)
-
-    # evaluation and logging
-    eval_steps: list = dataclasses.field(default_factory=lambda: [7_000, 30_000])
-    eval_subset: int = 0  # >0: intermediate evaluations use this many evenly spaced test images
-    save_renders: bool = True
-    log_every: int = 100
-    checkpoint_every: int = 5000
-    checkpoint_minutes: float = 10.0  # also checkpoint after this much training time (0: by steps only)
-    keep_checkpoints: int = 2
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in d.items() if k in known})
-
-    def validate(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise InputError(f"device: expected auto, cpu or cuda, got {self.device!r}")
-        if self.downscale < 0:
-            raise InputError(f"downscale: expected a positive factor or 0 (automatic), got {self.downscale}")
-        if self.steps < 1:
-            raise InputError(f"steps: must be positive, got {self.steps}")
-        if self.strategy not in ("default", "mcmc"):
-            raise InputError(f"strategy: expected 'default' or 'mcmc', got {self.strategy!r}")
-        if self.model not in ("auto", "3d", "4d", "field"):
-            raise InputError(f"model: expected auto, 3d, 4d or field, got {self.model!r}")
-        if self.field_loss not in ("l2", "huber"):
-            raise InputError(f"field_loss: expected l2 or huber, got {self.field_loss!r}")
-        if self.field_contract not in ("auto", "yes", "no"):
-            raise InputError(f"field_contract: expected auto, yes or no, got {self.field_contract!r}")
-        if self.field_samples < 1024 or self.field_bound < 0:
-            raise InputError("field_samples: at least 1024; field_bound: >= 0")
-        if self.background not in ("auto", "white", "black", "random"):
-            raise InputError(f"background: expected auto, white, black or random, got {self.background!r}")
-        if not 0 <= self.sh_degree <= 3:
-            raise InputError(f"sh_degree: expected 0..3, got {self.sh_degree}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size: must be positive, got {self.batch_size}")
-        if self.init_points < 1:
-            raise InputError(f"init_points: must be positive, got {self.init_points}")
-        if self.checkpoint_every < 1 or self.checkpoint_minutes < 0:
-            raise InputError(
-                f"checkpoint_every: must be positive, got {self.checkpoint_every}; checkpoint_minutes: >= 0"
-            )
-        if not 1 <= self.field_grid_resolution <= 1024 or self.field_grid_resolution % 4:
-            raise InputError(f"field_grid_resolution: a multiple of 4 in 4..1024, got {self.field_grid_resolution}")
-        if not 4 <= self.field_log2_hashmap_size <= 26:
-            raise InputError(f"field_log2_hashmap_size: expected 4..26, got {self.field_log2_hashmap_size}")
-        if self.max_gaussians < 1:
-            raise InputError(f"max_gaussians: must be positive, got {self.max_gaussians}")
-        for entry in self.resolution_schedule:
-            if len(entry) != 2 or int(entry[1]) < 1:
-                raise InputError(f"resolution_schedule: entries are [step, factor >= 1], got {entry!r}")
-
+DEVICES = ("auto", "cpu", "cuda")
+# Automatic downscaling: the longer image side in pixels, at most (INRIA rescales beyond 1.6k;
+# a CPU step costs about 4x less at half the size).
+MAX_IMAGE_SIDE = {"cuda": 1600, "cpu": 800}
 
 # Named starting points. "inria": the published 3DGS schedule. "fast": for CPUs and quick looks;
 # the same optimiser and densification, but a resolution warm-up (1/4 size for 500 steps, 1/2
@@ -146,9 +78,172 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 AUTO_PRESET = {"cuda": "inria", "cpu": "cpu"}
-# Automatic downscaling: the longer image side in pixels, at most (INRIA rescales beyond 1.6k;
-# a CPU step costs about 4x less at half the size).
-MAX_IMAGE_SIDE = {"cuda": 1600, "cpu": 800}
+PRESET_NOTES = {
+    "inria": "the published 3DGS schedule",
+    "fast": "resolution warm-up and a lighter initialisation",
+    "cpu": f"fast within a {PRESETS['cpu']['max_train_seconds'] / 60:.0f}-minute budget",
+}
+# Defaults that follow the model, between the preset and explicit values (preset_config).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "field": {"steps": 20_000},  # nerfacc's Instant-NGP schedule
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    preset: str = flag(
+        "inria",
+        f"auto: {AUTO_PRESET['cuda']} on CUDA, {AUTO_PRESET['cpu']} on a CPU. "
+        + "; ".join(f"{k}: {v}" for k, v in PRESET_NOTES.items()),
+        choices=("auto", *PRESETS),
+        cli_default="auto",
+    )  # the named starting point this configuration came from (PRESETS)
+    steps: int = flag(30_000, "training steps")
+    max_train_seconds: float = flag(
+        0.0,
+        "stop after this much training time, then evaluate and save",
+        name="max-seconds",
+        describe_default="0: no limit",
+    )
+    strategy: str = flag(
+        "default",
+        "densification strategy: default (INRIA adaptive density control) or mcmc",
+        choices=("default", "mcmc"),
+    )
+    device: str = flag(
+        "auto", "where to train; auto: CUDA when available, else the CPU", choices=DEVICES, cli_default="auto"
+    )
+    seed: int = flag(0, "random seed")
+
+    # data
+    downscale: int = flag(
+        0,
+        "image downscale factor, 1 keeps the full size; uses images_N/ when present",
+        describe_default=f"0: automatic, the longer side at most {MAX_IMAGE_SIDE['cuda']} px on CUDA, "
+        f"{MAX_IMAGE_SIDE['cpu']} px on a CPU",
+    )
+    background: str = flag(
+        "auto",
+        "training background; auto: white for Blender scenes, else black",
+        choices=("auto", "white", "black", "random"),
+    )
+    test_every: int = 8
+    cache_gb: float = 4.0
+
+    # model
+    model: str = flag(
+        "auto",
+        "3d Gaussians, 4d (XYZT) Gaussians for dynamic scenes, or field (Instant-NGP hash-grid NeRF); "
+        "auto picks 4d when frames carry a time, else 3d",
+        choices=("auto", "3d", "4d", "field"),
+    )
+    init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range
+    sh_degree: int = flag(3, "maximum spherical-harmonics degree")
+    sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
+    init_points: int = flag(100_000, "random initial points when the data has none")
+    init_opacity: float | None = None  # default: 0.1 (default strategy), 0.5 (mcmc)
+    init_scale: float | None = None  # times the kNN distance; default: 1.0 (default), 0.1 (mcmc)
+    random_init_scale: float | None = None  # the same for random points (no sparse points); default: init_scale
+    max_gaussians: int = flag(3_000_000, "hard cap on the number of Gaussians")
+
+    # optimisation (Adam, eps 1e-15)
+    batch_size: int = flag(1, "images per step, loss averaged; 4D: frames at several times")
+    lr_means: float = 1.6e-4  # times the scene extent (1.1 x camera radius), decays exponentially to lr_means_final
+    lr_means_final: float = 1.6e-6
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    ssim_lambda: float = 0.2
+    appearance: bool = flag(
+        False,
+        "per-image exposure / colour compensation for phone captures with auto-exposure; off for evaluation",
+    )  # a per-image colour affine (train/appearance.py)
+
+    # densification (strategy parameters; see strategies.py)
+    refine_start: int = 500
+    refine_stop: int | None = None  # default: 15k (default strategy), 25k (mcmc)
+    refine_every: int = 100
+    reset_every: int = 3000
+    grow_grad2d: float = 0.0002
+    absgrad: bool = False
+    mcmc_cap_max: int = 1_000_000
+
+    # neural field (model "field"): Instant-NGP / nerfacc defaults (see train/field_trainer.py)
+    field_samples: int = flag(
+        1 << 18, "field: target ray samples per step; the number of rays adapts to it", name="samples-per-step"
+    )
+    field_lr: float = 1e-2
+    field_loss: str = flag("l2", "field: colour loss; huber: delta 0.1", choices=("l2", "huber"))
+    field_contract: str = flag(
+        "auto",
+        "field: contract space for unbounded scenes; auto: no for Blender / D-NeRF object captures",
+        name="contract",
+        choices=("auto", "yes", "no"),
+    )
+    field_bound: float = 0.0  # half-size of the scene box in the normalised frame; 0: 0.375 bounded, 1.0 contracted
+    field_log2_hashmap_size: int = flag(19, "field: log2 of the hash table size per level", name="log2-hashmap-size")
+    field_grid_resolution: int = flag(128, "field: occupancy grid cells per axis", name="grid-resolution")
+
+    # resolution warm-up: [[step, downscale factor], ...] applied from each step on
+    resolution_schedule: list = flag(
+        [],
+        "resolution warm-up as STEP:DOWNSCALE,..., e.g. 0:2,2000:1",
+        parse=parse_resolution_schedule,
+    )
+
+    # evaluation and logging
+    eval_steps: list = dataclasses.field(default_factory=lambda: [7_000, 30_000])
+    eval_subset: int = flag(0, "intermediate evaluations use N evenly spaced test images", describe_default="0: all")
+    save_renders: bool = True
+    log_every: int = 100
+    checkpoint_every: int = flag(5000, "save a checkpoint every N steps")
+    checkpoint_minutes: float = flag(
+        10.0, "also save one after this many minutes of training", describe_default="10; 0: by steps only"
+    )
+    keep_checkpoints: int = 2
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in d.items() if k in known})
+
+    def validate(self) -> None:
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise InputError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+        if self.downscale < 0:
+            raise InputError(f"downscale: expected a positive factor or 0 (automatic), got {self.downscale}")
+        if self.steps < 1:
+            raise InputError(f"steps: must be positive, got {self.steps}")
+        for f in dataclasses.fields(self):  # strategy, model, background, field_loss, field_contract
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and f.name not in ("preset", "device") and value not in choices:
+                raise InputError(f"{f.name}: expected {_alternatives(choices)}, got {value!r}")
+        if self.field_samples < 1024 or self.field_bound < 0:
+            raise InputError("field_samples: at least 1024; field_bound: >= 0")
+        if not 0 <= self.sh_degree <= 3:
+            raise InputError(f"sh_degree: expected 0..3, got {self.sh_degree}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size: must be positive, got {self.batch_size}")
+        if self.init_points < 1:
+            raise InputError(f"init_points: must be positive, got {self.init_points}")
+        if self.checkpoint_every < 1 or self.checkpoint_minutes < 0:
+            raise InputError(
+                f"checkpoint_every: must be positive, got {self.checkpoint_every}; checkpoint_minutes: >= 0"
+            )
+        if not 1 <= self.field_grid_resolution <= 1024 or self.field_grid_resolution % 4:
+            raise InputError(f"field_grid_resolution: a multiple of 4 in 4..1024, got {self.field_grid_resolution}")
+        if not 4 <= self.field_log2_hashmap_size <= 26:
+            raise InputError(f"field_log2_hashmap_size: expected 4..26, got {self.field_log2_hashmap_size}")
+        if self.max_gaussians < 1:
+            raise InputError(f"max_gaussians: must be positive, got {self.max_gaussians}")
+        for entry in self.resolution_schedule:
+            if len(entry) != 2 or int(entry[1]) < 1:
+                raise InputError(f"resolution_schedule: entries are [step, factor >= 1], got {entry!r}")
 
 
 def resolve_device(name: str = "auto", cuda_available: bool | None = None) -> str:
@@ -174,4 +269,45 @@ def preset_config(name: str = "auto", **overrides) -> TrainConfig:
         name = AUTO_PRESET[device_kind(device)]
     if name not in PRESETS:
         raise InputError(f"preset: expected auto or one of {', '.join(PRESETS)}, got {name!r}")
-    return TrainConfig(**{**PRESETS[name], **overrides, "device": device, "preset": name})
+    model_defaults = MODEL_DEFAULTS.get(overrides.get("model"), {})
+    return TrainConfig(**{**PRESETS[name], **model_defaults, **overrides, "device": device, "preset": name})
+
+
+def _alternatives(choices: tuple[str, ...]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The TrainConfig fields `splat train` has a flag for, in declaration order."""
+    return [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return "--" + (f.metadata["flag"] or f.name.replace("_", "-"))
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(f"{a}:{b}" for a, b in value) if value else "none"
+    return str(value)
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """A flag's default in words: the field's (or the flag's own), then what presets and models change."""
+    m = f.metadata
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    parts = [m["describe_default"] or _value_text(default if m["cli_default"] is None else m["cli_default"])]
+    by_value: dict[str, list[str]] = {}
+    for preset, values in PRESETS.items():
+        if f.name in values:
+            by_value.setdefault(_value_text(values[f.name]), []).append(preset)
+    for text, presets in by_value.items():
+        parts.append(f"preset{'s' if len(presets) > 1 else ''} {', '.join(presets)}: {text}")
+    parts += [f"model {model}: {_value_text(v[f.name])}" for model, v in MODEL_DEFAULTS.items() if f.name in v]
+    return "; ".join(parts)
