@@ -211,8 +211,9 @@ class _FusedHashMLP(torch.autograd.Function):
         warp_runtime.launch(
             fused_fwd,
             N,
-            [A(positions, dims=2), grid, mlp, int(save), A(encoded, dims=2), A(acts, dims=3), A(out, dims=2)],
-            dev,
+            [A(positions, dims=2), grid, mlp, int(save)],
+            [A(encoded, dims=2), A(acts, dims=3), A(out, dims=2)],
+            device=dev,
             grain=256,
         )
         ctx.enc = enc
@@ -233,16 +234,9 @@ class _FusedHashMLP(torch.autograd.Function):
         warp_runtime.launch(
             fused_bwd,
             N,
-            [
-                A(positions, dims=2),
-                grid,
-                mlp,
-                A(acts, dims=3),
-                A(v_out, dims=2),
-                A(deltas, dims=3),
-                A(v_tables, dims=2),
-            ],
-            dev,
+            [A(positions, dims=2), grid, mlp, A(acts, dims=3), A(v_out, dims=2)],
+            [A(deltas, dims=3), A(v_tables, dims=2)],
+            device=dev,
             sharded=True,
             grain=256,
         )

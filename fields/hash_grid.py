@@ -145,16 +145,9 @@ class _HashEncode(torch.autograd.Function):
             warp_runtime.launch(
                 hash_encode_fwd,
                 N,
-                [
-                    A(positions, dims=2),
-                    A(table, dims=2),
-                    float(scale),
-                    int(res),
-                    int(dense),
-                    level * n_features,
-                    A(out, dims=2),
-                ],
-                dev,
+                [A(positions, dims=2), A(table, dims=2), float(scale), int(res), int(dense), level * n_features],
+                [A(out, dims=2)],
+                device=dev,
             )
         ctx.save_for_backward(positions)
         ctx.layout, ctx.n_features = layout, n_features
@@ -182,8 +175,8 @@ class _HashEncode(torch.autograd.Function):
                         int(res),
                         int(dense),
                         level * ctx.n_features,
-                        A(v_table, dims=3),
                     ],
+                    [A(v_table, dims=3)],
                     True,
                 )
                 for level, ((scale, res, _, dense), v_table) in enumerate(zip(ctx.layout, grads))

@@ -19,7 +19,8 @@ sample [t, t + dt) wherever the step's midpoint lies in an occupied cell. Empty 
 is linear (inside the box) are skipped to their exit in whole steps. The kernel writes at most
 `capacity` samples per ray from `starts[r]` on and returns each ray's count and where it stopped:
 training runs it once to count and once to write packed samples; inference marches a few samples
-per ray at a time and drops rays once they are opaque (early termination, `fields/rendering.py`).
+per ray at a time and drops rays once they are opaque (early termination, `render_rays` in
+`fields/radiance_field.py`).
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def march(
     t_far: torch.Tensor,
     capacity: int | None = None,
     max_samples: int = 1 << 12,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """March rays through `grid`.
 
     capacity None (training): every sample of every ray (at most `max_samples` each), packed:
@@ -271,21 +272,9 @@ def march(
         warp_runtime.launch(
             march_rays,
             R,
-            [
-                A(o, wp.vec3),
-                A(d, wp.vec3),
-                A(t0),
-                A(t1),
-                p,
-                A(starts),
-                int(cap),
-                int(write),
-                A(counts),
-                A(t_next),
-                A(t_starts),
-                A(t_ends),
-            ],
-            dev,
+            [A(o, wp.vec3), A(d, wp.vec3), A(t0), A(t1), p, A(starts), int(cap), int(write)],
+            [A(counts), A(t_next), A(t_starts), A(t_ends)],
+            device=dev,
             grain=256,
         )
 

@@ -119,18 +119,9 @@ class _CompositeRays(torch.autograd.Function):
         warp_runtime.launch(
             composite_rays_fwd,
             R,
-            [
-                A(ray_offsets),
-                A(sigmas),
-                A(rgbs, wp.vec3),
-                A(t_starts),
-                A(t_ends),
-                A(colors, wp.vec3),
-                A(opacities),
-                A(depths),
-                A(used),
-            ],
-            dev,
+            [A(ray_offsets), A(sigmas), A(rgbs, wp.vec3), A(t_starts), A(t_ends)],
+            [A(colors, wp.vec3), A(opacities), A(depths), A(used)],
+            device=dev,
         )
         ctx.save_for_backward(ray_offsets, used, sigmas, rgbs, t_starts, t_ends)
         ctx.mark_non_differentiable(used)
@@ -160,17 +151,16 @@ class _CompositeRays(torch.autograd.Function):
                 A(v_colors, wp.vec3),
                 A(v_opacities),
                 A(v_depths),
-                A(v_sigmas),
-                A(v_rgbs, wp.vec3),
             ],
-            dev,
+            [A(v_sigmas), A(v_rgbs, wp.vec3)],
+            device=dev,
         )
         return None, v_sigmas, v_rgbs, None, None
 
 
 def composite_rays(
     ray_offsets: torch.Tensor, sigmas: torch.Tensor, rgbs: torch.Tensor, t_starts: torch.Tensor, t_ends: torch.Tensor
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Volume-render packed samples. ray_offsets (R+1,) int, sigmas (S,) >= 0, rgbs (S, 3),
     t_starts / t_ends (S,). Returns colours (R, 3), opacities (R,), expected depths (R,) and the
     index one past each ray's last used sample (R,) int32. Differentiable w.r.t. sigmas and rgbs."""

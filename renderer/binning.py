@@ -118,7 +118,7 @@ def isect_tiles(
     tile_size: int,
     tile_width: int,
     tile_height: int,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bin projected Gaussians (C, N, ...) into tiles.
 
     Returns tiles_per_gauss (C, N) int32, isect_ids (M,) int64 sorted keys and flatten_ids (M,)
@@ -134,7 +134,7 @@ def isect_tiles(
     m2d = A(means2d.reshape(-1, 2), wp.vec2)
     rad = A(radii.reshape(-1, 2), wp.vec2i)
     warp_runtime.launch(
-        count_tiles, C * N, [m2d, rad, tile_size, tile_width, tile_height, A(tiles_per_gauss.view(-1))], dev
+        count_tiles, C * N, [m2d, rad, tile_size, tile_width, tile_height], [A(tiles_per_gauss.view(-1))], device=dev
     )
 
     cum_tiles = torch.empty(C * N, dtype=torch.int64, device=dev)
@@ -159,10 +159,9 @@ def isect_tiles(
             tile_size,
             tile_width,
             tile_height,
-            A(keys),
-            A(values),
         ],
-        dev,
+        [A(keys), A(values)],
+        device=dev,
     )
     if num_isects > 0:
         end_bit = 32 + max(1, (num_tiles - 1).bit_length())
@@ -177,7 +176,11 @@ def isect_offset_encode(isect_ids: torch.Tensor, n_cameras: int, tile_width: int
     n = isect_ids.shape[0]
     if n > 0:
         warp_runtime.launch(
-            tile_ranges, n, [warp_runtime.array(isect_ids), n, num_tiles, warp_runtime.array(offsets)], isect_ids.device
+            tile_ranges,
+            n,
+            [warp_runtime.array(isect_ids), n, num_tiles],
+            [warp_runtime.array(offsets)],
+            device=isect_ids.device,
         )
     return offsets.view(n_cameras, tile_height, tile_width)
 

@@ -63,13 +63,17 @@ def _image_struct(D, colors, alphas, transmittance, last_ids):
     return im
 
 
-def _launch(forward: bool, D: int, device: torch.device, num_tiles: int, tile_size: int, inputs: list) -> None:
+def _launch(
+    forward: bool, D: int, device: torch.device, num_tiles: int, tile_size: int, inputs: list, outputs: list
+) -> None:
     if KERNEL_VARIANT.get(device.type, "pixel") == "tile":
         kernel = tile_kernels(D)[0 if forward else 1]
-        warp_runtime.launch(kernel, num_tiles, inputs, device, sharded=not forward, grain=TILE_GRAIN)
+        warp_runtime.launch(kernel, num_tiles, inputs, outputs, device=device, sharded=not forward, grain=TILE_GRAIN)
     else:
         kernel = pixel_kernels(D)[0 if forward else 1]
-        warp_runtime.launch(kernel, num_tiles * tile_size * tile_size, inputs, device, sharded=not forward)
+        warp_runtime.launch(
+            kernel, num_tiles * tile_size * tile_size, inputs, outputs, device=device, sharded=not forward
+        )
 
 
 class _RasterizeToPixels(torch.autograd.Function):
@@ -97,12 +101,9 @@ class _RasterizeToPixels(torch.autograd.Function):
         last_ids = torch.empty((C, height, width), dtype=torch.int32, device=dev)
         splats = pack_splats(means2d, conics, opacities)
         grid = _tile_grid(C, N, width, height, tile_size, isect_offsets, flatten_ids)
-        inputs = [
-            grid,
-            _splats_struct(D, splats, colors, backgrounds),
-            _image_struct(D, out_colors, out_alphas, out_T, last_ids),
-        ]
-        _launch(True, D, dev, isect_offsets.numel(), tile_size, inputs)
+        inputs = [grid, _splats_struct(D, splats, colors, backgrounds)]
+        outputs = [_image_struct(D, out_colors, out_alphas, out_T, last_ids)]
+        _launch(True, D, dev, isect_offsets.numel(), tile_size, inputs, outputs)
         ctx.save_for_backward(
             means2d, splats, colors, backgrounds, isect_offsets, flatten_ids, out_colors, out_alphas, out_T, last_ids
         )
@@ -144,13 +145,13 @@ class _RasterizeToPixels(torch.autograd.Function):
             _image_struct(D, out_colors, out_alphas, out_T, last_ids),
             A(v_out_colors, vecD),
             A(v_out_alphas),
-            grads,
         ]
+        outputs = [grads]
         if KERNEL_VARIANT.get(dev.type, "pixel") == "tile":
             scratch_T = torch.empty((C * height * width,), dtype=torch.float32, device=dev)
             scratch_behind = torch.empty((C * height * width, D), dtype=torch.float32, device=dev)
-            inputs += [A(scratch_T), A(scratch_behind, vecD)]
-        _launch(False, D, dev, isect_offsets.numel(), tile_size, inputs)
+            outputs += [A(scratch_T), A(scratch_behind, vecD)]
+        _launch(False, D, dev, isect_offsets.numel(), tile_size, inputs, outputs)
         if absgrad:
             means2d.absgrad = v_abs.sum(0).view(C, N, 2)
         v_backgrounds = None
@@ -183,7 +184,7 @@ def rasterize_to_pixels(
     flatten_ids: torch.Tensor,
     backgrounds: torch.Tensor | None = None,
     absgrad: bool = False,
-):
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Composite projected Gaussians into images.
 
     Args:

@@ -246,13 +246,9 @@ class _FullyFusedProjection(torch.autograd.Function):
                 far_plane,
                 radius_clip,
                 int(calc_compensations),
-                A(radii, wp.vec2i),
-                A(means2d, wp.vec2),
-                A(depths),
-                A(conics, wp.vec3),
-                A(compensations),
             ],
-            dev,
+            [A(radii, wp.vec2i), A(means2d, wp.vec2), A(depths), A(conics, wp.vec3), A(compensations)],
+            device=dev,
         )
         ctx.save_for_backward(means, quats, scales, covars, viewmats, Ks, radii)
         ctx.config = (width, height, eps2d, ortho, calc_compensations, use_covars)
@@ -290,12 +286,9 @@ class _FullyFusedProjection(torch.autograd.Function):
                 A(v_conics, wp.vec3),
                 A(v_comp),
                 int(use_v_comp),
-                A(v_means, wp.vec3),
-                A(v_quats, wp.vec4),
-                A(v_scales, wp.vec3),
-                A(v_covars, vec6),
             ],
-            dev,
+            [A(v_means, wp.vec3), A(v_quats, wp.vec4), A(v_scales, wp.vec3), A(v_covars, vec6)],
+            device=dev,
         )
         needs = ctx.needs_input_grad
         return (
@@ -333,7 +326,7 @@ def fully_fused_projection(
     radius_clip: float = 0.0,
     calc_compensations: bool = False,
     camera_model: str = "pinhole",
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Project N Gaussians into C cameras (float32, contiguous inputs on one device).
 
     Args:

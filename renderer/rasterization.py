@@ -51,7 +51,7 @@ def rasterize(
     absgrad: bool = False,
     radius_clip: float = 0.0,
     packed: bool = False,
-):
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Render N 3D Gaussians into C cameras. Same arguments and outputs as gsplat's `rasterization()`.
 
     Args:

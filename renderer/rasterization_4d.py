@@ -9,6 +9,9 @@ over the cameras that share it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from .gaussian_math import ALPHA_THRESHOLD
@@ -60,10 +63,10 @@ def rasterize_4d(
     Ks: torch.Tensor,
     width: int,
     height: int,
-    times,
+    times: float | torch.Tensor | Sequence[float],
     backgrounds: torch.Tensor | None = None,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Render N 4D Gaussians into C (camera, time) pairs.
 
     Args:

@@ -242,15 +242,9 @@ class _Covariance4D(torch.autograd.Function):
         warp_runtime.launch(
             covariance_4d_fwd,
             N,
-            [
-                A(scales, wp.vec4),
-                A(q_left, wp.vec4),
-                A(q_right, wp.vec4),
-                A(covars3, wp.mat33),
-                A(velocities, wp.vec3),
-                A(time_vars),
-            ],
-            dev,
+            [A(scales, wp.vec4), A(q_left, wp.vec4), A(q_right, wp.vec4)],
+            [A(covars3, wp.mat33), A(velocities, wp.vec3), A(time_vars)],
+            device=dev,
         )
         ctx.save_for_backward(scales, q_left, q_right)
         return covars3, velocities, time_vars
@@ -276,16 +270,16 @@ class _Covariance4D(torch.autograd.Function):
                 A(v_covars3, wp.mat33),
                 A(v_velocities, wp.vec3),
                 A(v_time_vars),
-                A(v_scales, wp.vec4),
-                A(v_ql, wp.vec4),
-                A(v_qr, wp.vec4),
             ],
-            dev,
+            [A(v_scales, wp.vec4), A(v_ql, wp.vec4), A(v_qr, wp.vec4)],
+            device=dev,
         )
         return v_scales, v_ql, v_qr
 
 
-def covariance_4d(scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor):
+def covariance_4d(
+    scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Time-independent part of slicing: (N, 4) activated scales and (N, 4) wxyz left/right
     quaternions (normalised here) -> Sigma3 (N, 3, 3), velocity V/W (N, 3), W (N,)."""
     return _Covariance4D.apply(scales.contiguous().float(), q_left.contiguous().float(), q_right.contiguous().float())
@@ -364,8 +358,9 @@ class _SliceAtTimes(torch.autograd.Function):
         warp_runtime.launch(
             slice_at_times_fwd,
             T * N,
-            [N, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(means3, wp.vec3), A(weights)],
-            dev,
+            [N, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars)],
+            [A(means3, wp.vec3), A(weights)],
+            device=dev,
         )
         ctx.save_for_backward(times, means, velocities, time_vars)
         return means3, weights
@@ -383,24 +378,16 @@ class _SliceAtTimes(torch.autograd.Function):
         warp_runtime.launch(
             slice_at_times_bwd,
             N,
-            [
-                T,
-                A(times),
-                A(means, wp.vec4),
-                A(velocities, wp.vec3),
-                A(time_vars),
-                A(v_means3, wp.vec3),
-                A(v_weights),
-                A(v_means, wp.vec4),
-                A(v_vel, wp.vec3),
-                A(v_W),
-            ],
-            dev,
+            [T, A(times), A(means, wp.vec4), A(velocities, wp.vec3), A(time_vars), A(v_means3, wp.vec3), A(v_weights)],
+            [A(v_means, wp.vec4), A(v_vel, wp.vec3), A(v_W)],
+            device=dev,
         )
         return None, v_means, v_vel, v_W
 
 
-def slice_at_times(times: torch.Tensor, means: torch.Tensor, velocities: torch.Tensor, time_vars: torch.Tensor):
+def slice_at_times(
+    times: torch.Tensor, means: torch.Tensor, velocities: torch.Tensor, time_vars: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Time-dependent part of slicing: (T,) times, (N, 4) xyzt means and stage-1 outputs ->
     positions (T, N, 3) and temporal weights exp(-0.5 (t - mu_t)^2 / W) (T, N)."""
     f = lambda x: x.contiguous().float()  # noqa: E731
@@ -435,7 +422,9 @@ def factor_rotation_4d(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def scale_space_4d(log_scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor, factor: float):
+def scale_space_4d(
+    log_scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor, factor: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 4D Gaussians whose covariance is D Sigma4 D with D = diag(f, f, f, 1): space scaled by
     `factor`, time kept. (Scaling the spatial log-scales alone is exact only for rotations that do
     not mix space and time.) Returns new (log_scales, q_left, q_right); means scale separately."""
@@ -495,7 +484,9 @@ def rotmats_to_quats(R: torch.Tensor) -> torch.Tensor:
     return torch.where(q[:, :1] < 0, -q, q)
 
 
-def slice_gaussians(splats: dict[str, torch.Tensor], time: float, min_visible: float | None = None):
+def slice_gaussians(
+    splats: dict[str, torch.Tensor], time: float, min_visible: float | None = None
+) -> dict[str, torch.Tensor]:
     """The 3D Gaussians a 4D scene shows at `time`: pre-activation splats (means and log-scales
     (N, 4), quats, quats_right, opacity logits, SH) -> a 3D splat dict (means (M, 3), log-scales,
     wxyz quats of Sigma3's eigenvectors, opacity logits including the temporal falloff, SH), the

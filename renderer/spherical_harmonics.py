@@ -215,9 +215,9 @@ class _SHColors(torch.autograd.Function):
                 A(coeffs2d, wp.vec3, 2),
                 int(per_camera),
                 A(radii, wp.vec2i),
-                A(colors, wp.vec3),
             ],
-            means.device,
+            [A(colors, wp.vec3)],
+            device=means.device,
         )
         ctx.save_for_backward(means, campos, coeffs, radii)
         ctx.degree = degree
@@ -248,10 +248,9 @@ class _SHColors(torch.autograd.Function):
                 int(per_camera),
                 A(radii, wp.vec2i),
                 A(v_colors.contiguous().float(), wp.vec3),
-                A(v_coeffs, wp.vec3, 2),
-                A(v_means, wp.vec3),
             ],
-            means.device,
+            [A(v_coeffs, wp.vec3, 2), A(v_means, wp.vec3)],
+            device=means.device,
         )
         return None, v_means, None, v_coeffs.view(coeffs.shape), None
 

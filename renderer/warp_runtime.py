@@ -3,7 +3,9 @@
 - `init()` starts Warp once, quietly (no banner, no "CUDA driver not found" noise on CPU machines).
 - `array(t, dtype)` views a contiguous torch tensor as a Warp array, zero-copy. All memory is allocated
   by torch, so torch's allocator statistics (and `torch.cuda.max_memory_allocated`) see all of it.
-- `launch(...)` runs a kernel on the tensors' device. On the CPU Warp runs a launch on one thread;
+- `launch(kernel, dim, inputs, outputs, device=...)` runs a kernel on a torch device, like
+  `wp.launch`: `inputs` are the parameters the kernel reads, `outputs` the trailing ones it writes
+  (in that order in its signature). On the CPU Warp runs a launch on one thread;
   we split large launches into chunks and run them from a small thread pool (Warp releases the GIL
   inside a CPU launch), which uses every core. Every kernel launched this way takes `offset: int` as
   its first parameter and adds it to `wp.tid()`. Kernels that accumulate into shared buffers take
@@ -17,6 +19,7 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -129,9 +132,18 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def launch(
-    kernel, dim: int, inputs: list, device: torch.device, sharded: bool = False, grain: int = DEFAULT_GRAIN
+    kernel: wp.Kernel,
+    dim: int,
+    inputs: Sequence,
+    outputs: Sequence = (),
+    *,
+    device: torch.device,
+    sharded: bool = False,
+    grain: int = DEFAULT_GRAIN,
 ) -> None:
-    """Launch `kernel` over `dim` threads on `device` (a torch device).
+    """Launch `kernel` over `dim` threads on `device` (a torch device): `inputs` are the arguments
+    after `offset` (and `shard`) that the kernel reads, `outputs` the arrays (or structs of arrays)
+    it writes, which are the last parameters of its signature.
 
     On CUDA this is one launch on torch's current stream. On the CPU the range is split into chunks
     run by `cpu_workers()` threads; with `sharded=True` the kernel receives the worker index as its
@@ -142,10 +154,11 @@ def launch(
         return
     init()
     wdev = wp.device_from_torch(device)
+    inputs, outputs = list(inputs), list(outputs)
     if device.type != "cpu":
         head = [0, 0] if sharded else [0]
         with wp.ScopedStream(wp.stream_from_torch(device)):
-            wp.launch(kernel, dim=dim, inputs=head + inputs, device=wdev)
+            wp.launch(kernel, dim=dim, inputs=head + inputs, outputs=outputs, device=wdev)
         return
 
     workers = cpu_workers()
@@ -156,7 +169,7 @@ def launch(
         _warm.add(key)
     if workers == 1 or dim < 2 * grain:
         head = [0, 0] if sharded else [0]
-        wp.launch(kernel, dim=dim, inputs=head + inputs, device=wdev)
+        wp.launch(kernel, dim=dim, inputs=head + inputs, outputs=outputs, device=wdev)
         return
 
     n_chunks = min(workers * _CHUNKS_PER_WORKER, max(1, dim // grain))
@@ -181,7 +194,7 @@ def launch(
         for k in chunks_of(shard):
             start, stop = bounds[k], bounds[k + 1]
             head = [start, shard] if sharded else [start]
-            wp.launch(kernel, dim=stop - start, inputs=head + inputs, device=wdev)
+            wp.launch(kernel, dim=stop - start, inputs=head + inputs, outputs=outputs, device=wdev)
 
     futures = [_get_pool(workers).submit(worker, s) for s in range(workers)]
     for f in futures:
@@ -189,26 +202,27 @@ def launch(
 
 
 def launch_side_by_side(launches: list[tuple], device: torch.device) -> None:
-    """Run independent launches [(kernel, dim, inputs), ...] that write disjoint outputs: on the CPU
-    each whole launch on one worker thread, several at once (e.g. one hash-grid level each, so
-    scatters into a level's table need no private copies); on CUDA one after another. `sharded`
-    kernels get shard 0."""
+    """Run independent launches [(kernel, dim, inputs, outputs, sharded), ...] that write disjoint
+    outputs: on the CPU each whole launch on one worker thread, several at once (e.g. one hash-grid
+    level each, so scatters into a level's table need no private copies); on CUDA one after
+    another. `sharded` kernels get shard 0."""
     if device.type != "cpu" or cpu_workers() == 1:
-        for kernel, dim, inputs, sharded in launches:
-            launch(kernel, dim, inputs, device, sharded=sharded)
+        for kernel, dim, inputs, outputs, sharded in launches:
+            launch(kernel, dim, inputs, outputs, device=device, sharded=sharded)
         return
     init()
     wdev = wp.device_from_torch(device)
-    for kernel, _, _, _ in launches:
+    for kernel, *_ in launches:
         key = (kernel.module, wdev.alias)
         if key not in _warm:
             wp.load_module(kernel.module, device=wdev)
             _warm.add(key)
 
     def run(item) -> None:
-        kernel, dim, inputs, sharded = item
+        kernel, dim, inputs, outputs, sharded = item
         if dim > 0:
-            wp.launch(kernel, dim=dim, inputs=([0, 0] if sharded else [0]) + inputs, device=wdev)
+            head = [0, 0] if sharded else [0]
+            wp.launch(kernel, dim=dim, inputs=head + list(inputs), outputs=list(outputs), device=wdev)
 
     for f in [_get_pool(cpu_workers()).submit(run, item) for item in launches]:
         f.result()
