@@ -30,8 +30,10 @@ def test_subpackages_live_in_top_level_folders(name, folder):
     assert Path(mod.__file__).resolve().parent == ROOT / folder
 
 
-def test_wheel_installs_only_the_splat_namespace(tmp_path):
-    """Nothing may install a top-level `datasets`, `train`, ... that would shadow other packages."""
+@pytest.fixture(scope="module")
+def wheel_names(tmp_path_factory) -> list[str]:
+    """The files of the wheel `pip wheel .` builds from this checkout."""
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [
             sys.executable,
@@ -42,18 +44,38 @@ def test_wheel_installs_only_the_splat_namespace(tmp_path):
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
+            str(out),
             str(ROOT),
         ],
         check=True,
         capture_output=True,
     )
-    (wheel,) = tmp_path.glob("splat-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    (wheel,) = out.glob("splat-*.whl")
+    return zipfile.ZipFile(wheel).namelist()
+
+
+def test_wheel_installs_only_the_splat_namespace(wheel_names):
+    """Nothing may install a top-level `datasets`, `train`, ... that would shadow other packages."""
+    names = wheel_names
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"splat"}, top
     for sub in SUBPACKAGES:
         assert f"splat/{sub}/__init__.py" in names
+
+
+def test_wheel_holds_every_module(wheel_names):
+    """Every module of every folder is in the wheel, under its `splat.*` name (setup.py finds the
+    packages below each folder), and every top-level package folder is one of the mapped ones."""
+    folders = {"splat": "splat", **{folder: f"splat/{name}" for name, folder in SUBPACKAGES.items()}}
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert packages == set(folders), packages
+    missing = []
+    for folder, installed in folders.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            name = f"{installed}/{path.relative_to(ROOT / folder).as_posix()}"
+            if "__pycache__" not in path.parts and name not in wheel_names:
+                missing.append(name)
+    assert not missing, missing
 
 
 def run_cli(*args):
