@@ -1,5 +1,6 @@
-"""3D Gaussian splatting trainer: one image per step, Adam, a densification strategy, periodic
-evaluation, atomic checkpoints and exact resume (the run folder and loop: `base.py`).
+"""Gaussian splatting trainer for 3D and 4D (XYZT, dynamic) scenes: `batch_size` images a step,
+Adam, a densification strategy, periodic evaluation, atomic checkpoints and exact resume (the run
+folder and loop: `base.py`).
 
 All randomness (image order, backgrounds, splits, MCMC sampling) comes from one generator whose
 state is checkpointed, and CPU gradients are summed in a fixed order, so a resumed run repeats an
@@ -9,6 +10,7 @@ uninterrupted one bit for bit on the CPU.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,9 +24,14 @@ from .config import TrainConfig
 from .model import activated, init_params, random_points
 from .strategies import STRATEGIES
 
+if TYPE_CHECKING:
+    from splat.camera import Camera
+    from splat.datasets import SceneDataset
+    from splat.scene import GaussianScene
+
 
 class Trainer(BaseTrainer):
-    def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
+    def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         super().__init__(config, dataset, run_dir, data_path)
         self._order: list[int] = []
 
@@ -109,7 +116,9 @@ class Trainer(BaseTrainer):
     # ------------------------------------------------------------------------------------------
     # rendering
 
-    def render(self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1):
+    def render(
+        self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cam = self.data.camera(index)
         K = self.data.K(index)
         width, height = cam.width, cam.height
@@ -210,7 +219,7 @@ class Trainer(BaseTrainer):
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
         return self.render(index, background, sh_degree_at(self.step, self.cfg))[0]
 
-    def scene(self, cameras: list):
+    def scene(self, cameras: list[Camera]) -> GaussianScene:
         from splat.scene import GaussianScene
 
         return GaussianScene({k: v for k, v in self.params.items()}, cameras=cameras, source="training")
