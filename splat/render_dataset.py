@@ -14,14 +14,21 @@ Layout of the output folder:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .camera import Camera
 from .errors import InputError
 from .io_utils import atomic_path, write_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from .field_scene import FieldScene
+    from .scene import GaussianScene
 
 DEPTH_SCALE = 1000.0  # 16-bit depth PNGs hold millimetres: depth = png / 1000
 
@@ -35,19 +42,19 @@ def write_depth_png(path: Path, depth: np.ndarray) -> None:
 
 
 def render_to_folder(
-    scene,
+    scene: GaussianScene | FieldScene,
     cameras: Sequence[Camera],
     out: str | Path,
     *,
     depth: bool = False,
     alpha: bool = False,
     video: bool = False,
-    background=(1.0, 1.0, 1.0),
+    background: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
     times: Sequence[float] | None = None,
     fps: int = 30,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
-    wait_for_shards=None,
+    wait_for_shards: Callable[[], None] | None = None,
 ) -> Path:
     """Render `cameras` (and `times` for dynamic scenes) into `out`; returns the transforms.json path.
 
@@ -133,7 +140,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
         iio.imwrite(tmp, np.stack(even), extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
 
 
-def build_trajectory(scene, kind: str, frames: int, width: int | None, height: int | None) -> list[Camera]:
+def build_trajectory(
+    scene: GaussianScene | FieldScene, kind: str, frames: int, width: int | None, height: int | None
+) -> list[Camera]:
     """orbit / spiral / train (a smooth path through the training cameras) / a JSON file."""
     from . import trajectories
 

@@ -21,6 +21,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,6 +33,11 @@ from . import losses
 from .config import TrainConfig
 from .lpips import lpips_model
 from .run_lock import run_lock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from splat.datasets import SceneDataset
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:
@@ -48,7 +54,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 class BaseTrainer:
-    def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
+    def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         config.validate()
         self.cfg = config
         self.data = dataset
@@ -112,7 +118,9 @@ class BaseTrainer:
             t = max(t, self.train_seconds / self.cfg.max_train_seconds)
         return min(t, 1.0)
 
-    def ground_truth(self, index: int, background: torch.Tensor, downscale: int = 1):
+    def ground_truth(
+        self, index: int, background: torch.Tensor, downscale: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         rgb, mask = self.data.image(index, background)
         if downscale > 1:
             from splat.datasets.images import resize
@@ -126,7 +134,7 @@ class BaseTrainer:
     # ------------------------------------------------------------------------------------------
     # training loop
 
-    def train(self, progress=None) -> dict:
+    def train(self, progress: Callable[[BaseTrainer, dict], None] | None = None) -> dict:
         """Run to `steps`, evaluating at `eval_steps`; returns the last evaluation (or {})."""
         with run_lock(self.run_dir):  # one writer per run folder (a second one gets RunBusyError)
             if self.step > 0:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -37,9 +38,18 @@ from .base import TrainingError
 from .model import activated
 from .trainer import Trainer, sh_degree_at
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from splat.camera import Camera
+    from splat.datasets import SceneDataset
+    from splat.scene import GaussianScene
+
+    from .config import TrainConfig
+
 
 class DistributedTrainer(Trainer):
-    def __init__(self, config, dataset, run_dir, data_path=None):
+    def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         self.rank, self.world_size = D.world()
         self.global_batch = config.batch_size * self.world_size
         self._stop_local = self._stop_synced = False
@@ -161,7 +171,9 @@ class DistributedTrainer(Trainer):
             backgrounds=backgrounds.to(self.device),
         )
 
-    def render(self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1):
+    def render(
+        self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Collective: every rank renders one image (its own `index`) with all Gaussians."""
         colors, alphas, meta = self._render([index], background[None], sh_degree, downscale)
         return colors[0], alphas[0], meta
@@ -279,7 +291,7 @@ class DistributedTrainer(Trainer):
         if self.rank == 0:
             super()._write_config()
 
-    def scene(self, cameras: list):
+    def scene(self, cameras: list[Camera]) -> GaussianScene:
         raise InputError("--viewer: the live viewer is not available in distributed training (view the run afterwards)")
 
     def model_stats(self) -> dict:
@@ -305,7 +317,7 @@ class DistributedTrainer(Trainer):
         self._synced_seconds = self.train_seconds
         self.n_world = self._world_count()
 
-    def save_checkpoint(self):
+    def save_checkpoint(self) -> Path:
         dist_checkpoint.write_shard(self.run_dir, self.step, self.rank, self.state_dict())
         counts = D.gather_objects(self.num_gaussians)  # also: every shard is on disk
         folder = dist_checkpoint.step_dir(self.run_dir, self.step)

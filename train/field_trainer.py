@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,11 +32,16 @@ from splat.fields.radiance_field import (
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig
 
+if TYPE_CHECKING:
+    from splat.camera import Camera
+    from splat.datasets import SceneDataset
+    from splat.field_scene import FieldScene
+
 MAX_RAYS = 1 << 16
 MIN_RAYS = 64
 
 
-def field_spec_for(config: TrainConfig, dataset) -> FieldSpec:
+def field_spec_for(config: TrainConfig, dataset: SceneDataset) -> FieldSpec:
     contract = config.field_contract == "yes" or (config.field_contract == "auto" and dataset.format != "blender")
     bound = config.field_bound or (1.0 if contract else 0.375)
     return FieldSpec(
@@ -47,7 +53,7 @@ def field_spec_for(config: TrainConfig, dataset) -> FieldSpec:
 
 
 class FieldTrainer(BaseTrainer):
-    def __init__(self, config: TrainConfig, dataset, run_dir: str | Path, data_path: str | None = None):
+    def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         super().__init__(config, dataset, run_dir, data_path)
         if dataset.is_dynamic:
             raise InputError(f"model: field is for static scenes; {dataset.root} has frames over time (use --model 4d)")
@@ -106,7 +112,7 @@ class FieldTrainer(BaseTrainer):
     # ------------------------------------------------------------------------------------------
     # training
 
-    def sample_rays(self, n: int):
+    def sample_rays(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         g = self.generator
         img = torch.randint(len(self.data.train_indices), (n,), generator=g).to(self.device)
         size = self.image_sizes[img]
@@ -170,7 +176,7 @@ class FieldTrainer(BaseTrainer):
         rgb = render_rays_chunked(self.field, self.grid, origins, dirs, background.to(self.device))["rgb"]
         return rgb.reshape(cam.height, cam.width, 3)
 
-    def scene(self, cameras: list):
+    def scene(self, cameras: list[Camera]) -> FieldScene:
         from splat.datasets import Normalization
         from splat.field_scene import FieldScene
 

@@ -15,8 +15,13 @@ import torch
 
 from splat.renderer.torch_impl import quat_to_rotmat, rotation_4d
 
+# The Gaussians' parameters by name (means, scales, quats, opacities, sh0, shN, ...), and one
+# Adam optimiser per parameter, whose moment estimates the ops keep row for row in step.
+Params = torch.nn.ParameterDict
+Optimizers = dict[str, torch.optim.Optimizer]
 
-def covariance_factor(params) -> torch.Tensor:
+
+def covariance_factor(params: Params) -> torch.Tensor:
     """M = R diag(exp(scales)) per Gaussian, (N, d, d), so the covariance is M M^T: d = 3, or 4 for
     4D Gaussians (xyzt; split and noise then act in space-time)."""
     scales = torch.exp(params["scales"].data)
@@ -25,7 +30,7 @@ def covariance_factor(params) -> torch.Tensor:
     return quat_to_rotmat(params["quats"].data) * scales[:, None, :]
 
 
-def spatial_scale_max(params) -> torch.Tensor:
+def spatial_scale_max(params: Params) -> torch.Tensor:
     """The largest spatial (x, y, z) scale of each Gaussian; a 4D one's time scale is not a size."""
     return torch.exp(params["scales"].data[:, :3]).max(dim=-1).values
 
@@ -54,7 +59,7 @@ def update_rows(
         params[name] = new
 
 
-def duplicate(params, optimizers, mask: torch.Tensor) -> None:
+def duplicate(params: Params, optimizers: Optimizers, mask: torch.Tensor) -> None:
     """Append copies of the masked Gaussians (fresh Adam moments for the copies)."""
     idx = mask.nonzero(as_tuple=True)[0]
     update_rows(
@@ -65,7 +70,13 @@ def duplicate(params, optimizers, mask: torch.Tensor) -> None:
     )
 
 
-def split(params, optimizers, mask: torch.Tensor, generator: torch.Generator, revised_opacity: bool = False) -> None:
+def split(
+    params: Params,
+    optimizers: Optimizers,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+    revised_opacity: bool = False,
+) -> None:
     """Replace each masked Gaussian by two, sampled from it, with scales / 1.6 (INRIA 3DGS)."""
     idx = mask.nonzero(as_tuple=True)[0]
     rest = (~mask).nonzero(as_tuple=True)[0]
@@ -95,12 +106,12 @@ def split(params, optimizers, mask: torch.Tensor, generator: torch.Generator, re
     )
 
 
-def remove(params, optimizers, mask: torch.Tensor) -> None:
+def remove(params: Params, optimizers: Optimizers, mask: torch.Tensor) -> None:
     keep = (~mask).nonzero(as_tuple=True)[0]
     update_rows(params, optimizers, lambda name, p: p[keep], lambda name, v: v[keep])
 
 
-def reset_opacity(params, optimizers, value: float) -> None:
+def reset_opacity(params: Params, optimizers: Optimizers, value: float) -> None:
     """Clamp every opacity to at most `value` and forget its Adam moments."""
     cap = math.log(value / (1 - value))
     update_rows(
@@ -174,7 +185,14 @@ def _forget_sampled(v: torch.Tensor, sampled) -> torch.Tensor:
     return v
 
 
-def relocate(params, optimizers, dead: torch.Tensor, binoms, generator, min_opacity: float = 0.005) -> int:
+def relocate(
+    params: Params,
+    optimizers: Optimizers,
+    dead: torch.Tensor,
+    binoms: torch.Tensor,
+    generator: torch.Generator,
+    min_opacity: float = 0.005,
+) -> int:
     """Move dead Gaussians onto live ones sampled by opacity, sharing their opacity and size."""
     dead_idx = dead.nonzero(as_tuple=True)[0]
     alive_idx = (~dead).nonzero(as_tuple=True)[0]
@@ -193,7 +211,14 @@ def relocate(params, optimizers, dead: torch.Tensor, binoms, generator, min_opac
     return dead_idx.numel()
 
 
-def sample_add(params, optimizers, n: int, binoms, generator, min_opacity: float = 0.005) -> int:
+def sample_add(
+    params: Params,
+    optimizers: Optimizers,
+    n: int,
+    binoms: torch.Tensor,
+    generator: torch.Generator,
+    min_opacity: float = 0.005,
+) -> int:
     """Append n Gaussians copied from live ones sampled by opacity (relocation-corrected)."""
     if n <= 0:
         return 0
@@ -214,7 +239,7 @@ def sample_add(params, optimizers, n: int, binoms, generator, min_opacity: float
 
 
 @torch.no_grad()
-def inject_position_noise(params, scaler: float, generator: torch.Generator) -> None:
+def inject_position_noise(params: Params, scaler: float, generator: torch.Generator) -> None:
     """MCMC exploration: move nearly transparent Gaussians along their own covariance."""
     op = torch.sigmoid(params["opacities"].data)
     M = covariance_factor(params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splat.datasets import Normalization, load_dataset
+from splat.datasets import Normalization, SceneDataset, load_dataset
 from splat.errors import InputError
 from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
 from splat.ply import save_ply
@@ -28,7 +28,7 @@ def read_run_config(run_dir: Path) -> dict:
     return info
 
 
-def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None):
+def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None) -> SceneDataset:
     """The run's dataset; an automatic downscale (0) is resolved and recorded in `config`, so a
     resumed or re-evaluated run reads the same images."""
     bg = (0.0, 0.0, 0.0) if config.background == "black" else (1.0, 1.0, 1.0)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import ops
+from .ops import Optimizers, Params
 
 
 @dataclasses.dataclass
@@ -43,13 +44,25 @@ class DefaultStrategy:
         # running sums are (re)sized lazily on the parameters' device
         return {"scene_scale": scene_scale, "grad2d": None, "count": None}
 
-    def regularization(self, params) -> torch.Tensor | float:
+    def regularization(self, params: Params) -> torch.Tensor | float:
         return 0.0
 
-    def step_pre_backward(self, params, optimizers, state, step, info) -> None:
+    def step_pre_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
         info["means2d"].retain_grad()  # called once per rendered image of the step
 
-    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None, progress=0.0) -> dict:
+    def step_post_backward(
+        self,
+        params: Params,
+        optimizers: Optimizers,
+        state: dict[str, Any],
+        step: int,
+        info: dict[str, Any],
+        generator: torch.Generator,
+        lr_means: float | None = None,
+        progress: float = 0.0,
+    ) -> dict:
         """`progress`: the run's completed fraction (by steps, or by time under a time budget)."""
         stats = {}
         if step >= self.refine_stop_iter:
@@ -86,7 +99,7 @@ class DefaultStrategy:
         state["grad2d"].index_add_(0, ids, grads[visible].norm(dim=-1))
         state["count"].index_add_(0, ids, torch.ones(ids.shape[0], device=grads.device))
 
-    def size_limit(self, params, scene_scale: float) -> torch.Tensor:
+    def size_limit(self, params: Params, scene_scale: float) -> torch.Tensor:
         """Per-Gaussian largest allowed scale: prune_scale3d x max(scene scale, distance from the
         scene centre) (the normalised frame's origin)."""
         distance = params["means"].data[:, :3].norm(dim=-1)
@@ -144,16 +157,28 @@ class MCMCStrategy:
     def initialize_state(self, scene_scale: float, n: int) -> dict[str, Any]:
         return {"binoms": ops.binomial_table()}
 
-    def regularization(self, params) -> torch.Tensor:
+    def regularization(self, params: Params) -> torch.Tensor:
         return (
             self.opacity_reg * torch.sigmoid(params["opacities"]).mean()
             + self.scale_reg * torch.exp(params["scales"][:, :3]).mean()
         )
 
-    def step_pre_backward(self, params, optimizers, state, step, info) -> None:
+    def step_pre_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
         pass
 
-    def step_post_backward(self, params, optimizers, state, step, info, generator, lr_means=None, progress=0.0) -> dict:
+    def step_post_backward(
+        self,
+        params: Params,
+        optimizers: Optimizers,
+        state: dict[str, Any],
+        step: int,
+        info: dict[str, Any],
+        generator: torch.Generator,
+        lr_means: float | None = None,
+        progress: float = 0.0,
+    ) -> dict:
         stats = {}
         if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:
             dead = torch.sigmoid(params["opacities"].data) <= self.min_opacity
