@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splat.camera import OPENGL_TO_OPENCV
+
 from .cameras import look_at
 
 
@@ -60,7 +62,7 @@ def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, heigh
 
 def c2w_opengl(view: np.ndarray) -> np.ndarray:
     """World-to-camera (OpenCV axes) -> camera-to-world with OpenGL axes (Blender / nerfstudio)."""
-    return np.linalg.inv(view) @ np.diag([1.0, -1.0, -1.0, 1.0])
+    return np.linalg.inv(view) @ OPENGL_TO_OPENCV
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
