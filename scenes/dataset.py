@@ -45,10 +45,10 @@ def dome_cameras(
 def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
     """Render `scene` (splat.rasterize keyword tensors) from each world-to-camera view (OpenCV axes)
     with intrinsics K (3, 3): uint8 RGBA images (n, H, W, 4) with straight (unpremultiplied) alpha."""
-    import splat
+    from splat.renderer.rasterization import rasterize
 
     n = len(views)
-    rgb, alpha, _ = splat.rasterize(
+    rgb, alpha, _ = rasterize(
         **scene,
         viewmats=torch.from_numpy(np.asarray(views)).float(),
         Ks=torch.from_numpy(np.asarray(K)).float().expand(n, 3, 3).contiguous(),

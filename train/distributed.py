@@ -30,11 +30,11 @@ import torch
 
 from splat import distributed as D
 from splat.errors import InputError
+from splat.gaussians import activated
 from splat.renderer.distributed import all_gather_cat, rasterize_distributed
 
 from . import dist_checkpoint, losses
 from .base import TrainingError
-from .model import activated
 from .trainer import Trainer, sh_degree_at
 
 
@@ -245,8 +245,9 @@ class DistributedTrainer(Trainer):
         return every[self.rank :: self.world_size] or every[:1]
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
+        """Collective, like the training renders: the Gaussians are sharded over the ranks."""
         self._eval_renders += 1
-        return super().render_eval(index, background)
+        return self.render(index, background, sh_degree_at(self.step, self.cfg))[0]
 
     def log(self, record: dict) -> None:
         if self._eval_log is not None:
@@ -279,7 +280,7 @@ class DistributedTrainer(Trainer):
         if self.rank == 0:
             super()._write_config()
 
-    def scene(self, cameras: list):
+    def scene(self):
         raise InputError("--viewer: the live viewer is not available in distributed training (view the run afterwards)")
 
     def model_stats(self) -> dict:
