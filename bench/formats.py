@@ -52,10 +52,9 @@ def render_all(scene, cams):
 
 def psnr(a, b) -> float:
     """Mean over images of the per-image PSNR (images in [0, 1]; identical images give 120 dB)."""
-    import torch
+    from splat.train.losses import psnr as image_psnr
 
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp(min=1e-12)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    return sum(image_psnr(x, y, min_mse=1e-12) for x, y in zip(a, b)) / len(a)
 
 
 def measure(name: str, scene, cams, workdir: Path) -> dict:

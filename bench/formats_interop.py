@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.formats.spz import RDF_TO_RUB as SPZ_RDF_TO_RUB
+from splat.renderer.constants import SH_C0
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SH_C0 = 0.28209479177387814
-RDF_TO_RUB = np.array([1.0, -1.0, -1.0])
+RDF_TO_RUB = np.array(SPZ_RDF_TO_RUB)
 
 
 def write(folder: Path) -> None:

@@ -19,7 +19,6 @@ Writes bench/results/train_4d-<device>.json.
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import time
@@ -28,11 +27,6 @@ from pathlib import Path
 from common import header, write_result
 
 HERE = Path(__file__).resolve().parent
-
-
-def psnr(a, b) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
 def main(argv=None) -> int:
@@ -53,6 +47,7 @@ def main(argv=None) -> int:
     from splat.scenes import dome_cameras, dynamic_scene_at, write_blender_dataset, write_multiview_video_dataset
     from splat.scenes.dataset import render_rgba
     from splat.train.config import TrainConfig
+    from splat.train.losses import psnr
     from splat.train.runs import new_trainer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,8 +28,8 @@ def synthetic_scene(n: int):
     import torch
 
     from scenes import synthetic
+    from splat.gaussians import rgb_to_sh
     from splat.scene import GaussianScene
-    from splat.train.model import rgb_to_sh
 
     s = synthetic(n=n, width=1280, height=720)
     splats = {
@@ -63,7 +63,6 @@ def training_overhead(steps: int, device: str) -> dict:
     from splat.scenes import dome_cameras, still_life, write_blender_dataset
     from splat.train.config import TrainConfig
     from splat.train.runs import new_trainer
-    from splat.viewer import live_scene
     from splat.viewer.app import Viewer
 
     tmp = Path(tempfile.mkdtemp(prefix="splat-viewer-bench-"))
@@ -84,8 +83,8 @@ def training_overhead(steps: int, device: str) -> dict:
         trainer = new_trainer(str(tmp / "data"), tmp / f"run{k}", cfg)
         viewer = None
         if kind == "viewer":
-            viewer = Viewer(live_scene(trainer), port=8093 + k, trainer=trainer)
-            trainer.step_lock = viewer.lock
+            live = trainer.live_run()
+            viewer = Viewer(live.scene, port=8093 + k, live=live)
         t0 = time.perf_counter()
         trainer.train()
         rates[kind].append(steps / (time.perf_counter() - t0))
@@ -118,6 +117,7 @@ def main(argv=None) -> int:
 
     import splat
     from splat.camera import Camera
+    from splat.gaussians import sh_to_rgb
     from splat.renderer.torch_impl import rasterize_torch
     from splat.viewer.client_gui import MOVING_SCALE
 
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
                 s = sc.splats
                 view = torch.from_numpy(c.viewmat)[None].float()
                 Kt = torch.from_numpy(c.K)[None].float()
-                colors = (s["sh0"][:, 0] * 0.28209479177387814 + 0.5).clamp(min=0)
+                colors = sh_to_rgb(s["sh0"][:, 0]).clamp(min=0)
 
                 def peer_frame(k, s=s, view=view, Kt=Kt, colors=colors, c=c):
                     with torch.no_grad():

@@ -38,12 +38,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 ORBIT_SECONDS = 5.0
 
 
-def psnr(a, b) -> float:
-    import torch
-
-    return float(-10 * torch.log10(((a - b) ** 2).mean().clamp_min(1e-12)))
-
-
 def rotated_about(point, centre, degrees: float):
     """`point` turned by `degrees` about the vertical (z) axis through `centre`."""
     import numpy as np
@@ -83,6 +77,7 @@ def quality(name: str, run: Path, views: int) -> dict:
     import numpy as np
 
     import splat
+    from splat.train.losses import psnr
     from splat.viewer.app import RECOLOUR_DEGREES
     from splat.viewer.client_splats import baked_scene
 

@@ -66,7 +66,8 @@ def detect_format(root: str | Path) -> str:
 
 @dataclasses.dataclass
 class Normalization:
-    """world_normalised = scale * (world_original - center). Cameras keep their rotations."""
+    """world_normalised = scale * (world_original - center). Cameras keep their rotations
+    (Gaussians: splat.gaussians.gaussians_to_original)."""
 
     center: np.ndarray
     scale: float
@@ -87,26 +88,6 @@ class Normalization:
     @staticmethod
     def from_dict(d: dict) -> Normalization:
         return Normalization(np.asarray(d["center"], dtype=np.float64), float(d["scale"]))
-
-    def gaussians_to_original(self, params: dict) -> dict:
-        """Gaussian parameters (means, log-scales, ...) from the normalised frame back to the
-        dataset's frame: positions and sizes change; opacity and SH do not. 4D Gaussians (means
-        (N, 4)) keep their time axis; their rotation may change too (see scale_space_4d)."""
-        import torch
-
-        out = dict(params)
-        means = params["means"].double().clone()
-        means[:, :3] = means[:, :3] / self.scale + torch.from_numpy(self.center)
-        out["means"] = means.float()
-        if means.shape[1] == 4:
-            from splat.renderer.slicing import scale_space_4d
-
-            out["scales"], out["quats"], out["quats_right"] = scale_space_4d(
-                params["scales"], params["quats"], params["quats_right"], 1.0 / self.scale
-            )
-        else:
-            out["scales"] = params["scales"] - math.log(self.scale)
-        return out
 
     def viewmat_to_normalized(self, viewmat: np.ndarray) -> np.ndarray:
         """A world-to-camera matrix of the dataset's frame, re-expressed in the normalised frame

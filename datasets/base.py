@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.camera import OPENGL_TO_OPENCV
 from splat.errors import InputError
 
 DISTORTION_PARAMS = {
@@ -82,7 +83,7 @@ def check_pose(pose: np.ndarray, where: str) -> np.ndarray:
 def viewmat_from_c2w_opengl(c2w: np.ndarray, where: str) -> np.ndarray:
     """Blender / nerfstudio camera-to-world (OpenGL axes: y up, looking down -z) -> world-to-camera
     with OpenCV axes: flip the camera's y and z, then invert (rigidly)."""
-    c2w_cv = check_pose(c2w, where) @ np.diag([1.0, -1.0, -1.0, 1.0])
+    c2w_cv = check_pose(c2w, where) @ OPENGL_TO_OPENCV
     view = np.eye(4)
     view[:3, :3] = c2w_cv[:3, :3].T
     view[:3, 3] = -c2w_cv[:3, :3].T @ c2w_cv[:3, 3]

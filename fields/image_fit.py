@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from splat.train.losses import psnr
+
 from .fused import HashGridMLP
 
 
@@ -49,10 +51,6 @@ def reconstruct(net: HashGridMLP, width: int, height: int, chunk: int = 1 << 18)
     return out.reshape(height, width, 3)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a - b) ** 2).mean().clamp(min=1e-12)))
-
-
 def fit_image(
     image: torch.Tensor,
     steps: int = 2000,
@@ -82,7 +80,11 @@ def fit_image(
         seconds += time.perf_counter() - t0
         if step % every == 0 or step == steps:
             history.append(
-                {"step": step, "seconds": round(seconds, 3), "psnr": psnr(reconstruct(net, W, H), image.to(device))}
+                {
+                    "step": step,
+                    "seconds": round(seconds, 3),
+                    "psnr": psnr(reconstruct(net, W, H), image.to(device), min_mse=1e-12),
+                }
             )
             if progress is not None:
                 progress(history[-1])

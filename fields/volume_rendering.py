@@ -18,10 +18,9 @@ import torch
 import warp as wp
 
 from splat.renderer import warp_runtime
+from splat.renderer.constants import TRANSMITTANCE_MIN
 
 wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
-
-TRANSMITTANCE_MIN = wp.constant(1e-4)
 
 
 @wp.kernel

@@ -10,13 +10,10 @@ and returns the gradients of the inputs; it recomputes whatever intermediate val
 
 import warp as wp
 
+from .constants import ALPHA_MAX, ALPHA_THRESHOLD, MAX_EXTENT_SIGMAS, TRANSMITTANCE_MIN  # noqa: F401 - used by kernels here and elsewhere
+
 mat23 = wp.types.matrix(shape=(2, 3), dtype=wp.float32)
 vec6 = wp.types.vector(length=6, dtype=wp.float32)
-
-ALPHA_THRESHOLD = wp.constant(1.0 / 255.0)  # splats fainter than this at a pixel are skipped
-ALPHA_MAX = wp.constant(0.99)  # alpha clamp (INRIA 3DGS; gsplat uses 0.999)
-TRANSMITTANCE_MIN = wp.constant(1e-4)  # a pixel stops before its transmittance would reach this
-MAX_EXTENT_SIGMAS = wp.constant(3.33)  # bounding-box half-size cap, in standard deviations
 
 
 # ---------------------------------------------------------------------------------------------

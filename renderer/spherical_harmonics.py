@@ -11,13 +11,13 @@ import torch
 import warp as wp
 
 from . import warp_runtime
+from .constants import SH_C0
 
 wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 MAX_SH_DEGREE = 3
 vec16 = wp.types.vector(length=16, dtype=wp.float32)
 
-SH_C0 = wp.constant(0.28209479177387814)
 SH_C1 = wp.constant(0.4886025119029199)
 SH_C2_0 = wp.constant(1.0925484305920792)
 SH_C2_1 = wp.constant(-1.0925484305920792)

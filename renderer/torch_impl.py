@@ -11,11 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-ALPHA_THRESHOLD = 1.0 / 255.0
-ALPHA_MAX = 0.99
-TRANSMITTANCE_MIN = 1e-4
-MAX_EXTENT_SIGMAS = 3.33
-
+from .constants import ALPHA_MAX, ALPHA_THRESHOLD, MAX_EXTENT_SIGMAS, SH_C0, TRANSMITTANCE_MIN  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # Projection
@@ -126,7 +122,6 @@ def project_gaussians(
 # Spherical harmonics
 # ---------------------------------------------------------------------------------------------
 
-SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (

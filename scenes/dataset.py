@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splat.camera import OPENGL_TO_OPENCV
+
 from .cameras import look_at
 
 
@@ -43,10 +45,10 @@ def dome_cameras(
 def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
     """Render `scene` (splat.rasterize keyword tensors) from each world-to-camera view (OpenCV axes)
     with intrinsics K (3, 3): uint8 RGBA images (n, H, W, 4) with straight (unpremultiplied) alpha."""
-    import splat
+    from splat.renderer.rasterization import rasterize
 
     n = len(views)
-    rgb, alpha, _ = splat.rasterize(
+    rgb, alpha, _ = rasterize(
         **scene,
         viewmats=torch.from_numpy(np.asarray(views)).float(),
         Ks=torch.from_numpy(np.asarray(K)).float().expand(n, 3, 3).contiguous(),
@@ -60,7 +62,7 @@ def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, heigh
 
 def c2w_opengl(view: np.ndarray) -> np.ndarray:
     """World-to-camera (OpenCV axes) -> camera-to-world with OpenGL axes (Blender / nerfstudio)."""
-    return np.linalg.inv(view) @ np.diag([1.0, -1.0, -1.0, 1.0])
+    return np.linalg.inv(view) @ OPENGL_TO_OPENCV
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:

@@ -28,6 +28,7 @@ _LAZY = {
     "load": ("splat.scene", "load"),
     "GaussianScene": ("splat.scene", "GaussianScene"),
     "FieldScene": ("splat.field_scene", "FieldScene"),
+    "Scene": ("splat.scene_protocol", "Scene"),
     "Camera": ("splat.camera", "Camera"),
     "load_ply": ("splat.ply", "load_ply"),
     "save_ply": ("splat.ply", "save_ply"),

@@ -146,18 +146,15 @@ def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: st
     hook = progress
     viewer = None
     if viewer_port is not None:
-        from splat.viewer import live_scene
         from splat.viewer.app import Viewer
 
-        viewer = Viewer(
-            live_scene(trainer), host=viewer_host, port=viewer_port, title=f"training {run_dir.name}", trainer=trainer
-        )
-        trainer.step_lock = viewer.lock
+        live = trainer.live_run()
+        viewer = Viewer(live.scene, host=viewer_host, port=viewer_port, title=f"training {run_dir.name}", live=live)
         print(f"live viewer at {viewer.url}")
 
         def hook(tr, out):
             progress(tr, out)
-            while viewer.paused and not tr.interrupted:
+            while live.paused and not tr.interrupted:
                 time.sleep(0.1)
 
     try:

@@ -10,11 +10,19 @@ import torch
 
 from .camera import Camera
 from .errors import InputError
+from .scene_protocol import camera_batch
 
 
 class FieldScene:
+    """A hash-grid radiance field and its occupancy grid (fields/radiance_field.py), trained in
+    the normalised frame of `normalization` (a `splat.datasets.Normalization`), rendered in the
+    original frame. A training run's scene holds its live field (identity normalisation)."""
+
     is_dynamic = False
+    time_range = None
     progressive = True  # slow to render: the viewer refines a still view in steps
+    splats = None  # no Gaussians (the viewer's browser renderer draws Gaussians only)
+    sh_degree = None  # colours come from the field's MLP
 
     def __init__(self, field, grid, normalization, cameras: list[Camera] | None = None, source: str = ""):
         self.field = field
@@ -24,7 +32,7 @@ class FieldScene:
         self.source = source
 
     @staticmethod
-    def from_checkpoint(state: dict, device="cpu", source: str = "") -> FieldScene:
+    def from_checkpoint(state: dict, device: str | torch.device = "cpu", source: str = "") -> FieldScene:
         from splat.datasets import Normalization
         from splat.fields.radiance_field import FieldSpec, RadianceField
 
@@ -44,7 +52,11 @@ class FieldScene:
     def device(self) -> torch.device:
         return self.grid.density.device
 
-    def to(self, device) -> FieldScene:
+    @property
+    def num_primitives(self) -> int:
+        return int(self.grid.occupied.sum())
+
+    def to(self, device: str | torch.device) -> FieldScene:
         field = self.field.to(device)
         grid = field.make_grid(device)
         grid.load_state_dict(self.grid.state_dict())
@@ -67,7 +79,6 @@ class FieldScene:
         """As `GaussianScene.render`: rgb (over `background`), depth (expected camera z, 0 where
         nothing is hit), alpha; (H, W, C) for one camera, (B, H, W, C) for a list."""
         from splat.fields.radiance_field import render_rays_chunked
-        from splat.scene import camera_batch
 
         if time is not None:
             raise InputError("time: this scene is static (a neural field); leave time=None")

@@ -10,7 +10,6 @@ normalisation used in training.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,20 +18,9 @@ import torch
 
 from .camera import Camera
 from .errors import InputError
-
-OUTPUTS = ("rgb", "depth", "alpha")
-
-
-def camera_batch(cameras, outputs: Sequence[str]) -> tuple[bool, list[Camera]]:
-    """Check a render call's outputs and cameras: (one camera given?, the cameras as a list)."""
-    unknown = [o for o in outputs if o not in OUTPUTS]
-    if unknown or not outputs:
-        raise InputError(f"outputs: choose from {OUTPUTS}, got {tuple(outputs)}")
-    single = isinstance(cameras, Camera)
-    cams = [cameras] if single else list(cameras)
-    if not cams:
-        raise InputError("cameras: expected a Camera or a non-empty list of cameras")
-    return single, cams
+from .field_scene import FieldScene
+from .gaussians import gaussians_to_original, is_dynamic, rasterize_gaussians, sh_degree_of
+from .scene_protocol import Scene, camera_batch
 
 
 class SceneLoadError(InputError):
@@ -40,16 +28,27 @@ class SceneLoadError(InputError):
 
 
 class GaussianScene:
-    """3D Gaussians as pre-activation tensors (the PLY layout): means, log-scales, wxyz quats,
-    opacity logits, SH DC (N,1,3) and higher bands (N,K-1,3). Dynamic scenes hold 4D Gaussians:
-    means and log-scales (N,4) with time last, and `quats_right` (renderer/slicing.py)."""
+    """3D Gaussians as pre-activation tensors (the PLY layout, splat/gaussians.py): means,
+    log-scales, wxyz quats, opacity logits, SH DC (N,1,3) and higher bands (N,K-1,3). Dynamic
+    scenes hold 4D Gaussians: means and log-scales (N,4) with time last, and `quats_right`
+    (renderer/slicing.py). The tensors are kept, not copied (a training run's scene shows its
+    live parameters); `sh_degree` limits the bands rendered (a run's current degree)."""
 
-    def __init__(self, splats: dict[str, torch.Tensor], cameras: list[Camera] | None = None, source: str = ""):
+    progressive = False
+
+    def __init__(
+        self,
+        splats: dict[str, torch.Tensor],
+        cameras: list[Camera] | None = None,
+        source: str = "",
+        sh_degree: int | None = None,
+    ):
         self.splats = {k: v.detach() for k, v in splats.items()}
         if self.splats.get("shN") is None:
             self.splats["shN"] = self.splats["sh0"].new_zeros(self.num_gaussians, 0, 3)
         self.cameras = cameras or []
         self.source = source
+        self._sh_degree = sh_degree
 
     @property
     def num_gaussians(self) -> int:
@@ -60,8 +59,13 @@ class GaussianScene:
         return f"{self.num_gaussians:,} {'4D ' if self.is_dynamic else ''}Gaussians"
 
     @property
+    def num_primitives(self) -> int:
+        return self.num_gaussians
+
+    @property
     def sh_degree(self) -> int:
-        return int(round(math.sqrt(self.splats["shN"].shape[1] + 1))) - 1
+        held = sh_degree_of(self.splats)
+        return held if self._sh_degree is None else min(self._sh_degree, held)
 
     @property
     def device(self) -> torch.device:
@@ -69,10 +73,16 @@ class GaussianScene:
 
     @property
     def is_dynamic(self) -> bool:
-        return self.splats["means"].shape[1] == 4
+        return is_dynamic(self.splats)
 
-    def to(self, device) -> GaussianScene:
-        return GaussianScene({k: v.to(device) for k, v in self.splats.items()}, self.cameras, self.source)
+    @property
+    def time_range(self) -> tuple[float, float] | None:
+        return (0.0, 1.0) if self.is_dynamic else None
+
+    def to(self, device: str | torch.device) -> GaussianScene:
+        return GaussianScene(
+            {k: v.to(device) for k, v in self.splats.items()}, self.cameras, self.source, self._sh_degree
+        )
 
     def at_time(self, time: float) -> GaussianScene:
         """A dynamic scene's 3D Gaussians at `time` in [0, 1] (renders as `render(..., time=time)`;
@@ -105,8 +115,6 @@ class GaussianScene:
         time: for dynamic scenes, the time in [0, 1] (default 0); a list of cameras may come with
         a list of times (one per camera).
         """
-        import splat
-
         if time is not None and not self.is_dynamic:
             raise InputError("time: this scene is static (3D Gaussians); leave time=None")
         single, cams = camera_batch(cameras, outputs)
@@ -117,28 +125,20 @@ class GaussianScene:
         viewmats = torch.from_numpy(np.stack([c.viewmat for c in cams])).float().to(dev)
         Ks = torch.from_numpy(np.stack([c.K for c in cams])).float().to(dev)
         bg = torch.as_tensor(background, dtype=torch.float32, device=dev).reshape(-1)[:3]
-        s = self.splats
-        common = dict(
-            opacities=torch.sigmoid(s["opacities"]),
-            colors=torch.cat([s["sh0"], s["shN"]], 1),
-            viewmats=viewmats,
-            Ks=Ks,
-            width=first.width,
-            height=first.height,
-            sh_degree=self.sh_degree,
-            backgrounds=bg.expand(len(cams), 3).contiguous(),
-            render_mode="RGB+ED",
-            camera_model=first.model,
-            tile_size=tile_size,
-        )
         with torch.no_grad():
-            if self.is_dynamic:
-                times = torch.as_tensor(0.0 if time is None else time, dtype=torch.float32)
-                colors, alphas, _ = splat.rasterize_4d(
-                    s["means"], s["quats"], s["quats_right"], torch.exp(s["scales"]), times=times, **common
-                )
-            else:
-                colors, alphas, _ = splat.rasterize(s["means"], s["quats"], torch.exp(s["scales"]), **common)
+            colors, alphas, _ = rasterize_gaussians(
+                self.splats,
+                viewmats,
+                Ks,
+                first.width,
+                first.height,
+                sh_degree=self.sh_degree,
+                backgrounds=bg.expand(len(cams), 3).contiguous(),
+                times=torch.as_tensor(0.0 if time is None else time, dtype=torch.float32) if self.is_dynamic else None,
+                render_mode="RGB+ED",
+                camera_model=first.model,
+                tile_size=tile_size,
+            )
         result = {}
         if "rgb" in outputs:
             result["rgb"] = colors[..., :3].clamp(0, 1)
@@ -167,7 +167,7 @@ def _training_cameras(run_info: dict) -> list[Camera]:
     return cams
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True):
+def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True) -> Scene:
     """Load a trained scene: a splat file (INRIA / gsplat / nerfstudio PLY, SuperSplat compressed
     PLY, Niantic SPZ, antimatter15 .splat: `splat.formats`), a splat checkpoint (.pt, or a
     distributed run's step folder) or a run folder (its newest checkpoint, with the training
@@ -198,15 +198,13 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     return GaussianScene(read_splats(path), source=str(path)).to(device)
 
 
-def _scene_from_checkpoint(path: Path, state: dict, device):
+def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) -> Scene:
     from splat.datasets import Normalization
 
     try:
         if state.get("model") == "field":
-            from .field_scene import FieldScene
-
             return FieldScene.from_checkpoint(state, device, source=str(path))
         params, norm = state["params"], Normalization.from_dict(state["normalization"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # mismatched shapes or entries
         raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
-    return GaussianScene(norm.gaussians_to_original(params), source=str(path)).to(device)
+    return GaussianScene(gaussians_to_original(params, norm), source=str(path)).to(device)

@@ -18,7 +18,7 @@ import torch
 
 import splat
 from splat.scenes import look_at, still_life
-from splat.scenes.dataset import write_blender_dataset
+from splat.scenes.dataset import c2w_opengl, write_blender_dataset
 
 WIDTH, HEIGHT = 64, 48
 
@@ -55,10 +55,6 @@ def render_views(views: np.ndarray, Ks: np.ndarray, width=WIDTH, height=HEIGHT, 
 
 def to_u8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def c2w_opengl(view: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(view) @ np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def write_blender(root: Path, n_train=12, n_test=4, seed=0):

@@ -182,7 +182,6 @@ def test_field_cli(scene, tmp_path, capsys):
 def test_viewer_refines_a_field_progressively(trained):
     from test_viewer import free_port
 
-    from splat.viewer import live_scene
     from splat.viewer.app import Viewer
 
     trainer, run, _, _ = trained
@@ -205,7 +204,7 @@ def test_viewer_refines_a_field_progressively(trained):
         assert "hash-grid field" in state.gui.stats.content
     finally:
         v.close()
-    live = live_scene(trainer)()  # what `splat train --viewer` shows: the training frame
+    live = trainer.live_run().scene()  # what `splat train --viewer` shows: the training frame
     assert isinstance(live, FieldScene) and len(live.cameras) == len(trainer.data.frames)
     rgb = live.render(live.cameras[0], background=(1, 1, 1))["rgb"]
     gt, _ = trainer.ground_truth(0, torch.ones(3))

@@ -16,9 +16,9 @@ import torch
 
 import splat
 from splat.camera import Camera, quat_to_rotmat, rotmat_to_quat
+from splat.gaussians import rgb_to_sh
 from splat.ply import save_ply
 from splat.scenes import still_life
-from splat.train.model import rgb_to_sh
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -357,10 +357,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(blender_scene, tmp_path):
 def test_live_scene_shows_the_training_gaussians(blender_scene, tmp_path):
     """What `splat train --viewer` shows: the trainer's current Gaussians in the training frame."""
     from splat.scene import GaussianScene
-    from splat.viewer import live_scene
 
     trainer = new_trainer(str(blender_scene), tmp_path / "run", quick_config(steps=2, init_points=300))
-    scene = live_scene(trainer)()
+    scene = trainer.live_run().scene()
     assert isinstance(scene, GaussianScene) and scene.num_gaussians == trainer.num_gaussians
     assert len(scene.cameras) == len(trainer.data.frames)
     cam = scene.cameras[0]

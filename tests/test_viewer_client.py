@@ -17,12 +17,10 @@ from viser_client import ScriptedClient, wait_until
 import splat
 from splat.camera import Camera
 from splat.scene import GaussianScene
+from splat.train.live import LiveRun
+from splat.train.losses import psnr
 from splat.viewer import app as viewer_app
 from splat.viewer.client_splats import baked_scene, browser_splats
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a - b) ** 2).mean().clamp_min(1e-12)))
 
 
 def random_sh_scene(n=1500, seed=0) -> GaussianScene:
@@ -114,7 +112,7 @@ def test_colours_are_rebaked_once_the_camera_settles():
 
 def test_live_training_pushes_at_a_bounded_rate(still_life):
     trainer = SimpleNamespace(step=0, cfg=SimpleNamespace(steps=10**6))
-    v = viewer_app.Viewer(lambda: still_life, port=free_port(), trainer=trainer)
+    v = viewer_app.Viewer(lambda: still_life, port=free_port(), live=LiveRun(trainer))
     try:
         c = ScriptedClient(v.port)
         c.send_camera()

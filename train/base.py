@@ -9,13 +9,14 @@ Run folder:
     .lock              the OS lock of the process training in the folder (run_lock.py)
     renders/step_N/    test renders side by side with ground truth (ground truth | render)
 
-A trainer subclass provides `train_step()`, `render_eval(index, background)`, `scene(cameras)`,
+A trainer subclass provides `train_step()`, `render_eval(index, background)`, `scene()`,
 `model_stats()`, `model_text()`, `state_dict()` and `load_state_dict()`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import signal
@@ -26,11 +27,13 @@ from typing import TYPE_CHECKING
 import torch
 
 import splat
+from splat.camera import Camera
 from splat.errors import DiskFullError, InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
 from splat.io_utils import atomic_path, write_image
 
 from . import losses
 from .config import TrainConfig
+from .live import LiveRun
 from .lpips import lpips_model
 from .run_lock import run_lock
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from splat.datasets import SceneDataset
+    from splat.scene_protocol import Scene
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:
@@ -65,7 +69,7 @@ class BaseTrainer:
         self.step = 0
         self.train_seconds = 0.0
         self._stop_requested = False
-        self.step_lock = contextlib.nullcontext()  # a live viewer swaps in its lock
+        self.step_lock = contextlib.nullcontext()  # a live viewer's lock once `live_run()` made one
         self._checkpoint_seconds = 0.0  # training time at the last checkpoint
         n_train = len(dataset.train_indices)
         if config.batch_size > n_train:
@@ -90,8 +94,9 @@ class BaseTrainer:
         """The model's image (H, W, 3) of dataset frame `index` over `background`."""
         raise NotImplementedError
 
-    def scene(self, cameras: list) -> object:
-        """The current model as a renderable scene in the training frame (the live viewer's view)."""
+    def scene(self) -> Scene:
+        """The current model as a renderable scene in the training frame, over the live
+        parameters, with the dataset's cameras (what evaluation and the live viewer render)."""
         raise NotImplementedError
 
     def model_stats(self) -> dict:
@@ -107,6 +112,21 @@ class BaseTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
+
+    @functools.cached_property
+    def cameras(self) -> list[Camera]:
+        """The dataset's cameras (every frame, in the training frame) as `splat.Camera`s."""
+        cams = []
+        for f in self.data.frames:
+            K = f.camera.K
+            cams.append(Camera(f.camera.width, f.camera.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], f.camera.viewmat))
+        return cams
+
+    def live_run(self) -> LiveRun:
+        """A handle for a live viewer; training steps run under its lock from now on."""
+        live = LiveRun(self)
+        self.step_lock = live.lock
+        return live
 
     # ------------------------------------------------------------------------------------------
     # schedule

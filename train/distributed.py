@@ -31,19 +31,17 @@ import torch
 
 from splat import distributed as D
 from splat.errors import InputError
+from splat.gaussians import activated
 from splat.renderer.distributed import all_gather_cat, rasterize_distributed
 
 from . import dist_checkpoint, losses
 from .base import TrainingError
-from .model import activated
 from .trainer import Trainer, sh_degree_at
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from splat.camera import Camera
     from splat.datasets import SceneDataset
-    from splat.scene import GaussianScene
 
     from .config import TrainConfig
 
@@ -257,8 +255,9 @@ class DistributedTrainer(Trainer):
         return every[self.rank :: self.world_size] or every[:1]
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
+        """Collective, like the training renders: the Gaussians are sharded over the ranks."""
         self._eval_renders += 1
-        return super().render_eval(index, background)
+        return self.render(index, background, sh_degree_at(self.step, self.cfg))[0]
 
     def log(self, record: dict) -> None:
         if self._eval_log is not None:
@@ -291,7 +290,7 @@ class DistributedTrainer(Trainer):
         if self.rank == 0:
             super()._write_config()
 
-    def scene(self, cameras: list[Camera]) -> GaussianScene:
+    def scene(self):
         raise InputError("--viewer: the live viewer is not available in distributed training (view the run afterwards)")
 
     def model_stats(self) -> dict:

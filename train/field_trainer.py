@@ -19,21 +19,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from splat.datasets import Normalization
 from splat.errors import InputError
-from splat.fields.radiance_field import (
-    FieldSpec,
-    RadianceField,
-    camera_rays,
-    pixel_rays,
-    render_rays_chunked,
-    render_rays_train,
-)
+from splat.field_scene import FieldScene
+from splat.fields.radiance_field import FieldSpec, RadianceField, pixel_rays, render_rays_train
 
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig
+from .losses import psnr_from_mse
 
 if TYPE_CHECKING:
-    from splat.camera import Camera
     from splat.datasets import SceneDataset
     from splat.field_scene import FieldScene
 
@@ -156,10 +151,9 @@ class FieldTrainer(BaseTrainer):
         if samples > 0:  # nerfacc's dynamic batch: as many rays as keep the samples near the target
             self.num_rays = int(min(MAX_RAYS, max(MIN_RAYS, self.num_rays * c.field_samples / samples)))
         mse = float((err.detach().square() * weight).sum())
-        psnr = -10.0 * torch.log10(torch.tensor(max(mse, 1e-10))).item()
         return {
             "loss": loss.item(),
-            "psnr": psnr,
+            "psnr": psnr_from_mse(mse, 1e-10),
             "rays": int(origins.shape[0]),
             "samples": samples,
             "marched": out["marched"],
@@ -169,18 +163,11 @@ class FieldTrainer(BaseTrainer):
     # what the run loop needs (base.py)
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
-        cam = self.data.camera(index)
-        origins, dirs = camera_rays(
-            self.data.K(index).to(self.device), self.data.viewmat(index).to(self.device), cam.width, cam.height
-        )
-        rgb = render_rays_chunked(self.field, self.grid, origins, dirs, background.to(self.device))["rgb"]
-        return rgb.reshape(cam.height, cam.width, 3)
+        return self.scene().render(self.cameras[index], background=background)["rgb"]
 
-    def scene(self, cameras: list[Camera]) -> FieldScene:
-        from splat.datasets import Normalization
-        from splat.field_scene import FieldScene
-
-        return FieldScene(self.field, self.grid, Normalization.identity(), cameras=cameras, source="training")
+    def scene(self) -> FieldScene:
+        """The live field and occupancy grid (not copied), in the training frame."""
+        return FieldScene(self.field, self.grid, Normalization.identity(), cameras=self.cameras, source="training")
 
     def model_stats(self) -> dict:
         return {

@@ -55,10 +55,17 @@ def l1(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -
     return d.mean() if mask is None else d[mask].mean()
 
 
-def psnr(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    d = (img.detach().clamp(0, 1) - ref).pow(2)
-    mse = float(d.mean() if mask is None else d[mask].mean())
+def psnr_from_mse(mse: float, min_mse: float = 0.0) -> float:
+    """PSNR in dB of images in [0, 1] with mean squared error `mse`, floored at `min_mse`
+    (identical images: inf, or -10 log10(min_mse) with a floor)."""
+    mse = max(float(mse), min_mse)
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def psnr(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None, min_mse: float = 0.0) -> float:
+    """PSNR of `img` (clamped to [0, 1]) against `ref` over the pixels of `mask` (all when None)."""
+    d = (img.detach().clamp(0, 1) - ref).pow(2)
+    return psnr_from_mse(d.mean() if mask is None else d[mask].mean(), min_mse)
 
 
 def photometric_loss(img, ref, mask=None, ssim_lambda: float = 0.2) -> torch.Tensor:

@@ -1,11 +1,6 @@
-"""The trainable Gaussian scene: pre-activation parameters, their initialisation and rendering.
-
-Parameters (a torch ParameterDict, one Adam per entry so strategies can edit rows):
-means (N, 3), scales (N, 3) log, quats (N, 4) wxyz unnormalised, opacities (N,) logit,
-sh0 (N, 1, 3) DC coefficients, shN (N, (D+1)^2 - 1, 3) higher bands.
-
-4D (dynamic) models: means (N, 4) xyzt, scales (N, 4) log, quats (N, 4) the left and quats_right
-(N, 4) the right quaternion of the 4D rotation (renderer/slicing.py); the rest as in 3D.
+"""The trainable Gaussian scene's initialisation: Gaussians on points (from the dataset or random
+within its bounds). Parameter names, layout and activations: `splat/gaussians.py`. Trainers keep
+them in a torch ParameterDict, one Adam per entry so strategies can edit rows.
 """
 
 from __future__ import annotations
@@ -14,21 +9,7 @@ import math
 
 import torch
 
-SH_C0 = 0.28209479177387814
-PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
-PARAM_NAMES_4D = PARAM_NAMES + ("quats_right",)
-
-
-def is_dynamic(params) -> bool:
-    return params["means"].shape[1] == 4
-
-
-def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:
-    return (rgb - 0.5) / SH_C0
-
-
-def sh_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
-    return sh0 * SH_C0 + 0.5
+from splat.gaussians import rgb_to_sh
 
 
 def knn_mean_distance(points: torch.Tensor, k: int = 3, chunk: int = 4096) -> torch.Tensor:
@@ -79,24 +60,3 @@ def random_points(n: int, dataset, generator: torch.Generator) -> tuple[torch.Te
     points = dataset.bounds.sample_points(n, dataset.train_cameras(), generator)
     colors = torch.rand(n, 3, generator=generator)
     return points, colors
-
-
-def activated(params: torch.nn.ParameterDict) -> dict[str, torch.Tensor]:
-    """Render-ready tensors: activated scales and opacities, SH coefficients (N, K, 3); for 4D
-    models the keyword arguments of `splat.rasterize_4d`."""
-    if is_dynamic(params):
-        return {
-            "means": params["means"],
-            "quats_left": params["quats"],
-            "quats_right": params["quats_right"],
-            "scales": torch.exp(params["scales"]),
-            "opacities": torch.sigmoid(params["opacities"]),
-            "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
-        }
-    return {
-        "means": params["means"],
-        "quats": params["quats"],
-        "scales": torch.exp(params["scales"]),
-        "opacities": torch.sigmoid(params["opacities"]),
-        "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
-    }

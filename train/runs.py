@@ -6,6 +6,7 @@ from pathlib import Path
 
 from splat.datasets import Normalization, SceneDataset, load_dataset
 from splat.errors import InputError
+from splat.gaussians import gaussians_to_original
 from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
 from splat.ply import save_ply
 
@@ -120,5 +121,5 @@ def export_ply(run_dir: Path, out: Path | None = None, checkpoint: Path | None =
     params = state["params"]
     norm = Normalization.from_dict(state["normalization"])
     out = out or run_dir / "point_cloud.ply"
-    save_ply(out, norm.gaussians_to_original(params))
+    save_ply(out, gaussians_to_original(params, norm))
     return out, int(params["means"].shape[0])

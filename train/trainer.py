@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-import splat
 from splat.errors import InputError
+from splat.gaussians import rasterize_gaussians
+from splat.scene import GaussianScene
 
 from . import losses
 from .appearance import AppearanceCompensation
 from .base import BaseTrainer, TrainingError, checkpoint_paths, latest_checkpoint  # noqa: F401 - re-exported
 from .config import TrainConfig
-from .model import activated, init_params, random_points
+from .model import init_params, random_points
 from .strategies import STRATEGIES
 
 if TYPE_CHECKING:
-    from splat.camera import Camera
     from splat.datasets import SceneDataset
     from splat.scene import GaussianScene
 
@@ -127,23 +127,19 @@ class Trainer(BaseTrainer):
             K = K.clone()
             K[0] *= width / cam.width
             K[1] *= height / cam.height
-        p = activated(self.params)
-        view = dict(
-            viewmats=self.data.viewmat(index)[None].to(self.device),
-            Ks=K[None].to(self.device),
-            width=width,
-            height=height,
+        colors, alphas, info = rasterize_gaussians(
+            self.params,
+            self.data.viewmat(index)[None].to(self.device),
+            K[None].to(self.device),
+            width,
+            height,
             sh_degree=sh_degree,
             backgrounds=background[None].to(self.device),
+            times=float(cam.time) if self.dynamic else None,
             absgrad=self.cfg.strategy == "default" and self.cfg.absgrad,
         )
         if self.dynamic:
-            colors, alphas, info = splat.rasterize_4d(**p, **view, times=float(cam.time))
             info["num_gaussians"] = self.num_gaussians
-        else:
-            colors, alphas, info = splat.rasterize(
-                p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], **view
-            )
         return colors[0], alphas[0], info
 
     # ------------------------------------------------------------------------------------------
@@ -217,12 +213,14 @@ class Trainer(BaseTrainer):
     # what the run loop needs (base.py)
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
-        return self.render(index, background, sh_degree_at(self.step, self.cfg))[0]
+        time = float(self.data.camera(index).time) if self.dynamic else None
+        return self.scene().render(self.cameras[index], background=background, time=time)["rgb"]
 
-    def scene(self, cameras: list[Camera]) -> GaussianScene:
-        from splat.scene import GaussianScene
-
-        return GaussianScene({k: v for k, v in self.params.items()}, cameras=cameras, source="training")
+    def scene(self) -> GaussianScene:
+        """The live Gaussians (not copied) at the SH degree the run has reached."""
+        return GaussianScene(
+            dict(self.params), cameras=self.cameras, source="training", sh_degree=sh_degree_at(self.step, self.cfg)
+        )
 
     def model_stats(self) -> dict:
         return {"num_gaussians": self.num_gaussians}

@@ -17,8 +17,9 @@ Every browser has its own controls and state (viewer/client_gui.py clamps what i
 disconnects, even mid-frame, only ends its own loop. Connections must come from the viewer's own
 page and carry `token` when one is set (viewer/security.py).
 
-The same viewer shows a training run live (`splat train --viewer`): the trainer's parameters are
-read under a lock, and nothing is rendered or sent while no browser is connected.
+The same viewer shows a training run live (`splat train --viewer`) through its `LiveRun` handle
+(train/live.py): the live parameters are read under the run's step lock, and nothing is rendered or
+sent while no browser is connected.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +43,10 @@ from .client_gui import RENDERERS, ClientGui, Settings, camera_pose
 from .client_splats import DEFAULT_MAX_SPLATS, BrowserSplats, browser_splats
 from .colormap import colorize_depth
 from .security import ConnectionGuard, ViewerAddressError, resolve, viewer_url
+
+if TYPE_CHECKING:
+    from splat.scene_protocol import Scene
+    from splat.train.live import LiveRun
 
 REST_SECONDS = 0.25  # camera unchanged this long -> at rest (sharp server frame, colours re-baked)
 RECOLOUR_DEGREES = 20.0  # a moving camera whose view direction turned this far gets new colours...
@@ -71,18 +78,18 @@ class _ClientState:
 
 
 class Viewer:
-    """Serve `source` (a GaussianScene or FieldScene, or a callable returning one, e.g. a training
-    run's current state) at `url`. `max_splats`: the browser renderer's budget; `renderer`:
-    "auto" (browser when the scene fits the budget), "browser" or "server"; `token`: required
-    from every connection when given."""
+    """Serve `source` (a `Scene`, or a callable returning one, e.g. `LiveRun.scene`) at `url`.
+    `live`: the training run shown (its step, pause switch and step lock); `max_splats`: the
+    browser renderer's budget; `renderer`: "auto" (browser when the scene fits the budget),
+    "browser" or "server"; `token`: required from every connection when given."""
 
     def __init__(
         self,
-        source,
+        source: Scene | Callable[[], Scene],
         host: str = "127.0.0.1",
         port: int = 8080,
         title: str = "splat",
-        trainer=None,
+        live: LiveRun | None = None,
         max_splats: int = DEFAULT_MAX_SPLATS,
         renderer: str = "auto",
         token: str | None = None,
@@ -97,10 +104,10 @@ class Viewer:
             raise InputError("--token: expected a non-empty token")
         resolve(host, port)
         self._source = source
-        self.trainer = trainer
+        self.live = live
         self.title = title
         self.max_splats = int(max_splats)
-        self.lock = threading.Lock()  # guards the scene while the trainer edits it
+        self.lock = live.lock if live is not None else threading.Lock()  # guards the scene while training edits it
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.guard = ConnectionGuard(host, port, token)
         self.guard.install(self.server)
@@ -117,12 +124,11 @@ class Viewer:
         self.frames_rendered = 0
         self.splat_pushes = 0
         self.last_frame_ms = 0.0
-        self.paused = False
         scene = self.scene
-        self.splat_capable = hasattr(scene, "splats")  # Gaussians (not a neural field)
+        self.splat_capable = scene.splats is not None  # Gaussians (not a neural field)
         self.renderers = RENDERERS if self.splat_capable else ("server",)
         if renderer == "auto":
-            renderer = "browser" if self.splat_capable and scene.num_gaussians <= self.max_splats else "server"
+            renderer = "browser" if self.splat_capable and scene.num_primitives <= self.max_splats else "server"
         if renderer not in self.renderers:
             raise InputError(f"--renderer {renderer}: {scene.summary} can only be rendered on the server")
         self.default_renderer = renderer
@@ -133,7 +139,7 @@ class Viewer:
         self._thread.start()
 
     @property
-    def scene(self):
+    def scene(self) -> Scene:
         return self._source() if callable(self._source) else self._source
 
     @property
@@ -142,7 +148,7 @@ class Viewer:
 
     # ---- setup ----------------------------------------------------------------------------------
 
-    def _set_initial_view(self, scene) -> float:
+    def _set_initial_view(self, scene: Scene) -> float:
         """Where a new browser starts (and "reset view" returns): the first training camera when
         the scene has them, else a view from the front and above its bounds (z up). Returns the
         initial vertical FOV in degrees."""
@@ -176,7 +182,7 @@ class Viewer:
             renderers=self.renderers,
             renderer=self.default_renderer,
             dynamic=self.scene.is_dynamic,
-            training=self.trainer is not None,
+            training=self.live is not None,
             fov_deg=self._initial_fov,
         )
         state = _ClientState(client, gui, moved_at=time.monotonic())
@@ -223,10 +229,10 @@ class Viewer:
             state.gui.renderer.value = "server"  # depth and alpha come from the exact renderer
 
     def _toggle_pause(self) -> None:
-        self.paused = not self.paused
+        paused = self.live.toggle_pause()
         for s in self._states():
             if s.gui is not None and s.gui.pause_button is not None:
-                s.gui.pause_button.label = "Resume" if self.paused else "Pause"
+                s.gui.pause_button.label = "Resume" if paused else "Pause"
 
     def _apply_fov(self, state: _ClientState) -> None:
         try:
@@ -280,7 +286,7 @@ class Viewer:
     def _levels(self, settings: Settings) -> list[float]:
         """Resolution factors: moving quality, then (progressive scenes) half, then full."""
         moving = settings.moving_scale
-        if getattr(self.scene, "progressive", False) and moving < 0.5:
+        if self.scene.progressive and moving < 0.5:
             return [moving, 0.5, 1.0]
         return [moving, 1.0]
 
@@ -351,7 +357,7 @@ class Viewer:
 
     def _scene_key(self, settings: Settings):
         """What the browser's Gaussians depend on: the training step and the time slice."""
-        step = self.trainer.step if self.trainer is not None else None
+        step = self.live.step if self.live is not None else None
         return step, (round(settings.time, 4) if settings.time is not None else None)
 
     def _browser_splats(self, key, settings: Settings) -> BrowserSplats:
@@ -463,9 +469,9 @@ class Viewer:
             text = f"{scene.summary} · browser draws {shown} (budget {self.max_splats:,})"
         else:
             text = f"{scene.summary} · server render, last frame {self.last_frame_ms:.0f} ms"
-        if self.trainer is not None:
-            text += f"  \nstep {self.trainer.step:,} / {self.trainer.cfg.steps:,}" + (
-                " (paused)" if self.paused else ""
+        if self.live is not None:
+            text += f"  \nstep {self.live.step:,} / {self.live.total_steps:,}" + (
+                " (paused)" if self.live.paused else ""
             )
         if text != state.stats_text:
             state.stats_text = text

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from splat.camera import Camera
+from splat.gaussians import activated, rgb_to_sh
+from splat.scene import GaussianScene
 
 from . import DEFAULT_MAX_SPLATS
 
@@ -67,24 +69,23 @@ def view_colors(sh: torch.Tensor, means: torch.Tensor, campos, degree: int) -> t
     return rgb.clamp(0, 1)
 
 
-def world_gaussians(scene, time: float | None = None) -> dict[str, torch.Tensor]:
+def world_gaussians(scene: GaussianScene, time: float | None = None) -> dict[str, torch.Tensor]:
     """The scene's Gaussians in 3D: centres (N, 3), covariances (N, 3, 3), opacities (N,) and SH
     (N, K, 3), on the CPU. A 4D scene is sliced at `time` (default 0): positions move with their
     velocity and opacities fade by the temporal weight, as the rasterizer does."""
-    s = {k: v.detach().cpu().float() for k, v in scene.splats.items()}
-    sh = torch.cat([s["sh0"], s["shN"]], 1)
-    opacities = torch.sigmoid(s["opacities"])
+    p = activated({k: v.detach().cpu().float() for k, v in scene.splats.items()})
+    sh, opacities = p["colors"], p["opacities"]
     if scene.is_dynamic:
         from splat.renderer.slicing import covariance_4d, slice_at_times
 
-        covars, velocities, time_vars = covariance_4d(torch.exp(s["scales"]), s["quats"], s["quats_right"])
+        covars, velocities, time_vars = covariance_4d(p["scales"], p["quats_left"], p["quats_right"])
         t = torch.tensor([0.0 if time is None else float(time)])
-        means, weights = slice_at_times(t, s["means"], velocities, time_vars)
+        means, weights = slice_at_times(t, p["means"], velocities, time_vars)
         return {"means": means[0], "covars": covars, "opacities": opacities * weights[0], "sh": sh}
     from splat.renderer.torch_impl import covar_from_quat_scale
 
-    covars = covar_from_quat_scale(s["quats"], torch.exp(s["scales"]))
-    return {"means": s["means"], "covars": covars, "opacities": opacities, "sh": sh}
+    covars = covar_from_quat_scale(p["quats"], p["scales"])
+    return {"means": p["means"], "covars": covars, "opacities": opacities, "sh": sh}
 
 
 def contribution(g: dict[str, torch.Tensor], cameras: list[Camera], max_side: int = SCORE_SIDE) -> torch.Tensor:
@@ -93,7 +94,7 @@ def contribution(g: dict[str, torch.Tensor], cameras: list[Camera], max_side: in
     projected area, occlusion included. It is the gradient of the rendered image with respect to
     a constant one-channel colour per Gaussian (d/dc_i sum_p sum_j c_j alpha_j T_j = sum_p alpha_i T_i),
     so splat's own rasterizer computes it. Without cameras, views from around the bounds are used."""
-    import splat
+    from splat.renderer.rasterization import rasterize
 
     cams = cameras or orbit_cameras(g["means"])
     pick = sorted(set(np.linspace(0, len(cams) - 1, min(SCORE_CAMERAS, len(cams))).round().astype(int).tolist()))
@@ -105,7 +106,7 @@ def contribution(g: dict[str, torch.Tensor], cameras: list[Camera], max_side: in
         w, h = max(8, round(cam.width * f)), max(8, round(cam.height * f))
         K = torch.tensor(cam.K, dtype=torch.float32) * torch.tensor([[w / cam.width], [h / cam.height], [1.0]])
         ones = torch.ones(means.shape[0], 1, requires_grad=True)
-        image, _, _ = splat.rasterize(
+        image, _, _ = rasterize(
             means, None, None, opac, ones, torch.from_numpy(cam.viewmat).float()[None], K[None], w, h, covars=covars
         )
         (grad,) = torch.autograd.grad(image.sum(), ones)
@@ -136,7 +137,9 @@ def select(g: dict[str, torch.Tensor], cameras: list[Camera], max_splats: int) -
     return torch.topk(score, max(k, 1)).indices.sort().values
 
 
-def browser_splats(scene, max_splats: int = DEFAULT_MAX_SPLATS, time: float | None = None) -> BrowserSplats:
+def browser_splats(
+    scene: GaussianScene, max_splats: int = DEFAULT_MAX_SPLATS, time: float | None = None
+) -> BrowserSplats:
     """The scene's Gaussians (at `time` for 4D scenes) that the browser will draw."""
     g = world_gaussians(scene, time)
     ids = select(g, scene.cameras, max_splats)
@@ -150,13 +153,12 @@ def browser_splats(scene, max_splats: int = DEFAULT_MAX_SPLATS, time: float | No
     )
 
 
-def baked_scene(scene, campos, max_splats: int = DEFAULT_MAX_SPLATS, quantize: bool = True):
+def baked_scene(
+    scene: GaussianScene, campos: np.ndarray | None, max_splats: int = DEFAULT_MAX_SPLATS, quantize: bool = True
+) -> GaussianScene:
     """A GaussianScene (SH degree 0) holding what the browser draws: the budgeted Gaussians with
     colours baked for `campos` (None: DC only), colours and opacities rounded to uint8 as on the
     wire. Rendering it with our rasterizer measures what client-side drawing costs in quality."""
-    from splat.scene import GaussianScene
-    from splat.train.model import rgb_to_sh
-
     if scene.is_dynamic:
         raise ValueError("baked_scene: static scenes only (slice a 4D scene first)")
     s = {k: v.detach().cpu().float() for k, v in scene.splats.items()}

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SH_C0, fail, file_size, logit, sigmoid, unit_quats
+from splat.renderer.constants import SH_C0
+
+from .common import fail, file_size, logit, sigmoid, unit_quats
 
 RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 assert RECORD.itemsize == 32

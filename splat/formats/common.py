@@ -17,7 +17,6 @@ import torch
 
 from splat.errors import InputError
 
-SH_C0 = 0.28209479177387814  # the degree-0 SH constant: colour = 0.5 + SH_C0 * f_dc
 MAX_SH_DEGREE = 3  # what the renderer evaluates; higher bands in a file are dropped on read
 
 

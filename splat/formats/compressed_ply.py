@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SH_C0, fail, logit, morton_order, sh_degree_for, sigmoid, trim_sh_bands, unit_quats
+from splat.renderer.constants import SH_C0
+
+from .common import fail, logit, morton_order, sh_degree_for, sigmoid, trim_sh_bands, unit_quats
 from .ply_header import PlyHeader, read_binary_body, read_header
 
 CHUNK = 256

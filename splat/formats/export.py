@@ -28,14 +28,14 @@ def export_scene(source, out=None, format: str | None = None, time: float | None
     original frame, as `format` (default: from `out`'s name, else "ply"). Dynamic scenes: only
     "ply" keeps the time axis; `time` in [0, 1] exports the 3D scene shown at that time.
     Returns (output path, number of Gaussians written)."""
-    import splat
+    from splat.scene import GaussianScene, load
 
     source = Path(source)
     fmt = format or (format_for_name(out) if out else None) or "ply"
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
-    scene = splat.load(source, with_cameras=False)
-    if not isinstance(scene, splat.GaussianScene):
+    scene = load(source, with_cameras=False)
+    if not isinstance(scene, GaussianScene):
         raise ExportError(f"{source}: a neural-field run has no Gaussians to export (render it with `splat render`)")
     if time is not None:
         if not scene.is_dynamic:

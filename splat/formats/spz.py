@@ -33,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.camera import OPENGL_TO_OPENCV
+
 from .common import fail, flip_axes, gunzip_bounded, logit, read_bytes, sigmoid, trim_sh_bands, unit_quats
 
 MAGIC = 0x5053474E
-RDF_TO_RUB = (1.0, -1.0, -1.0)
+RDF_TO_RUB = tuple(np.diag(OPENGL_TO_OPENCV)[:3])  # the OpenCV <-> OpenGL axis flip, for world axes
 COLOR_SCALE = 0.15
 LEGACY_HEADER = struct.Struct("<IIIBBBB")  # 16 bytes
 HEADER_V4 = struct.Struct("<IIIBBBBI12s")  # 32 bytes
