@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import look_at
+from .cameras import intrinsics, look_at
 
 
 def dome_cameras(
@@ -35,8 +35,7 @@ def dome_cameras(
             target[2] + radius * math.sin(elevation),
         )
         views.append(look_at(eye, target, dtype=torch.float64).numpy())
-    f = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
-    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    K = intrinsics(width, height, fov_x_degrees, dtype=torch.float64).numpy()
     return np.stack(views), K
 
 
@@ -115,8 +114,7 @@ def forward_facing_cameras(
         view = base.copy()
         view[:3, 3] -= np.array([dx, dy, 0.0])  # move the camera in its own image plane
         views.append(view)
-    f = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
-    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    K = intrinsics(width, height, fov_x_degrees, dtype=torch.float64).numpy()
     return np.stack(views), K
 
 

@@ -18,15 +18,9 @@ from pathlib import Path
 
 import torch
 
+from splat.camera import pixel_rays
 from splat.errors import InputError
-from splat.fields.radiance_field import (
-    FieldSpec,
-    RadianceField,
-    camera_rays,
-    pixel_rays,
-    render_rays_chunked,
-    render_rays_train,
-)
+from splat.fields.radiance_field import FieldSpec, RadianceField, render_rays_chunked, render_rays_train
 
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig
@@ -164,9 +158,7 @@ class FieldTrainer(BaseTrainer):
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
         cam = self.data.camera(index)
-        origins, dirs = camera_rays(
-            self.data.K(index).to(self.device), self.data.viewmat(index).to(self.device), cam.width, cam.height
-        )
+        origins, dirs = cam.rays(device=self.device)
         rgb = render_rays_chunked(self.field, self.grid, origins, dirs, background.to(self.device))["rgb"]
         return rgb.reshape(cam.height, cam.width, 3)
 
