@@ -50,27 +50,11 @@ def rotated_about(point, centre, degrees: float):
 def test_cameras(run: Path):
     import json
 
-    from splat.camera import Camera
     from splat.datasets import load_dataset
 
     info = json.loads((run / "config.json").read_text())
     data = load_dataset(info["data"], format=info.get("format"), downscale=int(info["config"].get("downscale", 1)))
-    cams = []
-    for i in data.test_indices:
-        f = data.frames[i]
-        K = f.camera.K
-        cams.append(
-            Camera(
-                f.camera.width,
-                f.camera.height,
-                K[0, 0],
-                K[1, 1],
-                K[0, 2],
-                K[1, 2],
-                data.normalization.viewmat_to_original(f.camera.viewmat),
-            )
-        )
-    return cams
+    return [data.normalization.camera_to_original(data.camera(i)) for i in data.test_indices]
 
 
 def quality(name: str, run: Path, views: int) -> dict:

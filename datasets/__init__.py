@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Camera, DatasetError, Frame
+from splat.camera import Camera
+
+from .base import DatasetError, Frame
 from .blender import load_blender
 from .colmap import find_model_dir, load_colmap
 from .images import ImageCache, read_image, resize, undistort, undistortion_grid
@@ -32,7 +34,6 @@ from .scene_bounds import SceneBounds, estimate_bounds, normalized_bounds
 FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")
 __all__ = [
     "FORMATS",
-    "Camera",
     "DatasetError",
     "Frame",
     "Normalization",
@@ -101,6 +102,21 @@ class Normalization:
         view = np.array(viewmat, dtype=np.float64)
         view[:3, 3] = view[:3, 3] / self.scale - view[:3, :3] @ self.center
         return view
+
+    def camera_to_normalized(self, camera: Camera) -> Camera:
+        """A camera of the dataset's frame in the normalised frame (an orthographic camera's
+        pixels per world unit scale with the world)."""
+        return _in_frame(camera, self.viewmat_to_normalized(camera.viewmat), 1.0 / self.scale)
+
+    def camera_to_original(self, camera: Camera) -> Camera:
+        """A camera of the normalised frame in the dataset's frame."""
+        return _in_frame(camera, self.viewmat_to_original(camera.viewmat), self.scale)
+
+
+def _in_frame(camera: Camera, viewmat: np.ndarray, world_scale: float) -> Camera:
+    if camera.model == "ortho":
+        return dataclasses.replace(camera, viewmat=viewmat, fx=camera.fx * world_scale, fy=camera.fy * world_scale)
+    return camera.with_pose(viewmat)
 
 
 def focus_point(centers: np.ndarray, forwards: np.ndarray) -> np.ndarray:
@@ -193,9 +209,8 @@ class SceneDataset:
         for f in frames:
             cam = f.camera
             if downscale > 1:
-                cam = cam.scaled(max(1, round(cam.width / downscale)), max(1, round(cam.height / downscale)))
-            view = self.normalization.viewmat_to_normalized(cam.viewmat)
-            self.frames.append(dataclasses.replace(f, camera=dataclasses.replace(cam, viewmat=view)))
+                cam = cam.resized(max(1, round(cam.width / downscale)), max(1, round(cam.height / downscale)))
+            self.frames.append(dataclasses.replace(f, camera=self.normalization.camera_to_normalized(cam)))
         self.extent = float(radius * s) if radius > 0 else 1.0  # the scene scale (1 once normalised)
 
         self.points = self.point_colors = None
@@ -254,8 +269,8 @@ class SceneDataset:
             self._check_downscale(frame.image_path, img.shape[1], img.shape[0], cam)  # before any allocation
             img = (resize(img.float(), cam.width, cam.height) + 0.5).clamp(0, 255).to(torch.uint8)
         mask = None
-        if cam.model != "PINHOLE":
-            key = (cam.width, cam.height, cam.model, cam.distortion, tuple(cam.K.ravel()))
+        if cam.lens != "PINHOLE":
+            key = (cam.width, cam.height, cam.lens, cam.distortion, tuple(cam.K.ravel()))
             if key not in self._grids:
                 self._grids[key] = undistortion_grid(cam)
             grid, mask = self._grids[key]

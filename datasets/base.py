@@ -1,8 +1,10 @@
 """The common in-memory form of every posed-image dataset.
 
-Every loader turns its format into `Frame`s (one image, its camera, its split) plus optional sparse
-points. Cameras are stored the renderer's way: world-to-camera 4x4 with OpenCV axes (x right,
-y down, z forward) and a pixel intrinsic matrix whose pixel centres sit at integer + 0.5.
+Every loader turns its format into `Frame`s (one image, its `splat.Camera`, its split) plus optional
+sparse points. Cameras are stored the renderer's way: world-to-camera 4x4 with OpenCV axes (x right,
+y down, z forward) and pixel intrinsics whose pixel centres sit at integer + 0.5; the lens
+distortion of the image file (`Camera.lens`, `Camera.distortion`) and, for dynamic scenes, the
+frame's `time` ride along.
 """
 
 from __future__ import annotations
@@ -12,43 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from splat.camera import OPENGL_TO_OPENCV
+from splat.camera import OPENGL_TO_OPENCV, Camera
 from splat.errors import InputError
-
-DISTORTION_PARAMS = {
-    "PINHOLE": (),
-    "SIMPLE_RADIAL": ("k1",),
-    "RADIAL": ("k1", "k2"),
-    "OPENCV": ("k1", "k2", "p1", "p2", "k3"),
-    "OPENCV_FISHEYE": ("k1", "k2", "k3", "k4"),
-}
 
 
 class DatasetError(InputError):
     """Bad or unreadable input data; the message names the file."""
-
-
-@dataclasses.dataclass
-class Camera:
-    width: int
-    height: int
-    K: np.ndarray  # (3, 3) float64, pixels
-    viewmat: np.ndarray  # (4, 4) float64, world -> camera, OpenCV axes
-    model: str = "PINHOLE"  # lens distortion of the stored image (undistorted on load)
-    distortion: tuple[float, ...] = ()  # values for DISTORTION_PARAMS[model]
-    time: float | None = None  # dynamic scenes: normalised time in [0, 1]
-
-    @property
-    def center(self) -> np.ndarray:
-        R, t = self.viewmat[:3, :3], self.viewmat[:3, 3]
-        return -R.T @ t
-
-    def scaled(self, width: int, height: int) -> Camera:
-        """The same camera for an image resized to width x height."""
-        K = self.K.copy()
-        K[0] *= width / self.width
-        K[1] *= height / self.height
-        return dataclasses.replace(self, width=width, height=height, K=K)
 
 
 @dataclasses.dataclass
@@ -90,11 +61,11 @@ def viewmat_from_c2w_opengl(c2w: np.ndarray, where: str) -> np.ndarray:
     return view
 
 
-def pinhole_if_undistorted(model: str, distortion: tuple) -> tuple[str, tuple]:
+def pinhole_if_undistorted(lens: str, distortion: tuple) -> tuple[str, tuple]:
     """Lens models whose coefficients are all zero are plain pinholes (no resampling needed)."""
-    if model != "PINHOLE" and not any(distortion):
+    if lens != "PINHOLE" and not any(distortion):
         return "PINHOLE", ()
-    return model, tuple(distortion)
+    return lens, tuple(distortion)
 
 
 def check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> np.ndarray:

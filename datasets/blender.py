@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.camera import Camera
 from splat.io_utils import read_json_object
 
-from .base import Camera, DatasetError, Frame, check_intrinsics, intrinsic_matrix, viewmat_from_c2w_opengl
+from .base import DatasetError, Frame, check_intrinsics, intrinsic_matrix, viewmat_from_c2w_opengl
 from .checks import optional_time
 from .images import image_size
 
@@ -65,7 +66,7 @@ def load_blender(root: Path):
             K = check_intrinsics(intrinsic_matrix(focal, focal, width / 2, height / 2), width, height, where)
             view = viewmat_from_c2w_opengl(c2w, where)
             time = optional_time(fr.get("time"), where)
-            cam = Camera(width=width, height=height, K=K, viewmat=view, time=time)
+            cam = Camera.from_opencv(view, K=K, width=width, height=height, time=time)
             frames.append(Frame(name=f"{split}/{image_path.name}", image_path=image_path, camera=cam, split=split))
     if not frames:
         raise DatasetError(f"{root}: no frames in transforms_train.json")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from splat.camera import quat_to_rotmat
+from splat.camera import Camera, quat_to_rotmat
 
 from .base import (
-    Camera,
     DatasetError,
     Frame,
     check_intrinsics,
@@ -232,8 +231,8 @@ def load_colmap(root: Path, images_dir: Path, test_every: int = 8):
     for (name, cam_id, view), part in zip(images, split):
         if cam_id not in cameras:
             raise DatasetError(f"{model_dir}: image {name} refers to camera {cam_id}, which is not defined")
-        K, model, dist, width, height = cameras[cam_id]
+        K, lens, dist, width, height = cameras[cam_id]
         check_intrinsics(K, width, height, f"{model_dir} (camera {cam_id})")
-        cam = Camera(width=width, height=height, K=K, viewmat=view, model=model, distortion=dist)
+        cam = Camera.from_opencv(view, K=K, width=width, height=height, lens=lens, distortion=dist)
         frames.append(Frame(name=name, image_path=images_dir / name, camera=cam, split=part))
     return frames, read_points(model_dir)

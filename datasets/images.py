@@ -17,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Camera, DatasetError
+from splat.camera import Camera
+
+from .base import DatasetError
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -120,7 +122,7 @@ def undistortion_grid(camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
     )
     x = (u - K[0, 2]) / K[0, 0]
     y = (v - K[1, 2]) / K[1, 1]
-    xd, yd = distort(x, y, camera.model, camera.distortion)
+    xd, yd = distort(x, y, camera.lens, camera.distortion)
     us = xd * K[0, 0] + K[0, 2]
     vs = yd * K[1, 1] + K[1, 2]
     valid = (us >= 0) & (us <= W) & (vs >= 0) & (vs <= H)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.camera import Camera
+
 from .base import (
-    Camera,
     DatasetError,
     Frame,
     check_intrinsics,
@@ -47,7 +48,7 @@ def load_llff(root: Path, images_dir: Path, test_every: int = 8):
         width, height = int(round(w)), int(round(h))
         c2w = np.concatenate([m[:, 1:2], -m[:, 0:1], m[:, 2:3], m[:, 3:4]], axis=1)
         K = check_intrinsics(intrinsic_matrix(f, f, w / 2, h / 2), width, height, where)
-        cam = Camera(width=width, height=height, K=K, viewmat=viewmat_from_c2w_opengl(c2w, where))
+        cam = Camera.from_opencv(viewmat_from_c2w_opengl(c2w, where), K=K, width=width, height=height)
         near, far = float(arr[k, 15]), float(arr[k, 16])
         bounds = (near, far) if 0 < near < far else (None, None)  # some tools write zeros: no bounds
         frames.append(Frame(name=image.name, image_path=image, camera=cam, split=part, near=bounds[0], far=bounds[1]))

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Camera, DatasetError, Frame, viewmat_from_c2w_opengl
+from splat.camera import Camera
+
+from .base import DatasetError, Frame, viewmat_from_c2w_opengl
 from .blender import read_json
 from .checks import relative_path
 from .nerfstudio import _intrinsics, _read_points_ply
@@ -105,17 +107,10 @@ def load_multiview(root: Path):
         if c2w.shape not in ((4, 4), (3, 4)) or not np.isfinite(c2w).all():
             raise DatasetError(f"{where}: transform_matrix contains NaN/Inf or is not 4x4")
         view = viewmat_from_c2w_opengl(c2w, where)
-        K, w, h, model, dist = _intrinsics(entry, meta, where, imgs[stems[0]])
+        K, w, h, lens, dist = _intrinsics(entry, meta, where, imgs[stems[0]])
         for i, stem in enumerate(stems):
-            cam = Camera(
-                width=w,
-                height=h,
-                K=K.copy(),
-                viewmat=view.copy(),
-                model=model,
-                distortion=dist,
-                time=i / (n - 1) if n > 1 else 0.0,
-            )
+            time = i / (n - 1) if n > 1 else 0.0
+            cam = Camera.from_opencv(view, K=K, width=w, height=h, lens=lens, distortion=dist, time=time)
             frames.append(
                 Frame(
                     name=f"{name}/{imgs[stem].name}",

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from splat.camera import Camera
+
 from .base import (
-    Camera,
     DatasetError,
     Frame,
     check_intrinsics,
@@ -202,16 +203,10 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
             raise DatasetError(f"{where}: transform_matrix is not a matrix of numbers") from None
         if c2w.shape not in ((4, 4), (3, 4)) or not np.isfinite(c2w).all():
             raise DatasetError(f"{where}: transform_matrix contains NaN/Inf or is not 4x4")
-        K, w, h, model, dist = _intrinsics(fr, meta, where, image_path)
-        cam = Camera(
-            width=w,
-            height=h,
-            K=K,
-            viewmat=viewmat_from_c2w_opengl(c2w, where),
-            model=model,
-            distortion=dist,
-            time=optional_time(fr.get("time"), where),
-        )
+        K, w, h, lens, dist = _intrinsics(fr, meta, where, image_path)
+        view = viewmat_from_c2w_opengl(c2w, where)
+        time = optional_time(fr.get("time"), where)
+        cam = Camera.from_opencv(view, K=K, width=w, height=h, lens=lens, distortion=dist, time=time)
         frames.append(
             Frame(
                 name=file_path,

@@ -208,23 +208,3 @@ def render_rays_chunked(
         for k in range(0, origins.shape[0], chunk)
     ]
     return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "opacity", "depth")}
-
-
-def pixel_rays(pixels: torch.Tensor, K: torch.Tensor, viewmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """World-space origins and unit directions through the centres of integer pixels (N, 2) of
-    pinhole cameras (OpenCV axes): K (3, 3) and world-to-camera viewmat (4, 4) shared, or one per
-    pixel ((N, 3, 3), (N, 4, 4))."""
-    p = pixels.float() + 0.5
-    d_cam = torch.stack(
-        [(p[:, 0] - K[..., 0, 2]) / K[..., 0, 0], (p[:, 1] - K[..., 1, 2]) / K[..., 1, 1], torch.ones_like(p[:, 0])], 1
-    )
-    R, tvec = viewmat[..., :3, :3], viewmat[..., :3, 3]
-    dirs = torch.nn.functional.normalize(torch.einsum("...ji,...j->...i", R, d_cam), dim=1)  # R^T d
-    origins = -torch.einsum("...ji,...j->...i", R, tvec).expand(dirs.shape[0], 3)  # camera centres -R^T t
-    return origins.contiguous(), dirs.contiguous()
-
-
-def camera_rays(K: torch.Tensor, viewmat: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`pixel_rays` for every pixel of one camera, row by row."""
-    ys, xs = torch.meshgrid(torch.arange(height, device=K.device), torch.arange(width, device=K.device), indexing="ij")
-    return pixel_rays(torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), K, viewmat)

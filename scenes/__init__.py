@@ -3,7 +3,7 @@
 from .cameras import intrinsics, look_at, orbit
 from .dataset import dome_cameras, forward_facing_cameras, write_blender_dataset, write_llff_dataset
 from .dynamic import dynamic_scene_at, dynamic_scene_objects, write_dnerf_dataset, write_multiview_video_dataset
-from .still_life import still_life, still_life_cameras
+from .still_life import still_life, still_life_cameras, still_life_orbit
 
 __all__ = [
     "dome_cameras",
@@ -15,6 +15,7 @@ __all__ = [
     "orbit",
     "still_life",
     "still_life_cameras",
+    "still_life_orbit",
     "write_blender_dataset",
     "write_dnerf_dataset",
     "write_llff_dataset",

@@ -12,7 +12,7 @@ import torch
 
 from splat.camera import OPENGL_TO_OPENCV
 
-from .cameras import look_at
+from .cameras import intrinsics, look_at
 
 
 def dome_cameras(
@@ -37,8 +37,7 @@ def dome_cameras(
             target[2] + radius * math.sin(elevation),
         )
         views.append(look_at(eye, target, dtype=torch.float64).numpy())
-    f = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
-    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    K = intrinsics(width, height, fov_x_degrees, dtype=torch.float64).numpy()
     return np.stack(views), K
 
 
@@ -117,8 +116,7 @@ def forward_facing_cameras(
         view = base.copy()
         view[:3, 3] -= np.array([dx, dy, 0.0])  # move the camera in its own image plane
         views.append(view)
-    f = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
-    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+    K = intrinsics(width, height, fov_x_degrees, dtype=torch.float64).numpy()
     return np.stack(views), K
 
 

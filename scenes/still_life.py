@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from .cameras import intrinsics, orbit
+from splat.camera import Camera
+
+from .cameras import orbit_cameras
 
 
 def _quat_from_normals(normals: torch.Tensor) -> torch.Tensor:
@@ -123,10 +126,17 @@ def still_life(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def still_life_orbit(
+    n: int, width: int, height: int, radius: float = 3.2, height_above: float = 1.6, fov_x: float = 55.0
+) -> list[Camera]:
+    """n cameras orbiting the still life, the first looking along +y."""
+    target = (0.0, 0.0, 0.25)
+    return orbit_cameras(n, radius, height_above, target, -math.pi / 2, width=width, image_height=height, fov_x=fov_x)
+
+
 def still_life_cameras(
     n: int, width: int, height: int, radius: float = 3.2, height_above: float = 1.6, fov_x: float = 55.0
-):
-    """n cameras orbiting the still life: (viewmats (n, 4, 4), Ks (n, 3, 3))."""
-    views = orbit(n, radius, height_above, target=(0.0, 0.0, 0.25), phase=-math.pi / 2)
-    Ks = intrinsics(width, height, fov_x).expand(n, 3, 3).contiguous()
-    return views, Ks
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`still_life_orbit` as `splat.rasterize` tensors: (viewmats (n, 4, 4), Ks (n, 3, 3)) float32."""
+    cams = still_life_orbit(n, width, height, radius, height_above, fov_x)
+    return tuple(torch.from_numpy(np.stack([getattr(c, m) for c in cams])).float() for m in ("viewmat", "K"))

@@ -1,8 +1,12 @@
 """`splat.Camera`: intrinsics + pose in the renderer's conventions, with constructors from the
 common conventions (look-at, OpenGL camera-to-world as in Blender / nerfstudio, OpenCV extrinsics).
+The one camera type: procedural scenes, trajectories, the viewer and dataset frames all use it.
 
 Stored as the renderer wants it: `viewmat` world-to-camera 4x4 with OpenCV axes (x right, y down,
-z forward) and pixel intrinsics fx, fy, cx, cy (pixel centres at integer + 0.5).
+z forward) and pixel intrinsics fx, fy, cx, cy (pixel centres at integer + 0.5). `model` is the
+projection (pinhole or orthographic); `lens` and `distortion` the lens distortion of the image
+file it came from (datasets undistort images on load, so rendering and rays ignore it); `time`
+the frame's time in dynamic scenes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ from .errors import InputError
 MAX_SIDE = 1 << 16  # pixels a side of a rendered image
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+DISTORTION_PARAMS = {  # lens model (COLMAP / nerfstudio names) -> its distortion coefficients
+    "PINHOLE": (),
+    "SIMPLE_RADIAL": ("k1",),
+    "RADIAL": ("k1", "k2"),
+    "OPENCV": ("k1", "k2", "p1", "p2", "k3"),
+    "OPENCV_FISHEYE": ("k1", "k2", "k3", "k4"),
+}
+
+
+def focal_length(width: int, fov_x_degrees: float) -> float:
+    """Pixels of focal length that give a horizontal field of view of `fov_x_degrees`."""
+    return 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
 
 
 def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
@@ -57,7 +74,7 @@ def quat_to_rotmat(q) -> np.ndarray:
 
 
 def _as_matrix(m, shape=(4, 4)) -> np.ndarray:
-    a = np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.float64)
+    a = np.array(m.detach().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.float64)  # a copy: cameras own theirs
     if a.shape == (3, 4) and shape == (4, 4):
         a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
     if a.shape != shape or not np.isfinite(a).all():
@@ -74,7 +91,10 @@ class Camera:
     cx: float
     cy: float
     viewmat: np.ndarray  # (4, 4) float64 world -> camera, OpenCV axes
-    model: str = "pinhole"  # "pinhole" or "ortho" (fx, fy: pixels per world unit)
+    model: str = "pinhole"  # projection: "pinhole" or "ortho" (fx, fy: pixels per world unit)
+    lens: str = "PINHOLE"  # lens distortion of the source image (a DISTORTION_PARAMS key)
+    distortion: tuple[float, ...] = ()  # values for DISTORTION_PARAMS[lens]
+    time: float | None = None  # dynamic scenes: normalised time in [0, 1]
 
     def __post_init__(self):
         if self.width < 1 or self.height < 1:
@@ -85,6 +105,12 @@ class Camera:
             raise InputError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
         if self.model not in ("pinhole", "ortho"):
             raise InputError(f"camera model must be 'pinhole' or 'ortho', got {self.model!r}")
+        if self.lens not in DISTORTION_PARAMS:
+            raise InputError(f"camera lens {self.lens!r} is not supported ({', '.join(DISTORTION_PARAMS)})")
+        object.__setattr__(self, "distortion", tuple(float(k) for k in self.distortion))
+        if len(self.distortion) != len(DISTORTION_PARAMS[self.lens]):
+            names = ", ".join(DISTORTION_PARAMS[self.lens]) or "none"
+            raise InputError(f"camera lens {self.lens} takes distortion ({names}), got {self.distortion}")
         object.__setattr__(self, "viewmat", _as_matrix(self.viewmat))
 
     # ---- constructors -------------------------------------------------------------------------
@@ -95,7 +121,7 @@ class Camera:
             return float(fx)
         if fov_x_degrees is None or not 0 < fov_x_degrees < 180:
             raise InputError(f"give fx or a horizontal field of view in (0, 180) degrees, got {fov_x_degrees}")
-        return 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
+        return focal_length(width, fov_x_degrees)
 
     @classmethod
     def look_at(
@@ -152,8 +178,21 @@ class Camera:
         )
 
     @classmethod
-    def from_opencv(cls, viewmat=None, *, K, width: int, height: int, R=None, t=None) -> Camera:
-        """From OpenCV / COLMAP extrinsics: a world-to-camera 4x4 (or 3x4), or R and t."""
+    def from_opencv(
+        cls,
+        viewmat=None,
+        *,
+        K,
+        width: int,
+        height: int,
+        R=None,
+        t=None,
+        lens: str = "PINHOLE",
+        distortion: Sequence[float] = (),
+        time: float | None = None,
+    ) -> Camera:
+        """From OpenCV / COLMAP extrinsics: a world-to-camera 4x4 (or 3x4), or R and t; `lens`,
+        `distortion` and `time` as the fields of that name."""
         if viewmat is None:
             if R is None or t is None:
                 raise InputError("from_opencv: give viewmat, or both R and t")
@@ -161,7 +200,9 @@ class Camera:
             viewmat[:3, :3] = _as_matrix(R, (3, 3))
             viewmat[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
         K = _as_matrix(K, (3, 3))
-        return cls(width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], viewmat)
+        return cls(
+            width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], viewmat, lens=lens, distortion=distortion, time=time
+        )
 
     @classmethod
     def ortho(
@@ -197,13 +238,16 @@ class Camera:
         return math.degrees(2 * math.atan(0.5 * self.width / self.fx))
 
     def resized(self, width: int, height: int) -> Camera:
-        """The same view on an image of another size (intrinsics scaled per axis)."""
+        """The same view on an image of another size: fx, cx scaled by width / self.width, fy, cy by
+        height / self.height (exact for pixel centres at integer + 0.5: the image edges map onto the
+        image edges)."""
         sx, sy = width / self.width, height / self.height
         return dataclasses.replace(
             self, width=width, height=height, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy
         )
 
     def scaled(self, factor: float) -> Camera:
+        """`resized` to `factor` times the size (rounded, at least one pixel)."""
         return self.resized(max(1, round(self.width * factor)), max(1, round(self.height * factor)))
 
     def with_pose(self, viewmat) -> Camera:
@@ -215,3 +259,34 @@ class Camera:
         if self.model == "ortho":
             return np.stack([self.fx * p[:, 0] + self.cx, self.fy * p[:, 1] + self.cy], -1)
         return np.stack([self.fx * p[:, 0] / p[:, 2] + self.cx, self.fy * p[:, 1] / p[:, 2] + self.cy], -1)
+
+    def rays(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """`pixel_rays` of every pixel, row by row: world-space origins and unit directions (H*W, 3)."""
+        ys, xs = torch.meshgrid(
+            torch.arange(self.height, device=device), torch.arange(self.width, device=device), indexing="ij"
+        )
+        K = torch.as_tensor(self.K, dtype=dtype, device=device)
+        view = torch.as_tensor(self.viewmat, dtype=dtype, device=device)
+        return pixel_rays(torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), K, view, self.model)
+
+
+def pixel_rays(
+    pixels: torch.Tensor, K: torch.Tensor, viewmat: torch.Tensor, model: str = "pinhole"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """World-space origins and unit directions (N, 3) of the rays through the centres of integer
+    pixels (N, 2), in K's dtype: K (3, 3) and world-to-camera viewmat (4, 4) (OpenCV axes) shared,
+    or one per pixel ((N, 3, 3), (N, 4, 4)). "pinhole" rays start at the camera centre; "ortho"
+    rays run parallel to the optical axis from the camera's z = 0 plane. Lens distortion plays no
+    part: datasets undistort their images on load, so every pixel is a pinhole pixel of K."""
+    p = pixels.to(K.dtype) + 0.5
+    x = (p[:, 0] - K[..., 0, 2]) / K[..., 0, 0]
+    y = (p[:, 1] - K[..., 1, 2]) / K[..., 1, 1]
+    R, tvec = viewmat[..., :3, :3], viewmat[..., :3, 3]
+    if model == "ortho":
+        plane = torch.stack([x, y, torch.zeros_like(x)], 1)
+        origins = torch.einsum("...ji,...j->...i", R, plane - tvec)  # R^T (plane - t)
+        return origins.contiguous(), R[..., 2, :].expand(origins.shape[0], 3).contiguous()
+    d_cam = torch.stack([x, y, torch.ones_like(x)], 1)
+    dirs = torch.nn.functional.normalize(torch.einsum("...ji,...j->...i", R, d_cam), dim=1)  # R^T d
+    origins = -torch.einsum("...ji,...j->...i", R, tvec).expand(dirs.shape[0], 3)  # camera centres -R^T t
+    return origins.contiguous(), dirs.contiguous()

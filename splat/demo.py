@@ -16,7 +16,7 @@ def run_demo(args) -> int:
     from splat.scenes import (
         dome_cameras,
         still_life,
-        still_life_cameras,
+        still_life_orbit,
         write_blender_dataset,
         write_multiview_video_dataset,
     )
@@ -102,10 +102,7 @@ def run_demo(args) -> int:
 
     frames, W, H = 8, args.width * 2, args.height * 2
     scene = splat.load(source, device=trainer.device)
-    orbit_views, orbit_Ks = still_life_cameras(frames, W, H)
-    for k in range(frames):
-        K = orbit_Ks[k].double().numpy()
-        cam = splat.Camera(W, H, K[0, 0], K[1, 1], K[0, 2], K[1, 2], orbit_views[k].double().numpy())
+    for k, cam in enumerate(still_life_orbit(frames, W, H)):
         t = k / (frames - 1) if scene.is_dynamic else None
         write_image(
             out / "novel_views" / f"view_{k:02d}.png", scene.render(cam, background=(1, 1, 1), time=t)["rgb"].cpu()

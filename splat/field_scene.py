@@ -101,27 +101,8 @@ class FieldScene:
 
     def _rays(self, cam: Camera):
         """Rays of every pixel in the normalised frame, and camera z per unit of ray distance."""
-        from splat.fields.radiance_field import camera_rays
-
-        view = torch.from_numpy(self.normalization.viewmat_to_normalized(cam.viewmat)).float().to(self.device)
-        K = torch.from_numpy(cam.K).float().to(self.device)
-        R, t = view[:3, :3], view[:3, 3]
-        if cam.model != "ortho":
-            origins, dirs = camera_rays(K, view, cam.width, cam.height)
-            return origins, dirs, dirs @ R[2]
-        # orthographic: parallel rays from the image plane (fx, fy: pixels per original world unit)
-        ys, xs = torch.meshgrid(
-            torch.arange(cam.height, device=self.device), torch.arange(cam.width, device=self.device), indexing="ij"
-        )
-        s = self.normalization.scale
-        plane = torch.stack(
-            [
-                (xs.reshape(-1) + 0.5 - K[0, 2]) / K[0, 0] * s,
-                (ys.reshape(-1) + 0.5 - K[1, 2]) / K[1, 1] * s,
-                torch.zeros(xs.numel(), device=self.device),
-            ],
-            1,
-        )
-        origins = (plane - t) @ R
-        dirs = R[2].expand(origins.shape[0], 3).contiguous()
-        return origins.contiguous(), dirs, torch.ones(origins.shape[0], device=self.device)
+        origins, dirs = self.normalization.camera_to_normalized(cam).rays(device=self.device)
+        if cam.model == "ortho":  # parallel rays along the optical axis
+            return origins, dirs, torch.ones(origins.shape[0], device=self.device)
+        axis = torch.from_numpy(cam.viewmat[2, :3]).float().to(self.device)
+        return origins, dirs, dirs @ axis

@@ -159,12 +159,7 @@ def _training_cameras(run_info: dict) -> list[Camera]:
         )
     except (DatasetError, OSError, KeyError):
         return []
-    cams = []
-    for f in data.frames:
-        view = data.normalization.viewmat_to_original(f.camera.viewmat)
-        K = f.camera.K
-        cams.append(Camera(f.camera.width, f.camera.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], view))
-    return cams
+    return [data.normalization.camera_to_original(f.camera) for f in data.frames]
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: bool = True) -> Scene:

@@ -213,7 +213,7 @@ def test_instant_ngp_dialect_loads_with_distortion_and_box(tmp_path):
     data = load_dataset(tmp_path)
     assert data.format == "nerfstudio" and len(data) == 10
     cam = data.frames[0].camera
-    assert cam.model == "OPENCV" and cam.distortion == pytest.approx((-0.05, 0.01, 0.001, -0.002, 0.0))
+    assert cam.lens == "OPENCV" and cam.distortion == pytest.approx((-0.05, 0.01, 0.001, -0.002, 0.0))
     rgb, mask = data.image(0)  # undistorted on load (a valid-pixel mask comes with the lens model)
     raw = torch.from_numpy(__import__("imageio.v3").v3.imread(tmp_path / "images" / "0000.png")).float() / 255
     assert rgb.shape == (48, 64, 3) and mask is not None and (rgb - raw).abs().max() > 0.05

@@ -83,7 +83,7 @@ def test_nerfstudio_opencv_distortion_is_undone(tmp_path):
     dist = {"k1": 0.12, "k2": 0.03, "p1": 0.002, "p2": -0.001}  # pincushion: corners leave the photo
     _, _, pinhole, _ = write_nerfstudio(tmp_path, distortion=dist)
     data = load_dataset(tmp_path)
-    assert data.camera(0).model == "OPENCV"
+    assert data.camera(0).lens == "OPENCV"
     for i in range(3):
         rgb, mask = data.image(i)
         assert mask is not None and 0.8 < mask.float().mean() < 1.0
@@ -101,7 +101,7 @@ def test_colmap_all_camera_models(tmp_path, binary):
     assert detect_format(tmp_path) == "colmap"
     data = load_dataset(tmp_path)
     assert len(data) == 10 and len(data.test_indices) == 2
-    assert {data.camera(i).model for i in range(10)} == {"PINHOLE"}  # zero distortion collapses to pinhole
+    assert {data.camera(i).lens for i in range(10)} == {"PINHOLE"}  # zero distortion collapses to pinhole
     assert data.points.shape == (200, 3)
     s, c = data.normalization.scale, data.normalization.center
     assert np.allclose(data.points.numpy(), s * (pts - c), atol=1e-5)
@@ -128,7 +128,7 @@ def test_colmap_per_image_distortion_models(tmp_path):
             struct.pack_into("<dddd", data, p + 32, 0.05, -0.01, 0.001, 0.001)
     (sparse / "cameras.bin").write_bytes(bytes(data))
     loaded = load_dataset(tmp_path)
-    assert [loaded.camera(i).model for i in range(4)] == ["SIMPLE_RADIAL", "RADIAL", "OPENCV", "PINHOLE"]
+    assert [loaded.camera(i).lens for i in range(4)] == ["SIMPLE_RADIAL", "RADIAL", "OPENCV", "PINHOLE"]
     assert loaded.camera(0).distortion == pytest.approx((0.05,))
     assert loaded.camera(2).distortion == pytest.approx((0.05, -0.01, 0.001, 0.001, 0.0))
     for i in range(3):
@@ -199,7 +199,7 @@ def test_real_lego():
 def test_real_beer_colmap():
     data = load_dataset(SHARED / "beer")
     assert len(data) == 71 and data.points.shape == (4414, 3)
-    assert {data.camera(i).model for i in range(len(data))} == {"SIMPLE_RADIAL"}
+    assert {data.camera(i).lens for i in range(len(data))} == {"SIMPLE_RADIAL"}
     assert len({tuple(data.camera(i).K.ravel()) for i in range(len(data))}) > 1  # per-image cameras
     rgb, mask = data.image(data.test_indices[0])
     assert rgb.shape == (1280, 720, 3) and 0.9 < mask.float().mean() < 1.0

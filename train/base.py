@@ -116,11 +116,7 @@ class BaseTrainer:
     @functools.cached_property
     def cameras(self) -> list[Camera]:
         """The dataset's cameras (every frame, in the training frame) as `splat.Camera`s."""
-        cams = []
-        for f in self.data.frames:
-            K = f.camera.K
-            cams.append(Camera(f.camera.width, f.camera.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2], f.camera.viewmat))
-        return cams
+        return [f.camera for f in self.data.frames]
 
     def live_run(self) -> LiveRun:
         """A handle for a live viewer; training steps run under its lock from now on."""

@@ -142,14 +142,11 @@ class DistributedTrainer(Trainer):
         viewmats, Ks = [], []
         for index in indices:
             cam = self.data.camera(index)
-            K = self.data.K(index).clone()
-            width, height = cam.width, cam.height
             if downscale > 1:
-                width, height = max(1, width // downscale), max(1, height // downscale)
-                K[0] *= width / cam.width
-                K[1] *= height / cam.height
+                cam = cam.resized(max(1, cam.width // downscale), max(1, cam.height // downscale))
+            width, height = cam.width, cam.height
             viewmats.append(self.data.viewmat(index))
-            Ks.append(K)
+            Ks.append(torch.from_numpy(cam.K).float())
         return torch.stack(viewmats).to(self.device), torch.stack(Ks).to(self.device), width, height
 
     def _render(self, indices: list[int], backgrounds: torch.Tensor, sh_degree: int, downscale: int = 1):

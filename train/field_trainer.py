@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from splat.camera import pixel_rays
 from splat.datasets import Normalization
 from splat.errors import InputError
 from splat.field_scene import FieldScene
-from splat.fields.radiance_field import FieldSpec, RadianceField, pixel_rays, render_rays_train
+from splat.fields.radiance_field import FieldSpec, RadianceField, render_rays_train
 
 from .base import BaseTrainer, TrainingError
 from .config import TrainConfig

@@ -120,13 +120,9 @@ class Trainer(BaseTrainer):
         self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cam = self.data.camera(index)
-        K = self.data.K(index)
-        width, height = cam.width, cam.height
         if downscale > 1:
-            width, height = max(1, width // downscale), max(1, height // downscale)
-            K = K.clone()
-            K[0] *= width / cam.width
-            K[1] *= height / cam.height
+            cam = cam.resized(max(1, cam.width // downscale), max(1, cam.height // downscale))
+        K, width, height = torch.from_numpy(cam.K).float(), cam.width, cam.height
         colors, alphas, info = rasterize_gaussians(
             self.params,
             self.data.viewmat(index)[None].to(self.device),

@@ -103,8 +103,8 @@ def contribution(g: dict[str, torch.Tensor], cameras: list[Camera], max_side: in
     for k in pick:
         cam = cams[k]
         f = min(1.0, max_side / max(cam.width, cam.height))
-        w, h = max(8, round(cam.width * f)), max(8, round(cam.height * f))
-        K = torch.tensor(cam.K, dtype=torch.float32) * torch.tensor([[w / cam.width], [h / cam.height], [1.0]])
+        small = cam.resized(max(8, round(cam.width * f)), max(8, round(cam.height * f)))
+        w, h, K = small.width, small.height, torch.tensor(small.K, dtype=torch.float32)
         ones = torch.ones(means.shape[0], 1, requires_grad=True)
         image, _, _ = rasterize(
             means, None, None, opac, ones, torch.from_numpy(cam.viewmat).float()[None], K[None], w, h, covars=covars
