@@ -14,6 +14,7 @@ from pathlib import Path
 from splat import __version__
 from splat.errors import InputError as UserError  # a bad flag: reported as one line, no traceback
 
+DATASET_FORMATS = ["blender", "nerfstudio", "colmap", "llff", "multiview"]
 BUG_REPORT = "this is a bug in splat, not a problem with your input: please report it with the traceback above"
 
 
@@ -420,7 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"splat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from splat.datasets import FORMATS
     from splat.train.config import TrainConfig
 
     eval_steps = TrainConfig().eval_steps
@@ -428,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", nargs="?", help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected)")
     t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
-    t.add_argument("--format", choices=list(FORMATS), help="override format detection")
+    # splat.datasets.FORMATS (tests/test_cli_config.py checks they agree); importing it here would
+    # load torch before distributed.run quiets c10d's logging, and slow `splat --help` tenfold
+    t.add_argument("--format", choices=DATASET_FORMATS, help="override format detection")
     t.add_argument(
         "--eval-every",
         type=int,

@@ -129,3 +129,9 @@ def test_flags_override_presets_and_model_defaults():
     assert config_of("--samples-per-step", "2048", "--contract", "yes").field_samples == 2048
     with pytest.raises(InputError, match="--resolution-schedule"):
         config_of("--resolution-schedule", "0-2")
+
+
+def test_format_choices_are_the_dataset_formats():
+    from splat.datasets import FORMATS
+
+    assert sorted(actions_by_flag()["--format"].choices) == sorted(FORMATS)
