@@ -12,7 +12,8 @@ import pytest
 import torch
 from scene_fixtures import write_blender
 
-from splat.fields.radiance_field import camera_rays, render_rays_chunked
+from splat.camera import pixel_rays
+from splat.fields.radiance_field import render_rays_chunked
 from splat.scene import GaussianScene
 from splat.scene_protocol import Scene
 from splat.scenes.dynamic import write_dnerf_dataset
@@ -111,7 +112,9 @@ def test_field_trainer_eval_renders_equal_its_scene_and_rays(blender_scene, tmp_
     with torch.no_grad():
         image = trainer.render_eval(index, bg)
         cam = trainer.data.camera(index)
-        origins, dirs = camera_rays(trainer.data.K(index), trainer.data.viewmat(index), cam.width, cam.height)
+        ys, xs = torch.meshgrid(torch.arange(cam.height), torch.arange(cam.width), indexing="ij")
+        pixels = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)
+        origins, dirs = pixel_rays(pixels, trainer.data.K(index), trainer.data.viewmat(index))
         rays = render_rays_chunked(trainer.field, trainer.grid, origins, dirs, bg)["rgb"]
     assert torch.equal(image, rays.reshape(cam.height, cam.width, 3).clamp(0, 1))
     assert torch.equal(image, trainer.scene().render(trainer.cameras[index], background=bg)["rgb"])
