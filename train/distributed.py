@@ -287,6 +287,12 @@ class DistributedTrainer(Trainer):
         if self.rank == 0:
             super()._write_config()
 
+    def _truncate_metrics(self, step: int) -> None:
+        # rank 0 writes the run's files: another rank's rewrite of metrics.jsonl raced rank 0's
+        # lock, which removes temporary files it finds (seen: ENOENT on resume)
+        if self.rank == 0:
+            super()._truncate_metrics(step)
+
     def scene(self):
         raise InputError("--viewer: the live viewer is not available in distributed training (view the run afterwards)")
 
