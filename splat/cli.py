@@ -289,13 +289,13 @@ def _cmd_render(args) -> int:
 
 
 def _render(args) -> int:
-    import splat
     from splat import distributed
     from splat.render_dataset import as_tensor_background, build_trajectory, render_to_folder
+    from splat.scene import load
 
     if args.frames < 1:
         raise UserError("--frames must be positive")
-    scene = splat.load(args.scene, device=_device(args.device))
+    scene = load(args.scene, device=_device(args.device))
     cameras = build_trajectory(scene, args.trajectory, args.frames, args.width, args.height)
     times = None
     if args.times:
@@ -347,10 +347,10 @@ def _cmd_view(args) -> int:
 
     resolve(args.host, args.port)  # a bad --host / --port fails before the scene loads
 
-    import splat
+    from splat.scene import load
     from splat.viewer.app import Viewer
 
-    scene = splat.load(args.scene, device=_device(args.device))
+    scene = load(args.scene, device=_device(args.device))
     viewer = Viewer(
         scene,
         host=args.host,

@@ -11,8 +11,8 @@ from splat.errors import InputError as UserError  # a bad flag: reported as one 
 def run_demo(args) -> int:
     """The main job on the built-in scene: photograph it (or, with --dynamic, film the moving
     scene), train on the images, report held-out PSNR, export a PLY and render novel views."""
-    import splat
     from splat.io_utils import write_image
+    from splat.scene import load
     from splat.scenes import (
         dome_cameras,
         still_life,
@@ -101,7 +101,7 @@ def run_demo(args) -> int:
         print(f"3/4 exported {n:,} Gaussians to {source}")
 
     frames, W, H = 8, args.width * 2, args.height * 2
-    scene = splat.load(source, device=trainer.device)
+    scene = load(source, device=trainer.device)
     for k, cam in enumerate(still_life_orbit(frames, W, H)):
         t = k / (frames - 1) if scene.is_dynamic else None
         write_image(
