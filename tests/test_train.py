@@ -114,7 +114,8 @@ def fake_info(n, grads, width=64, height=48):
 
 def test_no_opacity_reset_late_in_a_run():
     g = torch.Generator().manual_seed(0)
-    strat = DefaultStrategy(refine_start_iter=10**6, reset_every=10)
+    # densifying all run long (refine_stop_iter = total_steps): only the late-run rule applies
+    strat = DefaultStrategy(refine_start_iter=10**6, reset_every=10, refine_stop_iter=10**7, total_steps=10**7)
     for progress, expect_reset in ((0.5, True), (0.85, False)):
         params, opts = make_params(50)
         before = params["opacities"].detach().clone()
@@ -124,6 +125,32 @@ def test_no_opacity_reset_late_in_a_run():
         )
         assert stats.get("opacity_reset", False) == expect_reset
         assert torch.equal(params["opacities"], before) != expect_reset
+
+
+def test_schedule_milestones_hold_as_run_fractions_under_a_time_budget():
+    """INRIA's milestones (resets every 3k while densifying until 15k of 30k steps) are unchanged
+    for a run limited by steps; under a time budget they hold as fractions of the run."""
+    g = torch.Generator().manual_seed(0)
+    strat = DefaultStrategy(refine_start_iter=500, refine_stop_iter=15_000, reset_every=3000, total_steps=30_000)
+    grads = torch.rand(50, 2, generator=g) * 1e-2  # every Gaussian is a densification candidate
+
+    def run(step, progress):
+        params, opts = make_params(50)
+        state = strat.initialize_state(scene_scale=1.0, n=50)
+        stats = strat.step_post_backward(params, opts, state, step, fake_info(50, grads), g, progress=progress)
+        return stats, params["means"].shape[0]
+
+    # by steps alone (progress = step / 30k): the step rules
+    assert run(12_000, 0.4)[0].get("opacity_reset") and run(9000, 0.3)[0].get("opacity_reset")
+    assert run(14_900, 14_900 / 30_000)[1] > 50  # still densifying
+    assert run(15_000, 0.5) == ({}, 50)  # densification over
+    # a time budget that ends the run after ~6k steps: step 3000 comes at 45% of the time, too
+    # late for a reset (it would get 0.05 of the run to recover before densification stops) ...
+    assert not run(3000, 0.45)[0].get("opacity_reset")
+    assert run(3000, 0.3)[0].get("opacity_reset")
+    # ... and densification stops at half the time, whatever the step
+    assert run(3100, 0.49)[1] > 50
+    assert run(3100, 0.51) == ({}, 50)
 
 
 def test_default_strategy_clones_splits_prunes_and_caps():

@@ -25,7 +25,13 @@ class DefaultStrategy:
 
     "Oversized" is INRIA's `prune_scale3d` x scene scale inside the scene's radius, and grows with
     the distance beyond it (a limit on angular size): distant background is large in world units
-    and the fixed limit pruned it away (beer: 23.8 -> 19.8 dB mid-run)."""
+    and the fixed limit pruned it away (beer: 23.8 -> 19.8 dB mid-run).
+
+    Under a time budget the run's length in steps is unknown, so the schedule's milestones also
+    hold as fractions of `total_steps` (the configured steps): densification stops at
+    `refine_stop_iter / total_steps` of the run, and an opacity reset needs `reset_every` steps'
+    worth of densification after it (INRIA: the last reset at 12k of 30k, densifying until 15k).
+    For a run limited by steps alone both rules are the step rules."""
 
     prune_opa: float = 0.005
     grow_grad2d: float = 0.0002
@@ -39,6 +45,7 @@ class DefaultStrategy:
     revised_opacity: bool = False
     max_gaussians: int = 3_000_000
     last_reset_before: float = 0.8  # no opacity reset in the last 20% of a run (it needs ~1k steps to recover)
+    total_steps: int = 30_000  # the configured run length, for the fractions above
 
     def initialize_state(self, scene_scale: float, n: int) -> dict[str, Any]:
         # running sums are (re)sized lazily on the parameters' device
@@ -65,14 +72,16 @@ class DefaultStrategy:
     ) -> dict:
         """`progress`: the run's completed fraction (by steps, or by time under a time budget)."""
         stats = {}
-        if step >= self.refine_stop_iter:
+        stop_fraction = self.refine_stop_iter / max(self.total_steps, 1)
+        if step >= self.refine_stop_iter or progress >= stop_fraction:
             return stats
         self._accumulate(state, info)
         if step > self.refine_start_iter and step % self.refine_every == 0:
             stats.update(self._grow(params, optimizers, state, generator))
             stats.update(self._prune(params, optimizers, state, step))
             state["grad2d"] = state["count"] = None
-        if step % self.reset_every == 0 and step > 0 and progress < self.last_reset_before:
+        densify_after = progress + self.reset_every / max(self.total_steps, 1) <= stop_fraction + 1e-9
+        if step % self.reset_every == 0 and step > 0 and progress < self.last_reset_before and densify_after:
             ops.reset_opacity(params, optimizers, value=self.prune_opa * 2.0)
             stats["opacity_reset"] = True
         return stats

@@ -67,7 +67,11 @@ class Trainer(BaseTrainer):
             self.strategy = STRATEGIES["mcmc"](cap_max=config.mcmc_cap_max, **common)
         else:
             self.strategy = STRATEGIES["default"](
-                reset_every=config.reset_every, grow_grad2d=config.grow_grad2d, absgrad=config.absgrad, **common
+                reset_every=config.reset_every,
+                grow_grad2d=config.grow_grad2d,
+                absgrad=config.absgrad,
+                total_steps=config.steps,
+                **common,
             )
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent, n=self.num_gaussians)
         self.appearance = AppearanceCompensation(len(dataset), self.device) if config.appearance else None
