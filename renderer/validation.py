@@ -148,11 +148,17 @@ def check_rasterize_inputs(
         if t.device != device:
             raise ValueError(f"{name}: on device {t.device}, but means is on {device}; put all tensors on one device")
 
-    # One host round-trip for all finiteness checks (one sync on CUDA, not one per tensor).
-    flags = [torch.isfinite(t).all() for t in named.values()]
+    # One host round-trip for all finiteness checks (one sync on CUDA, not one per tensor). A sum is
+    # finite when every element is (NaN and Inf propagate), so one reduction per tensor decides;
+    # only a non-finite sum (bad input, or finite values that overflow it) pays for the exact check.
+    flags = [torch.isfinite(t.detach().sum()) for t in named.values()]
     if covars is None:
         flags.append((quats.detach().abs().sum(dim=-1) > 0).all())
     flags = torch.stack(flags).tolist()
+    names = list(named)
+    for k, ok in enumerate(flags[: len(names)]):
+        if not ok:
+            flags[k] = bool(torch.isfinite(named[names[k]]).all())
     for (name, _), ok in zip(named.items(), flags):
         if not ok:
             raise ValueError(f"{name}: contains NaN or Inf")

@@ -135,7 +135,7 @@ class GaussianScene:
                 sh_degree=self.sh_degree,
                 backgrounds=bg.expand(len(cams), 3).contiguous(),
                 times=torch.as_tensor(0.0 if time is None else time, dtype=torch.float32) if self.is_dynamic else None,
-                render_mode="RGB+ED",
+                render_mode=("RGB+ED" if "depth" in outputs else "RGB") if "rgb" in outputs else "ED",
                 camera_model=first.model,
                 tile_size=tile_size,
             )
@@ -143,7 +143,7 @@ class GaussianScene:
         if "rgb" in outputs:
             result["rgb"] = colors[..., :3].clamp(0, 1)
         if "depth" in outputs:
-            result["depth"] = torch.where(alphas > 1e-4, colors[..., 3:], torch.zeros_like(alphas))
+            result["depth"] = torch.where(alphas > 1e-4, colors[..., -1:], torch.zeros_like(alphas))
         if "alpha" in outputs:
             result["alpha"] = alphas
         return {k: v[0] for k, v in result.items()} if single else result
