@@ -347,3 +347,44 @@ def test_max_seconds_ends_every_model(tmp_path, model):
     final = [r for r in records if "eval" in r][-1]
     assert 3.0 <= final["train_seconds"] < 30.0 and final["step"] < 100_000
     assert list((run / "checkpoints").glob("step_*.pt"))
+
+
+# ------------------------------------------------------------------------------------------------
+# background fill for captures with sparse points
+
+
+def test_background_fill_lies_on_uncovered_pixels_beyond_the_points(tmp_path):
+    """Each fill point sits on the ray of a pixel of some training image whose 16x16 block no
+    sparse point covers, between that camera's median point depth and 10x its 95th percentile,
+    and has that pixel's colour."""
+    from scene_fixtures import write_colmap
+
+    from splat.train.model import BLOCK, background_fill
+
+    write_colmap(tmp_path, n=6, models=("PINHOLE",), n_points=60)
+    data = load_dataset(tmp_path)
+    fill, colors = background_fill(300, data, data.points, torch.Generator().manual_seed(3))
+    assert fill.shape == (300, 3) and colors.shape == (300, 3)
+    found = torch.zeros(300, dtype=torch.bool)
+    for index in data.train_indices:
+        cam = data.frames[index].camera
+        view, K = torch.from_numpy(cam.viewmat).float(), torch.from_numpy(cam.K).float()
+        rgb, _ = data.image(index)
+
+        def project(p, view=view, K=K):
+            q = p @ view[:3, :3].T + view[:3, 3]
+            return (q[:, :2] / q[:, 2:]) @ K[:2, :2].T + K[:2, 2], q[:, 2]
+
+        uv_pts, z_pts = project(data.points)
+        seen = (z_pts > 0) & (uv_pts >= 0).all(1) & (uv_pts[:, 0] < cam.width) & (uv_pts[:, 1] < cam.height)
+        covered = {(int(u // BLOCK), int(v // BLOCK)) for u, v in uv_pts[seen].tolist()}
+        near, far = float(z_pts[seen].median()), 10 * float(torch.quantile(z_pts[seen], 0.95))
+        uv, z = project(fill)
+        inside = (z > 0) & (uv >= 0).all(1) & (uv[:, 0] < cam.width) & (uv[:, 1] < cam.height)
+        for k in inside.nonzero()[:, 0].tolist():
+            u, v = uv[k].tolist()
+            if (int(u // BLOCK), int(v // BLOCK)) in covered or not near * 0.999 <= z[k] <= far * 1.001:
+                continue
+            if torch.allclose(rgb[int(v), int(u)], colors[k], atol=1e-6):
+                found[k] = True
+    assert found.all(), f"{int((~found).sum())} of 300 fill points match no uncovered pixel of a training image"

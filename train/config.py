@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "resolution_schedule": [[0, 4], [500, 2], [2000, 1]],
         "init_points": 20_000,
-        "max_train_seconds": 780.0,
+        "max_train_seconds": 820.0,
         "eval_steps": [],
         "random_init_scale": 0.5,
     },
@@ -141,6 +141,11 @@ class TrainConfig:
     sh_degree: int = flag(3, "maximum spherical-harmonics degree")
     sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
     init_points: int = flag(100_000, "random initial points when the data has none")
+    background_points: float = flag(
+        0.25,
+        "with sparse points: add this fraction of their number as points in image regions no "
+        "sparse point covers (distant background), coloured from the images",
+    )
     init_opacity: float | None = None  # default: 0.1 (default strategy), 0.5 (mcmc)
     init_scale: float | None = None  # times the kNN distance; default: 1.0 (default), 0.1 (mcmc)
     random_init_scale: float | None = None  # the same for random points (no sparse points); default: init_scale
@@ -229,6 +234,8 @@ class TrainConfig:
             raise InputError(f"sh_degree: expected 0..3, got {self.sh_degree}")
         if self.batch_size < 1:
             raise InputError(f"batch_size: must be positive, got {self.batch_size}")
+        if not 0.0 <= self.background_points <= 10.0:
+            raise InputError(f"background_points: must be in [0, 10], got {self.background_points}")
         if self.init_points < 1:
             raise InputError(f"init_points: must be positive, got {self.init_points}")
         if self.checkpoint_every < 1 or self.checkpoint_minutes < 0:

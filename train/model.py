@@ -60,3 +60,56 @@ def random_points(n: int, dataset, generator: torch.Generator) -> tuple[torch.Te
     points = dataset.bounds.sample_points(n, dataset.train_cameras(), generator)
     colors = torch.rand(n, 3, generator=generator)
     return points, colors
+
+
+BLOCK = 16  # pixels: sparse points cover an image block when one of them projects into it
+
+
+def background_fill(
+    n: int, dataset, points: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n points for the parts of the training images that no sparse point covers (distant
+    background a structure-from-motion model rarely reconstructs: sky, far walls), each on the
+    ray of a random uncovered pixel of a random training image, at a depth between that camera's
+    median point depth and 10x its 95th percentile (uniform in disparity), coloured as the pixel.
+
+    Fewer points (possibly none) come back when the sparse points cover every image."""
+    cams = [dataset.frames[i].camera for i in dataset.train_indices]
+    pts64 = points.double()
+    chosen_cams = torch.randint(len(cams), (n,), generator=generator)
+    out_points, out_colors = [], []
+    for c in torch.unique(chosen_cams).tolist():
+        m = int((chosen_cams == c).sum())
+        cam, index = cams[c], dataset.train_indices[c]
+        view = torch.from_numpy(cam.viewmat)
+        K = torch.from_numpy(cam.K)
+        p = pts64 @ view[:3, :3].T + view[:3, 3]
+        front = p[:, 2] > 1e-6
+        if int(front.sum()) < 8:
+            continue
+        p = p[front]
+        uv = (p[:, :2] / p[:, 2:]) @ K[:2, :2].T + K[:2, 2]
+        bw, bh = math.ceil(cam.width / BLOCK), math.ceil(cam.height / BLOCK)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+        covered = torch.zeros(bh, bw, dtype=torch.bool)
+        blocks = (uv[inside] / BLOCK).long()
+        covered[blocks[:, 1], blocks[:, 0]] = True
+        free = (~covered).nonzero()
+        if free.shape[0] == 0:
+            continue
+        depths = p[inside, 2] if bool(inside.any()) else p[:, 2]
+        near = float(depths.median())
+        far = 10.0 * float(torch.quantile(depths, 0.95))
+        pick = free[torch.randint(free.shape[0], (m,), generator=generator)]
+        jitter = torch.rand(m, 2, generator=generator, dtype=torch.float64) * BLOCK
+        px = (pick[:, 1] * BLOCK + jitter[:, 0]).clamp(max=cam.width - 1e-3)
+        py = (pick[:, 0] * BLOCK + jitter[:, 1]).clamp(max=cam.height - 1e-3)
+        s = torch.rand(m, generator=generator, dtype=torch.float64)
+        z = 1.0 / (1.0 / near + (1.0 / far - 1.0 / near) * s)
+        p_cam = torch.stack([(px - K[0, 2]) / K[0, 0] * z, (py - K[1, 2]) / K[1, 1] * z, z], dim=1)
+        out_points.append((p_cam - view[:3, 3]) @ view[:3, :3])  # R^T (p - t)
+        rgb, _ = dataset.image(index)
+        out_colors.append(rgb[py.long(), px.long()])
+    if not out_points:
+        return torch.zeros(0, 3), torch.zeros(0, 3)
+    return torch.cat(out_points).float(), torch.cat(out_colors).float()

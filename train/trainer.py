@@ -22,7 +22,7 @@ from . import losses
 from .appearance import AppearanceCompensation
 from .base import BaseTrainer, TrainingError, checkpoint_paths, latest_checkpoint  # noqa: F401 - re-exported
 from .config import TrainConfig
-from .model import init_params, random_points
+from .model import background_fill, init_params, random_points
 from .strategies import STRATEGIES
 
 if TYPE_CHECKING:
@@ -44,6 +44,10 @@ class Trainer(BaseTrainer):
         init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
         if dataset.points is not None:
             points, colors = dataset.points, dataset.point_colors
+            n_fill = int(config.background_points * points.shape[0])
+            if n_fill > 0:
+                fill, fill_colors = background_fill(n_fill, dataset, points, self.generator)
+                points, colors = torch.cat([points, fill]), torch.cat([colors, fill_colors])
         else:
             points, colors = random_points(config.init_points, dataset, self.generator)
             init_scale = config.random_init_scale if config.random_init_scale is not None else init_scale
