@@ -4,7 +4,9 @@ same (full) resolution, (Gaussian, tile) pairs, and two CPU-side costs measured 
 previous implementation in the same run (OpenMP spin-waiting, Adam).
 
     python bench/step_cost.py                 # forward-facing LLFF fixture + lego_400 (if present)
-    python bench/step_cost.py --seconds 120   # training time per scene
+    python bench/step_cost.py --seconds 120   # training time of the fixture (and of lego)
+    python bench/step_cost.py --lego-seconds 0  # lego for the cpu preset's whole budget: "late"
+                                                # is then the end of a default run (14 min)
 
 The probe renders one training view at full resolution, forward + backward of the training loss
 (no optimiser step, no densification), 3 times, at the start and then every `--probe-every`
@@ -97,6 +99,7 @@ def run_scene(name: str, data: str, seconds: float, probe_every: int, device: st
         "data": data,
         "resolution": [cam.width, cam.height],
         "preset": cfg.preset,
+        "train_seconds": seconds,
         "early_over_late": ratio,
         "probes": probes,
         "steps": step_times[::10],
@@ -178,6 +181,11 @@ def main(argv=None) -> int:
     p.add_argument("--probe-every", type=int, default=250)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-lego", action="store_true")
+    p.add_argument(
+        "--lego-seconds",
+        type=float,
+        help="lego's training time (default: --seconds; 0: the default preset's whole budget)",
+    )
     args = p.parse_args(argv)
 
     from splat.scenes import forward_facing_cameras, still_life, write_llff_dataset
@@ -191,8 +199,13 @@ def main(argv=None) -> int:
         write_llff_dataset(still_life(), fixture, views, K, 256, 192)
         result["scenes"] = [run_scene("forward_fixture_256x192", str(fixture), args.seconds, args.probe_every, device)]
         if not args.skip_lego and (SHARED / "lego_400").is_dir():
+            from splat.train.config import preset_config
+
+            lego_seconds = args.seconds if args.lego_seconds is None else args.lego_seconds
+            if lego_seconds <= 0:
+                lego_seconds = preset_config("auto", device=device).max_train_seconds or args.seconds
             result["scenes"].append(
-                run_scene("lego_400", str(SHARED / "lego_400"), args.seconds, args.probe_every, device)
+                run_scene("lego_400", str(SHARED / "lego_400"), lego_seconds, args.probe_every, device)
             )
         adam = json.loads(
             subprocess.run([sys.executable, "-c", ADAM_SNIPPET], capture_output=True, text=True, check=True).stdout

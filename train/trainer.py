@@ -34,6 +34,7 @@ class Trainer(BaseTrainer):
     def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         super().__init__(config, dataset, run_dir, data_path)
         self._order: list[int] = []
+        self.init_note = ""  # where the initial Gaussians came from, when not only the data's points
 
         self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
         if self.dynamic and not dataset.is_dynamic:
@@ -47,6 +48,7 @@ class Trainer(BaseTrainer):
             n_fill = int(config.background_points * points.shape[0])
             if n_fill > 0:
                 fill, fill_colors = background_fill(n_fill, dataset, points, self.generator)
+                self.init_note = f"{points.shape[0]:,} sparse points + {fill.shape[0]:,} background fill"
                 points, colors = torch.cat([points, fill]), torch.cat([colors, fill_colors])
         else:
             points, colors = random_points(config.init_points, dataset, self.generator)
