@@ -155,12 +155,8 @@ def check_rasterize_inputs(
     if covars is None:
         flags.append((quats.detach().abs().sum(dim=-1) > 0).all())
     flags = torch.stack(flags).tolist()
-    names = list(named)
-    for k, ok in enumerate(flags[: len(names)]):
-        if not ok:
-            flags[k] = bool(torch.isfinite(named[names[k]]).all())
-    for (name, _), ok in zip(named.items(), flags):
-        if not ok:
+    for (name, t), ok in zip(named.items(), flags):
+        if not ok and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}: contains NaN or Inf")
     if covars is None and not flags[-1]:
         raise ValueError("quats: contains an all-zero quaternion (no rotation can be derived from it)")

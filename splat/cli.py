@@ -250,8 +250,7 @@ def _train(args) -> int:
         lock_run(run_dir)  # held until the process exits; then check again: a run may have started meanwhile
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
-        note = getattr(trainer, "init_note", "")
-        note = f" ({note})" if note else ""
+        note = f" ({trainer.init_note})" if trainer.init_note else ""
         print(f"{trainer.data.summary()}\n{trainer.model_text()} at the start{note} -> {run_dir}")
     print(plan_line(trainer))
     result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)

@@ -69,6 +69,7 @@ class BaseTrainer:
         self.step = 0
         self.train_seconds = 0.0
         self._stop_requested = False
+        self.init_note = ""  # where the initial model came from, when the data alone does not say
         self.step_lock = contextlib.nullcontext()  # a live viewer's lock once `live_run()` made one
         self._checkpoint_seconds = 0.0  # training time at the last checkpoint
         n_train = len(dataset.train_indices)

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from splat.camera import pixel_rays
 from splat.gaussians import rgb_to_sh
 
 
@@ -70,46 +71,41 @@ def background_fill(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n points for the parts of the training images that no sparse point covers (distant
     background a structure-from-motion model rarely reconstructs: sky, far walls), each on the
-    ray of a random uncovered pixel of a random training image, at a depth between that camera's
-    median point depth and 10x its 95th percentile (uniform in disparity), coloured as the pixel.
+    ray of a random pixel of a random training image whose BLOCK x BLOCK block no point projects
+    into, at a depth between that camera's median point depth and 10x its 95th percentile
+    (uniform in disparity), coloured as the pixel.
 
     Fewer points (possibly none) come back when the sparse points cover every image."""
-    cams = [dataset.frames[i].camera for i in dataset.train_indices]
-    pts64 = points.double()
-    chosen_cams = torch.randint(len(cams), (n,), generator=generator)
+    chosen = torch.randint(len(dataset.train_indices), (n,), generator=generator)
     out_points, out_colors = [], []
-    for c in torch.unique(chosen_cams).tolist():
-        m = int((chosen_cams == c).sum())
-        cam, index = cams[c], dataset.train_indices[c]
-        view = torch.from_numpy(cam.viewmat)
-        K = torch.from_numpy(cam.K)
-        p = pts64 @ view[:3, :3].T + view[:3, 3]
-        front = p[:, 2] > 1e-6
+    for c in torch.unique(chosen).tolist():
+        m = int((chosen == c).sum())
+        index = dataset.train_indices[c]
+        cam = dataset.frames[index].camera
+        view, K = torch.from_numpy(cam.viewmat), torch.from_numpy(cam.K)
+        depth = points.double() @ view[2, :3] + view[2, 3]  # camera z
+        front = depth > 1e-6
         if int(front.sum()) < 8:
             continue
-        p = p[front]
-        uv = (p[:, :2] / p[:, 2:]) @ K[:2, :2].T + K[:2, 2]
-        bw, bh = math.ceil(cam.width / BLOCK), math.ceil(cam.height / BLOCK)
+        uv = torch.from_numpy(cam.project(points[front].numpy()))
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
-        covered = torch.zeros(bh, bw, dtype=torch.bool)
+        covered = torch.zeros(math.ceil(cam.height / BLOCK), math.ceil(cam.width / BLOCK), dtype=torch.bool)
         blocks = (uv[inside] / BLOCK).long()
         covered[blocks[:, 1], blocks[:, 0]] = True
-        free = (~covered).nonzero()
+        free = (~covered).nonzero()  # (block row, block column)
         if free.shape[0] == 0:
             continue
-        depths = p[inside, 2] if bool(inside.any()) else p[:, 2]
-        near = float(depths.median())
-        far = 10.0 * float(torch.quantile(depths, 0.95))
-        pick = free[torch.randint(free.shape[0], (m,), generator=generator)]
-        jitter = torch.rand(m, 2, generator=generator, dtype=torch.float64) * BLOCK
-        px = (pick[:, 1] * BLOCK + jitter[:, 0]).clamp(max=cam.width - 1e-3)
-        py = (pick[:, 0] * BLOCK + jitter[:, 1]).clamp(max=cam.height - 1e-3)
+        depths = depth[front][inside] if bool(inside.any()) else depth[front]
+        near, far = float(depths.median()), 10.0 * float(torch.quantile(depths, 0.95))
+        block = free[torch.randint(free.shape[0], (m,), generator=generator)].flip(1)  # (column, row)
+        pixels = block * BLOCK + torch.randint(BLOCK, (m, 2), generator=generator)
+        pixels = torch.minimum(pixels, torch.tensor([cam.width - 1, cam.height - 1]))
         s = torch.rand(m, generator=generator, dtype=torch.float64)
         z = 1.0 / (1.0 / near + (1.0 / far - 1.0 / near) * s)
-        p_cam = torch.stack([(px - K[0, 2]) / K[0, 0] * z, (py - K[1, 2]) / K[1, 1] * z, z], dim=1)
-        out_points.append((p_cam - view[:3, 3]) @ view[:3, :3])  # R^T (p - t)
+        origins, dirs = pixel_rays(pixels, K, view, cam.model)
+        out_points.append(origins + dirs * (z / (dirs @ view[2, :3]))[:, None])  # at camera z
         rgb, _ = dataset.image(index)
-        out_colors.append(rgb[py.long(), px.long()])
+        out_colors.append(rgb[pixels[:, 1], pixels[:, 0]])
     if not out_points:
         return torch.zeros(0, 3), torch.zeros(0, 3)
     return torch.cat(out_points).float(), torch.cat(out_colors).float()

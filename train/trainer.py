@@ -34,7 +34,6 @@ class Trainer(BaseTrainer):
     def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         super().__init__(config, dataset, run_dir, data_path)
         self._order: list[int] = []
-        self.init_note = ""  # where the initial Gaussians came from, when not only the data's points
 
         self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
         if self.dynamic and not dataset.is_dynamic:
