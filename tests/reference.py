@@ -6,7 +6,8 @@ Projection and SH come from the pure-torch twins in `splat.renderer.torch_impl`,
 checked against gsplat's reference functions.
 
 Besides the images it returns each pixel's `margin`: the smallest relative distance of any
-discrete decision taken there (alpha vs 1/255, alpha vs the 0.99 clamp, transmittance vs 1e-4).
+discrete decision taken there (alpha vs 1/255, alpha vs the 0.99 clamp, transmittance vs 1e-4,
+and the depth order of a blended Gaussian against its nearest neighbour in depth).
 Where the margin is below float32 resolution, fp32 and fp64 may legitimately decide differently,
 so comparisons leave those (rare) pixels out.
 """
@@ -18,6 +19,10 @@ import torch
 from splat.renderer import torch_impl as ti
 
 TRIU = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
+
+# Depth carries no exp() amplification, so float32 can only swap two Gaussians whose depths agree
+# to ~1e-6 relative; scaled by this, such a near-tie reads as a margin below the 1e-4 tolerance.
+DEPTH_ORDER_SCALE = 100.0
 
 
 def composite_brute_force(means2d, conics, colors, opacities, depths, radii, width, height, backgrounds=None):
@@ -38,6 +43,7 @@ def composite_brute_force(means2d, conics, colors, opacities, depths, radii, wid
         acc = torch.zeros((P, D), dtype=colors.dtype, device=dev)
         done = torch.zeros(P, dtype=torch.bool, device=dev)
         margin = torch.full((P,), float("inf"), dtype=torch.float64, device=dev)
+        last_depth = torch.full((P,), float("nan"), dtype=torch.float64, device=dev)
         for g in order.tolist():
             dx = means2d[c, g, 0] - px
             dy = means2d[c, g, 1] - py
@@ -54,6 +60,11 @@ def composite_brute_force(means2d, conics, colors, opacities, depths, radii, wid
                 m = (raw / ti.ALPHA_THRESHOLD - 1).abs()
                 m = torch.where(active, torch.minimum(m, (raw / ti.ALPHA_MAX - 1).abs()), m)
                 m = torch.where(active, torch.minimum(m, (next_T / ti.TRANSMITTANCE_MIN - 1).abs()), m)
+                # swapping with the previous Gaussian blended here is the only reorder that shows
+                d = depths[c, g].detach().double()
+                tie = DEPTH_ORDER_SCALE * (d - last_depth).abs() / d.abs().clamp(min=1e-12)
+                m = torch.where(active & ~tie.isnan(), torch.minimum(m, tie), m)
+                last_depth = torch.where(active, d, last_depth)
                 margin = torch.where(live, torch.minimum(margin, m.double()), margin)
             weight = torch.where(blend, alpha * T, torch.zeros_like(T))
             acc = acc + weight[:, None] * colors_cn[c, g][None, :]

@@ -174,7 +174,7 @@ def test_rasterize_4d_matches_reference(gen, compositing_variant, device="cpu"):
         l64["backgrounds"],
     )
     quiet = quiet_pixels(margin)
-    assert fraction(quiet) > 0.99
+    assert fraction(quiet) > 0.97, "too many ambiguous pixels: margin logic broken?"
     assert ref_alpha.mean() > 0.2, "degenerate test scene"
     assert_close_rel(out, ref, FWD_TOL, "render_colors", quiet[..., None].expand_as(out))
     assert_close_rel(alpha, ref_alpha, FWD_TOL, "render_alphas", quiet[..., None])

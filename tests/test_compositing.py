@@ -95,7 +95,7 @@ def test_compositing_matches_brute_force(gen, D, per_camera):
         l64["bg"],
     )
     quiet = quiet_pixels(margin)
-    assert fraction(quiet) > 0.99 and ref_alpha.mean() > 0.2
+    assert fraction(quiet) > 0.97 and ref_alpha.mean() > 0.2
     assert_close_rel(out, ref, 1e-5, "render", quiet[..., None].expand_as(out))
     assert_close_rel(alpha, ref_alpha, 1e-5, "alpha", quiet[..., None])
     w = torch.rand(out.shape, generator=gen, dtype=torch.float64) * quiet[..., None]
@@ -170,6 +170,28 @@ def test_rules_stop_before_transmittance_falls_to_1e4():
     out, alpha = rasterize_to_pixels(m, c, colors, o, 4, 4, 16, offs, flat)
     assert alpha[0, 0, 0, 0].item() == pytest.approx(0.99, abs=1e-7)
     assert out[0, 0, 0, 0].item() == pytest.approx(0.99, abs=1e-6)
+
+
+def test_reference_marks_depth_ties_only_where_both_splats_blend():
+    """float32 may swap two splats whose depths agree to ~1e-6: the reference's margin must leave
+    out exactly the pixels where both blend (there the order shows), and no others."""
+    means2d = torch.tensor([[[3.5, 3.5], [6.5, 3.5], [20.5, 3.5]]], dtype=torch.float64)
+    conics = torch.tensor([[[0.5, 0.0, 0.5]] * 3], dtype=torch.float64)
+    opacities = torch.tensor([[0.8, 0.8, 0.8]], dtype=torch.float64)
+    depths = torch.tensor([[2.0, 2.0 * (1 + 1e-8), 3.0]], dtype=torch.float64)  # a tie, then a clear third
+    radii = torch.full((1, 3, 2), 8, dtype=torch.int32)
+    colors = torch.eye(3, dtype=torch.float64)
+    _, _, margin = composite_brute_force(means2d, conics, colors, opacities, depths, radii, 28, 8)
+    quiet = quiet_pixels(margin)[0]
+    ys, xs = torch.meshgrid(torch.arange(8) + 0.5, torch.arange(28) + 0.5, indexing="ij")
+
+    def blends(i):
+        power = 0.25 * ((xs - means2d[0, i, 0]) ** 2 + (ys - means2d[0, i, 1]) ** 2)
+        return 0.8 * torch.exp(-power) >= 1 / 255
+
+    assert (blends(0) & blends(1)).any() and (blends(2) & ~blends(1)).any()
+    assert not quiet[blends(0) & blends(1)].any()
+    assert quiet[~(blends(0) & blends(1))].all()
 
 
 @pytest.mark.parametrize("D", [3, 4])

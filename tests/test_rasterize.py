@@ -79,7 +79,7 @@ def run_both(gen, inputs, views, Ks, width, height, device="cpu", **kw):
     assert out.device.type == torch.device(device).type and alpha.device == out.device
     ref, ref_alpha, margin = reference_rasterize(**{**q32, **leaves64}, **args64)
     quiet = quiet_pixels(margin)
-    assert fraction(quiet) > 0.99, f"too many ambiguous pixels ({1 - fraction(quiet):.2%}): margin logic broken?"
+    assert fraction(quiet) > 0.97, f"too many ambiguous pixels ({1 - fraction(quiet):.2%}): margin logic broken?"
     w = torch.rand(out.shape, generator=gen, dtype=torch.float64) * quiet[..., None]
     wa = torch.rand(alpha.shape, generator=gen, dtype=torch.float64) * quiet[..., None]
     ((out.double().cpu() * w).sum() + (alpha.double().cpu() * wa).sum()).backward()
