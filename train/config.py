@@ -62,10 +62,11 @@ MAX_IMAGE_SIDE = {"cuda": 1600, "cpu": 800}
 # past 30 dB test PSNR in under 20 minutes on a 2-core CPU (bench/train_lego.py).
 # "cpu": "fast" within a time budget that ends a run in about a quarter of an hour, evaluated
 # once at the end (bench/results/train_defaults_lego-cpu.json measures it); random points start at
-# half their kNN distance: random points are not surfaces, and at full size their overlapping
-# footprints gave the first steps 2.2x the tile pairs (bench/results/step_cost-cpu.json has the
-# early / late step costs with this setting). "auto" (the CLI default)
-# is "inria" on CUDA and "cpu" on a CPU.
+# 0.35x their kNN distance: random points are not surfaces, and their overlapping, transparent
+# footprints made the first steps the slowest of a run (lego at 400x400: 0.5x gave 141k tile
+# pairs and 500 ms a step at step 0, 0.35x 95k and 330 ms; bench/results/step_cost-cpu.json has
+# the early / late step costs with this setting). "auto" (the CLI default) is "inria" on CUDA and
+# "cpu" on a CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "inria": {},
     "fast": {"resolution_schedule": [[0, 4], [500, 2], [2000, 1]], "init_points": 20_000},
@@ -74,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init_points": 20_000,
         "max_train_seconds": 820.0,
         "eval_steps": [],
-        "random_init_scale": 0.5,
+        "random_init_scale": 0.35,
     },
 }
 AUTO_PRESET = {"cuda": "inria", "cpu": "cpu"}
