@@ -22,6 +22,8 @@ import math
 import numpy as np
 import torch
 
+from splat.camera import pixel_rays
+
 KINDS = ("object", "forward", "unbounded")
 FORWARD_CONE_DEGREES = 40.0  # forward-facing: every optical axis within this angle of the mean
 OBJECT_HALF_SIZE = 0.33  # object captures: content within this cube (x camera distance), as INRIA's random init
@@ -93,11 +95,10 @@ def frustum_points(
     views = torch.from_numpy(np.stack([c.viewmat for c in cameras]))[which]
     widths = torch.tensor([float(c.width) for c in cameras], dtype=torch.float64)[which]
     heights = torch.tensor([float(c.height) for c in cameras], dtype=torch.float64)[which]
-    x = (u * widths - Ks[:, 0, 2]) / Ks[:, 0, 0] * z
-    y = (v * heights - Ks[:, 1, 2]) / Ks[:, 1, 1] * z
-    p_cam = torch.stack([x, y, z], dim=1)
-    R, t = views[:, :3, :3], views[:, :3, 3]
-    return torch.einsum("nji,nj->ni", R, p_cam - t)
+    # a uniform position on the image (pixel_rays adds the half pixel to integer pixel indices)
+    origins, dirs = pixel_rays(torch.stack([u * widths, v * heights], 1) - 0.5, Ks, views)
+    along = z / (dirs * views[:, 2, :3]).sum(1)  # z is depth along the optical axis, not along the ray
+    return origins + dirs * along[:, None]
 
 
 def classify_capture(centers: np.ndarray, forwards: np.ndarray, focus: np.ndarray) -> str:
