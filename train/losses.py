@@ -16,7 +16,7 @@ SSIM_C2 = 0.03**2
 
 @functools.cache
 def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - size // 2
+    x = torch.arange(size, dtype=torch.float64) - size // 2  # cast to the images' dtype by _blur
     w = torch.exp(-(x**2) / (2 * sigma**2))
     return w / w.sum()
 
