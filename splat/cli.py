@@ -546,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from splat.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before the first large tensor: training, rendering and viewing all gain
     try:
         return args.func(args)
     except KeyboardInterrupt:

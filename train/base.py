@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 import splat
+from splat.allocator import keep_freed_memory
 from splat.camera import Camera
 from splat.errors import DiskFullError, InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
 from splat.io_utils import atomic_path, write_image
@@ -60,6 +61,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 class BaseTrainer:
     def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         config.validate()
+        keep_freed_memory()  # a CPU step otherwise page-faults on every large temporary (splat/allocator.py)
         self.cfg = config
         self.data = dataset
         self.run_dir = Path(run_dir)
