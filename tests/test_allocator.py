@@ -1,15 +1,12 @@
 """The allocator tuning: large temporaries stop page-faulting on every allocation (Linux + glibc)."""
 
-import ctypes
-import ctypes.util
 import os
-import resource
 import subprocess
 import sys
 
 import pytest
 
-GLIBC = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "gnu_get_libc_version")
+from splat import allocator
 
 SNIPPET = """
 import resource, sys, torch
@@ -32,7 +29,7 @@ def faults(mode: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt only (Linux)")
+@pytest.mark.skipif(allocator.glibc() is None, reason="glibc's mallopt only (Linux)")
 def test_keep_freed_memory_stops_page_faults_on_large_temporaries():
     plain, tuned = faults("plain"), faults("tuned")
     # 4 MiB = 1,024 pages; untuned, glibc maps (some of) them afresh each time
@@ -40,11 +37,9 @@ def test_keep_freed_memory_stops_page_faults_on_large_temporaries():
     assert tuned < plain / 20, (plain, tuned)
 
 
-def test_keep_freed_memory_is_idempotent_and_can_be_disabled(monkeypatch):
-    import splat.allocator as allocator
-
+def test_keep_freed_memory_is_decided_once_and_can_be_disabled(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setenv("SPLAT_KEEP_FREED_MEMORY", "0")
     assert allocator.keep_freed_memory() is False
-    assert allocator.keep_freed_memory() is False  # decided once per process
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt >= 0
+    monkeypatch.setenv("SPLAT_KEEP_FREED_MEMORY", "1")
+    assert allocator.keep_freed_memory() is False  # decided once per process, at the first call
