@@ -2,7 +2,7 @@
 
 Two kernel sets implement it with the same per-pair arithmetic: per-pixel kernels
 (`compositing_pixel.py`, the CUDA path) and per-tile kernels (`compositing_tile.py`, the CPU
-default). Features wider than 32 channels run in chunks of 32 channels.
+default). Features wider than 32 channels (8 for the tile kernels) run in chunks of that many.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import warp as wp
 
 from . import warp_runtime
 from .compositing_pixel import TileGrid, composite_types, pixel_kernels
-from .compositing_tile import tile_kernels
+from .compositing_tile import MAX_TILE_CHANNELS, lanes_for, tile_kernels
 from .gaussian_math import splat2d
 
 MAX_CHANNELS_PER_PASS = 32
@@ -63,11 +63,15 @@ def _image_struct(D, colors, alphas, transmittance, last_ids):
     return im
 
 
+def _uses_tile_kernels(device: torch.device) -> bool:
+    return KERNEL_VARIANT.get(device.type, "pixel") == "tile"
+
+
 def _launch(
     forward: bool, D: int, device: torch.device, num_tiles: int, tile_size: int, inputs: list, outputs: list
 ) -> None:
-    if KERNEL_VARIANT.get(device.type, "pixel") == "tile":
-        kernel = tile_kernels(D)[0 if forward else 1]
+    if _uses_tile_kernels(device):
+        kernel = tile_kernels(D, lanes_for(tile_size))[0 if forward else 1]
         warp_runtime.launch(kernel, num_tiles, inputs, outputs, device=device, sharded=not forward, grain=TILE_GRAIN)
     else:
         kernel = pixel_kernels(D)[0 if forward else 1]
@@ -146,12 +150,7 @@ class _RasterizeToPixels(torch.autograd.Function):
             A(v_out_colors, vecD),
             A(v_out_alphas),
         ]
-        outputs = [grads]
-        if KERNEL_VARIANT.get(dev.type, "pixel") == "tile":
-            scratch_T = torch.empty((C * height * width,), dtype=torch.float32, device=dev)
-            scratch_behind = torch.empty((C * height * width, D), dtype=torch.float32, device=dev)
-            outputs += [A(scratch_T), A(scratch_behind, vecD)]
-        _launch(False, D, dev, isect_offsets.numel(), tile_size, inputs, outputs)
+        _launch(False, D, dev, isect_offsets.numel(), tile_size, inputs, [grads])
         if absgrad:
             means2d.absgrad = v_abs.sum(0).view(C, N, 2)
         v_backgrounds = None
@@ -198,7 +197,8 @@ def rasterize_to_pixels(
         over pixels of |d loss / d means2d| after backward (as gsplat).
     """
     D = colors.shape[-1]
-    if D <= MAX_CHANNELS_PER_PASS:
+    per_pass = MAX_TILE_CHANNELS if _uses_tile_kernels(colors.device) else MAX_CHANNELS_PER_PASS
+    if D <= per_pass:
         return _RasterizeToPixels.apply(
             means2d,
             conics,
@@ -215,8 +215,8 @@ def rasterize_to_pixels(
     # Wide features: chunks of channels; alphas (and absgrad) come from the first chunk only.
     chunks = []
     alphas = None
-    for k, start in enumerate(range(0, D, MAX_CHANNELS_PER_PASS)):
-        sl = slice(start, min(D, start + MAX_CHANNELS_PER_PASS))
+    for k, start in enumerate(range(0, D, per_pass)):
+        sl = slice(start, min(D, start + per_pass))
         bg = backgrounds[:, sl].contiguous() if backgrounds is not None else None
         out, a = _RasterizeToPixels.apply(
             means2d,

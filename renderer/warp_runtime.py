@@ -33,6 +33,18 @@ _initialized = False
 KERNEL_OPTIONS = {"enable_backward": False}
 
 
+def vector_kernel_options(fuse_multiply_add: bool = False) -> dict:
+    """Module options for kernels written for the CPU's vector unit (16-lane `while` loops):
+    prefer 512-bit registers where the CPU has them (elsewhere the compiler picks the widest it
+    has). `fuse_multiply_add` lets the compiler contract a * b + c into one rounding, which Warp
+    otherwise never does; only for kernels whose results need not match another kernel's bit
+    for bit."""
+    flags = f"{wp.config.cpu_compiler_flags} -mprefer-vector-width=512"
+    if fuse_multiply_add:
+        flags += " -ffp-contract=fast"
+    return {**KERNEL_OPTIONS, "cpu_compiler_flags": flags}
+
+
 def init() -> None:
     """Initialise Warp once per process, filtering its CUDA-driver warning on machines without one."""
     global _initialized

@@ -172,6 +172,36 @@ def test_rules_stop_before_transmittance_falls_to_1e4():
     assert out[0, 0, 0, 0].item() == pytest.approx(0.99, abs=1e-6)
 
 
+def test_polynomial_exponential_of_the_tile_kernels():
+    """`exp_neg`, the tile kernels' exp(-p), is within 3e-7 absolute of exp(-p) over the range
+    alpha needs, p in [0, log 255] (the error of a pixel's colour follows the absolute error of
+    alpha; float32 rounding of 1 is 6e-8), 3e-6 relative where alpha is small, exactly 1 at 0, on
+    a fine grid and on random points; beyond p = 6 it holds exp(-6) (those pixels are skipped:
+    their alpha is below 1/255 for any opacity <= 1)."""
+    import warp as wp
+
+    from splat.renderer import warp_runtime
+    from splat.renderer.gaussian_math import exp_neg
+
+    @wp.kernel
+    def evaluate(offset: int, p: wp.array(dtype=float), out: wp.array(dtype=float)):
+        i = wp.tid() + offset
+        out[i] = exp_neg(p[i])
+
+    p = torch.cat([torch.linspace(0, 5.6, 200_001), torch.rand(100_000) * 5.6, torch.tensor([6.0, 7.5, 1e3])])
+    out = torch.empty_like(p)
+    warp_runtime.launch(
+        evaluate, p.numel(), [warp_runtime.array(p.contiguous())], [warp_runtime.array(out)], device=p.device
+    )
+    exact = torch.exp(-p.double().clamp(max=6.0))
+    err = (out.double() - exact).abs()
+    print(f"max absolute error {err.max():.2e}, relative {(err / exact).max():.2e}")
+    assert err.max() < 3e-7, f"max absolute error {err.max():.2e}"
+    assert (err / exact).max() < 3e-6, f"max relative error {(err / exact).max():.2e}"
+    assert out[0].item() == 1.0
+    assert out[-1].item() == out[-3].item()  # clamped
+
+
 def test_reference_marks_depth_ties_only_where_both_splats_blend():
     """float32 may swap two splats whose depths agree to ~1e-6: the reference's margin must leave
     out exactly the pixels where both blend (there the order shows), and no others."""
@@ -225,10 +255,11 @@ def test_torch_twin_matches_warp(gen, D):
     assert_close_rel(c2.grad, c1.grad, 1e-4, "torch twin colour gradient")
 
 
-def test_tile_spans_visit_every_pixel_of_thin_and_huge_splats(compositing_variant, monkeypatch):
-    """The tile kernels visit only the pixels inside each splat's ellipse (rows and spans solved
-    with a 0.05 px margin); on splats from needle-thin to screen-filling, anisotropy up to e^8,
-    their images and gradients equal the per-pixel kernels', which test every pixel."""
+def test_tile_rows_cover_every_pixel_of_thin_and_huge_splats(compositing_variant, monkeypatch):
+    """The tile kernels visit only the rows each splat's ellipse can reach (solved with a 0.05 px
+    margin) and evaluate alpha with a polynomial exponential; on splats from needle-thin to
+    screen-filling, anisotropy up to e^8, their images and gradients equal the per-pixel
+    kernels', which test every pixel with expf."""
     from splat.renderer import compositing
 
     if compositing_variant != "tile":

@@ -23,7 +23,7 @@ import warp as wp
 from test_rasterize import check, make_inputs
 
 import splat
-from splat.renderer import binning, compositing_pixel, compositing_tile, projection, spherical_harmonics
+from splat.renderer import binning, compositing_pixel, projection, spherical_harmonics
 
 cuda = pytest.mark.cuda
 DEVICE = os.environ.get("SPLAT_TEST_DEVICE", "cuda")
@@ -104,11 +104,11 @@ def test_cuda_ray_marching_matches_twin(gen, contract):
 
 @pytest.mark.parametrize("arch", [80, 90])
 def test_kernels_compile_for_cuda(arch):
-    """PTX generation of every kernel module (D = 3 and 32 for the generated compositing kernels)."""
+    """PTX generation of every kernel module CUDA runs (D = 3 and 32 for the generated compositing
+    kernels; the tile kernels are the CPU's, compiled by every CPU test that composites)."""
     modules = [projection, spherical_harmonics, binning]
     for D in (3, 32):
         modules += [k.module for k in compositing_pixel.pixel_kernels(D)]
-        modules += [k.module for k in compositing_tile.tile_kernels(D)]
     with tempfile.TemporaryDirectory() as tmp:
         for m in modules:
             try:

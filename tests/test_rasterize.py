@@ -149,8 +149,10 @@ def test_covariances_instead_of_quats_and_scales(gen):
     check(gen, inputs, views, Ks, 32, 24)
 
 
-@pytest.mark.parametrize("tile_size", [8, 13])
+@pytest.mark.parametrize("tile_size", [8, 13, 24, 32])
 def test_other_tile_sizes_and_ragged_images(gen, tile_size):
+    """Tiles narrower than the CPU kernels' 16 lanes, and wider ones (32 lanes), on an image
+    whose edges cut tiles short."""
     inputs, views, Ks = make_inputs(gen, C=2, N=150, width=37, height=23)
     check(gen, inputs, views, Ks, 37, 23, tile_size=tile_size)
 
