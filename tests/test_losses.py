@@ -84,3 +84,40 @@ def test_ssim_float32_training_path_agrees_with_float64():
 def test_ssim_of_identical_images_is_one():
     img = torch.rand(30, 30, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.allclose(losses.ssim_map(img, img), torch.ones(30, 30, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(37, 52, 3), (16, 16, 1), (9, 30, 4), (40, 33, 3), (5, 7, 3), (70, 17, 2)])
+def test_ssim_kernels_match_float64_twin(shape):
+    """The Warp SSIM kernels (float32 images, fixed reference: training and evaluation) against the
+    float64 definition: forward and the image's gradient, on sizes that are not multiples of the
+    kernels' 16-pixel blocks (or smaller than one window), 1 to 4 channels."""
+    from splat.train import ssim as ssim_kernels
+
+    gen = torch.Generator().manual_seed(hash(shape) % 2**31)
+    img = torch.rand(shape, generator=gen, requires_grad=True)
+    ref = (0.6 * img.detach() + 0.4 * torch.rand(shape, generator=gen)).contiguous()
+    weights = torch.rand(shape[:2], generator=gen, dtype=torch.float64)
+
+    ours = ssim_kernels.ssim_map(img, ref)
+    img64 = img.detach().double().requires_grad_()
+    twin = ssim_map_twin(img64, ref.double())
+    assert ours.dtype == torch.float32 and ours.shape == shape[:2]
+    assert torch.allclose(ours.double(), twin, rtol=0, atol=3e-6), float((ours.double() - twin).abs().max())
+    assert 0.2 < float(twin.mean().detach()) < 0.95
+    with torch.no_grad():  # the forward without the partial derivatives gives the same map
+        assert torch.equal(ssim_kernels.ssim_map(img, ref), ours.detach())
+
+    (g_ours,) = torch.autograd.grad((ours.double() * weights).sum(), (img,))
+    (g_twin,) = torch.autograd.grad((twin * weights).sum(), (img64,))
+    scale = float(g_twin.abs().max())
+    assert scale > 0
+    assert torch.allclose(g_ours.double(), g_twin, rtol=0, atol=2e-5 * scale), float((g_ours - g_twin).abs().max())
+
+
+def test_training_loss_uses_the_ssim_kernels_for_float32():
+    from splat.train import ssim as ssim_kernels
+
+    img = torch.rand(20, 24, 3, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    ref = torch.rand(20, 24, 3, generator=torch.Generator().manual_seed(6))
+    assert losses.ssim_map(img, ref).grad_fn.name() == ssim_kernels._SSIMMap.__name__ + "Backward"
+    assert losses.ssim_map(img.double(), ref.double()).grad_fn.name() != ssim_kernels._SSIMMap.__name__ + "Backward"

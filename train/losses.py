@@ -31,7 +31,20 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 
 
 def ssim_map(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-pixel SSIM of (H, W, C) images in [0, 1] (mean over channels): (H, W)."""
+    """Per-pixel SSIM of (H, W, C) images in [0, 1] (mean over channels): (H, W).
+
+    float32 images against a reference that needs no gradient (training, evaluation) go through
+    the Warp kernels of `train/ssim.py`; anything else (float64, gradients for both) through the
+    torch code below, which is also what those kernels are tested against."""
+    if img.dtype == torch.float32 and ref.dtype == torch.float32 and not ref.requires_grad:
+        from .ssim import ssim_map as fused_ssim_map
+
+        return fused_ssim_map(img, ref)
+    return ssim_map_torch(img, ref)
+
+
+def ssim_map_torch(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`ssim_map` in torch operations (any dtype, gradients for both images)."""
     x = img.permute(2, 0, 1)[None]
     y = ref.permute(2, 0, 1)[None]
     # one blur pass over all five statistics' inputs
