@@ -61,7 +61,8 @@ def rasterize(
         opacities: (N,) activated opacities in [0, 1].
         colors: post-activation features (N, D) or (C, N, D), any D; or, with `sh_degree`, SH
             coefficients (N, K, 3) or (C, N, K, 3), K >= (sh_degree + 1)^2, turned into colour per
-            camera as max(SH(view dir) + 0.5, 0).
+            camera as max(SH(view dir) + 0.5, 0); or a pair (DC band (N, 1, 3), higher bands
+            (N, K - 1, 3)), as a model keeps them, so they need not be concatenated.
         viewmats: (C, 4, 4) world-to-camera matrices, OpenCV axes (x right, y down, z forward).
         Ks: (C, 3, 3) pinhole intrinsics in pixels (pixel centres at integer + 0.5).
         width, height: image size in pixels.
@@ -198,7 +199,8 @@ def project(
     if render_mode in ("D", "ED"):
         features = None  # depth only: colours are not evaluated
     elif sh_degree is not None:
-        features = sh_colors(sh_degree, means, camera_centers(viewmats), _f32(colors), radii)
+        dc, rest = colors if isinstance(colors, (tuple, list)) else (colors, None)
+        features = sh_colors(sh_degree, means, camera_centers(viewmats), _f32(dc), radii, _f32(rest))
     else:
         features = _f32(colors)
     return {

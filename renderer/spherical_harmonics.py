@@ -17,6 +17,7 @@ wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
 MAX_SH_DEGREE = 3
 vec16 = wp.types.vector(length=16, dtype=wp.float32)
+sh_grads = wp.types.matrix(shape=(16, 3), dtype=wp.float32)  # d loss / d coefficient, one row per band
 
 SH_C1 = wp.constant(0.4886025119029199)
 SH_C2_0 = wp.constant(1.0925484305920792)
@@ -124,7 +125,8 @@ def sh_colors_fwd(
     num_gaussians: int,
     means: wp.array(dtype=wp.vec3),
     campos: wp.array(dtype=wp.vec3),
-    coeffs: wp.array2d(dtype=wp.vec3),  # (N or C*N, K)
+    dc: wp.array2d(dtype=wp.vec3),  # (N or C*N, 1): the DC band
+    rest: wp.array2d(dtype=wp.vec3),  # (N or C*N, K - 1): bands 1..
     coeffs_per_camera: int,
     radii: wp.array(dtype=wp.vec2i),
     colors: wp.array(dtype=wp.vec3),  # (C*N) out
@@ -140,9 +142,9 @@ def sh_colors_fwd(
     if coeffs_per_camera != 0:
         row = i
     b = sh_basis(degree, wp.normalize(means[n] - campos[cam]))
-    c = wp.vec3(0.5)
-    for k in range(num_bases):
-        c += b[k] * coeffs[row, k]
+    c = wp.vec3(0.5) + b[0] * dc[row, 0]
+    for k in range(1, num_bases):
+        c += b[k] * rest[row, k - 1]
     colors[i] = wp.max(c, wp.vec3(0.0))
 
 
@@ -155,52 +157,73 @@ def sh_colors_bwd(
     num_cameras: int,
     means: wp.array(dtype=wp.vec3),
     campos: wp.array(dtype=wp.vec3),
-    coeffs: wp.array2d(dtype=wp.vec3),
+    dc: wp.array2d(dtype=wp.vec3),
+    rest: wp.array2d(dtype=wp.vec3),
     coeffs_per_camera: int,
     radii: wp.array(dtype=wp.vec2i),
     v_colors: wp.array(dtype=wp.vec3),
-    v_coeffs: wp.array2d(dtype=wp.vec3),  # zero-initialised, same shape as coeffs
-    v_means: wp.array(dtype=wp.vec3),  # (N)
+    v_dc: wp.array2d(dtype=wp.vec3),  # out, every entry written
+    v_rest: wp.array2d(dtype=wp.vec3),  # out, every entry written (zero past the active degree)
+    v_means: wp.array(dtype=wp.vec3),  # (N) out
 ):
     n = wp.tid() + offset
     v_mean = wp.vec3(0.0)
+    v_sum = sh_grads()  # d loss / d coefficient of shared coefficients, summed over cameras
     for cam in range(num_cameras):
         i = cam * num_gaussians + n
-        r = radii[i]
-        if r[0] == 0 and r[1] == 0:
-            continue
         row = n
         if coeffs_per_camera != 0:
             row = i
-        delta = means[n] - campos[cam]
-        inv_len = 1.0 / wp.length(delta)
-        d = delta * inv_len
-        b = sh_basis(degree, d)
-        c = wp.vec3(0.5)
-        for k in range(num_bases):
-            c += b[k] * coeffs[row, k]
-        # the clamp at 0 lets gradient through where the colour is not clamped
-        v_c = v_colors[i]
-        v_c = wp.vec3(
-            wp.where(c[0] >= 0.0, v_c[0], 0.0), wp.where(c[1] >= 0.0, v_c[1], 0.0), wp.where(c[2] >= 0.0, v_c[2], 0.0)
-        )
-        v_b = vec16()
-        for k in range(num_bases):
-            v_coeffs[row, k] = v_coeffs[row, k] + b[k] * v_c
-            v_b[k] = wp.dot(coeffs[row, k], v_c)
-        v_d = sh_basis_vjp(degree, d, v_b)
-        v_mean += (v_d - d * wp.dot(d, v_d)) * inv_len
+        v_row = sh_grads()
+        r = radii[i]
+        if r[0] != 0 or r[1] != 0:
+            delta = means[n] - campos[cam]
+            inv_len = 1.0 / wp.length(delta)
+            d = delta * inv_len
+            b = sh_basis(degree, d)
+            c = wp.vec3(0.5) + b[0] * dc[row, 0]
+            for k in range(1, num_bases):
+                c += b[k] * rest[row, k - 1]
+            # the clamp at 0 lets gradient through where the colour is not clamped
+            v_c = v_colors[i]
+            v_c = wp.vec3(
+                wp.where(c[0] >= 0.0, v_c[0], 0.0),
+                wp.where(c[1] >= 0.0, v_c[1], 0.0),
+                wp.where(c[2] >= 0.0, v_c[2], 0.0),
+            )
+            v_b = vec16()
+            v_row[0] = b[0] * v_c
+            v_b[0] = wp.dot(dc[row, 0], v_c)
+            for k in range(1, num_bases):
+                v_row[k] = b[k] * v_c
+                v_b[k] = wp.dot(rest[row, k - 1], v_c)
+            v_d = sh_basis_vjp(degree, d, v_b)
+            v_mean += (v_d - d * wp.dot(d, v_d)) * inv_len
+        if coeffs_per_camera != 0:
+            write_grads(v_dc, v_rest, row, v_row)
+        else:
+            v_sum += v_row
+    if coeffs_per_camera == 0:
+        write_grads(v_dc, v_rest, n, v_sum)
     v_means[n] = v_mean
+
+
+@wp.func
+def write_grads(v_dc: wp.array2d(dtype=wp.vec3), v_rest: wp.array2d(dtype=wp.vec3), row: int, v: sh_grads):
+    """One table row's gradients: every band the tables hold (zero past the active degree)."""
+    v_dc[row, 0] = v[0]
+    for k in range(v_rest.shape[1]):
+        value = wp.vec3(0.0)
+        if k < 15:
+            value = v[k + 1]
+        v_rest[row, k] = value
 
 
 class _SHColors(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, degree, means, campos, coeffs, radii):
+    def forward(ctx, degree, means, campos, dc, rest, radii):
         C = campos.shape[0]
         N = means.shape[0]
-        per_camera = coeffs.dim() == 4
-        coeffs2d = coeffs.reshape(-1, coeffs.shape[-2], 3)
-        num_bases = (degree + 1) ** 2
         colors = torch.empty((C, N, 3), dtype=torch.float32, device=means.device)
         A = warp_runtime.array
         warp_runtime.launch(
@@ -208,31 +231,31 @@ class _SHColors(torch.autograd.Function):
             C * N,
             [
                 degree,
-                num_bases,
+                (degree + 1) ** 2,
                 N,
                 A(means, wp.vec3),
                 A(campos, wp.vec3),
-                A(coeffs2d, wp.vec3, 2),
-                int(per_camera),
+                _table(dc),
+                _table(rest),
+                int(dc.dim() == 4),
                 A(radii, wp.vec2i),
             ],
             [A(colors, wp.vec3)],
             device=means.device,
         )
-        ctx.save_for_backward(means, campos, coeffs, radii)
+        ctx.save_for_backward(means, campos, dc, rest, radii)
         ctx.degree = degree
         return colors
 
     @staticmethod
     def backward(ctx, v_colors):
-        means, campos, coeffs, radii = ctx.saved_tensors
+        means, campos, dc, rest, radii = ctx.saved_tensors
         degree = ctx.degree
         C = campos.shape[0]
         N = means.shape[0]
-        per_camera = coeffs.dim() == 4
-        coeffs2d = coeffs.reshape(-1, coeffs.shape[-2], 3)
-        v_coeffs = torch.zeros_like(coeffs2d)
-        v_means = torch.zeros_like(means)
+        v_dc = torch.empty_like(dc)  # the kernel writes every entry
+        v_rest = torch.empty_like(rest)
+        v_means = torch.empty_like(means)
         A = warp_runtime.array
         warp_runtime.launch(
             sh_colors_bwd,
@@ -244,25 +267,50 @@ class _SHColors(torch.autograd.Function):
                 C,
                 A(means, wp.vec3),
                 A(campos, wp.vec3),
-                A(coeffs2d, wp.vec3, 2),
-                int(per_camera),
+                _table(dc),
+                _table(rest),
+                int(dc.dim() == 4),
                 A(radii, wp.vec2i),
                 A(v_colors.contiguous().float(), wp.vec3),
             ],
-            [A(v_coeffs, wp.vec3, 2), A(v_means, wp.vec3)],
+            [_table(v_dc), _table(v_rest), A(v_means, wp.vec3)],
             device=means.device,
         )
-        return None, v_means, None, v_coeffs.view(coeffs.shape), None
+        return None, v_means, None, v_dc, v_rest, None
+
+
+def _table(t: torch.Tensor) -> wp.array:
+    """(rows, bands) Warp view (vec3 entries) of a (N, K, 3) or (C, N, K, 3) coefficient tensor,
+    which may be a view into a larger table (band and row strides are kept)."""
+    warp_runtime.init()
+    return wp.from_torch(t.reshape(-1, t.shape[-2], 3), dtype=wp.vec3, requires_grad=False)
 
 
 def sh_colors(
-    degree: int, means: torch.Tensor, campos: torch.Tensor, coeffs: torch.Tensor, radii: torch.Tensor
+    degree: int,
+    means: torch.Tensor,
+    campos: torch.Tensor,
+    coeffs: torch.Tensor,
+    radii: torch.Tensor,
+    coeffs_rest: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Colours (C, N, 3) = max(SH(normalise(mean - campos)) + 0.5, 0); zero where radii == 0.
 
-    coeffs: (N, K, 3) shared by all cameras or (C, N, K, 3) per camera, K >= (degree + 1)^2.
-    campos: (C, 3) camera centres in world space. Differentiable w.r.t. means and coeffs.
+    coeffs: (N, K, 3) shared by all cameras or (C, N, K, 3) per camera, K >= (degree + 1)^2. Or,
+    with `coeffs_rest`, the DC band alone, (N, 1, 3) or (C, N, 1, 3), and the higher bands in
+    `coeffs_rest` ((N, K - 1, 3) or (C, N, K - 1, 3)): a model that keeps them apart (sh0 / shN)
+    is not concatenated every step. campos: (C, 3) camera centres in world space.
+    Differentiable w.r.t. means and the coefficients.
     """
     if not 0 <= degree <= MAX_SH_DEGREE:
         raise ValueError(f"sh_degree: expected 0..{MAX_SH_DEGREE}, got {degree}")
-    return _SHColors.apply(int(degree), means, campos, coeffs, radii)
+    if coeffs_rest is None:  # one table: the kernels read its two parts as views, without a copy
+        coeffs = coeffs.contiguous()
+        dc, rest = coeffs[..., :1, :], coeffs[..., 1:, :]
+        if rest.shape[-2] == 0:
+            rest = coeffs.new_zeros(coeffs.shape[:-2] + (1, 3))  # degree 0: never read
+        out = _SHColors.apply(int(degree), means, campos, dc, rest, radii)
+        return out
+    if coeffs_rest.shape[-2] == 0:
+        coeffs_rest = coeffs.new_zeros(coeffs.shape[:-2] + (1, 3))
+    return _SHColors.apply(int(degree), means, campos, coeffs.contiguous(), coeffs_rest.contiguous(), radii)

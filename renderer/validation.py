@@ -44,6 +44,25 @@ def _require_real(name: str, v) -> float:
     return float(v)
 
 
+def _check_sh_pair(colors, sh_degree, N: int, C: int, named: dict) -> None:
+    """colors given as (DC band (N, 1, 3), higher bands (N, K - 1, 3)), shared by all cameras."""
+    _require_int("sh_degree", sh_degree, 0, 3)
+    if len(colors) != 2:
+        raise ValueError(f"colors: a pair of SH tables is (DC band, higher bands), got {len(colors)} tensors")
+    dc, rest = colors
+    _require_tensor("colors[0]", dc)
+    _require_tensor("colors[1]", rest)
+    K = (sh_degree + 1) ** 2
+    if dc.dim() != 3 or dc.shape != (N, 1, 3) or rest.dim() != 3 or rest.shape[0] != N or rest.shape[2] != 3:
+        raise ValueError(
+            f"colors: expected the DC band (N, 1, 3) and the higher bands (N, K - 1, 3) with N={N}; "
+            f"got {tuple(dc.shape)} and {tuple(rest.shape)}"
+        )
+    if 1 + rest.shape[1] < K:
+        raise ValueError(f"colors: sh_degree={sh_degree} needs {K} coefficients, the pair holds {1 + rest.shape[1]}")
+    named["colors[0]"], named["colors[1]"] = dc, rest
+
+
 def check_rasterize_inputs(
     means,
     quats,
@@ -101,13 +120,16 @@ def check_rasterize_inputs(
     _require_shape("Ks", Ks, (C, 3, 3))
     named.update(viewmats=viewmats, Ks=Ks)
 
-    _require_tensor("colors", colors)
-    if sh_degree is None:
+    if sh_degree is not None and isinstance(colors, (tuple, list)):
+        _check_sh_pair(colors, sh_degree, N, C, named)
+    elif sh_degree is None:
+        _require_tensor("colors", colors)
         if not ((colors.dim() == 2 and colors.shape[0] == N) or (colors.dim() == 3 and colors.shape[:2] == (C, N))):
             raise ValueError(f"colors: expected shape (N, D) or (C, N, D) with N={N}, C={C}, got {tuple(colors.shape)}")
         if colors.shape[-1] == 0:
             raise ValueError("colors: expected at least one channel, got D=0")
     else:
+        _require_tensor("colors", colors)
         _require_int("sh_degree", sh_degree, 0, 3)
         K = (sh_degree + 1) ** 2
         ok = (colors.dim() == 3 and colors.shape[0] == N) or (colors.dim() == 4 and colors.shape[:2] == (C, N))
@@ -116,7 +138,8 @@ def check_rasterize_inputs(
                 f"colors: with sh_degree={sh_degree} expected SH coefficients (N, K, 3) or (C, N, K, 3) with "
                 f"K >= {K}, N={N}, C={C}; got {tuple(colors.shape)}"
             )
-    named["colors"] = colors
+    if not isinstance(colors, (tuple, list)):
+        named["colors"] = colors
 
     _require_int("width", width, 1)
     _require_int("height", height, 1)

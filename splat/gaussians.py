@@ -87,13 +87,14 @@ def rasterize_gaussians(
     from splat.renderer.rasterization import rasterize
     from splat.renderer.rasterization_4d import rasterize_4d
 
-    p = activated(params)
     view = dict(
         viewmats=viewmats, Ks=Ks, width=width, height=height, sh_degree=sh_degree, backgrounds=backgrounds, **options
     )
     if is_dynamic(params):
-        return rasterize_4d(**p, **view, times=0.0 if times is None else times)
-    return rasterize(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"], **view)
+        return rasterize_4d(**activated(params), **view, times=0.0 if times is None else times)
+    # the SH bands go in as the pair they are kept as: no (N, 16, 3) concatenation every step
+    scales, opacities = torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
+    return rasterize(params["means"], params["quats"], scales, opacities, (params["sh0"], params["shN"]), **view)
 
 
 def gaussians_to_original(params: dict, normalization) -> dict:

@@ -199,3 +199,55 @@ def test_unnormalised_quaternions_are_normalised(gen):
     )
     assert torch.equal(a[0], b[0])
     assert_close_rel(a[3], b[3], 1e-5, "conics")
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3])
+def test_sh_dc_and_rest_apart_equal_one_table(gen, degree):
+    """The SH kernels read and write the DC band and the higher bands apart (the trainer's sh0 / shN,
+    never concatenated): the same colours and the same gradients as one (N, 16, 3) table, zero
+    gradients for the bands past the active degree, and every gradient entry written (no stale
+    memory: the outputs are allocated empty)."""
+    C, N = 2, 300
+    views, _, means, *_ = _scene(gen, C=C, N=N)
+    campos = -(views[:, :3, :3].transpose(1, 2) @ views[:, :3, 3:])[..., 0]
+    table = 0.5 * torch.randn((N, 16, 3), generator=gen)
+    radii = (torch.rand((C, N, 2), generator=gen) > 0.3).int() * 3
+    m1, m2 = leaf32(means), leaf32(means)
+    t1 = table.clone().requires_grad_()
+    dc, rest = table[:, :1].clone().requires_grad_(), table[:, 1:].clone().requires_grad_()
+    out1 = sh_colors(degree, m1, campos.float(), t1, radii)
+    out2 = sh_colors(degree, m2, campos.float(), dc, radii, rest)
+    assert torch.equal(out1, out2)
+    w = torch.randn(out1.shape, generator=gen)
+    for _ in range(2):  # twice: gradients written into freshly allocated, uninitialised memory
+        for t in (m1, m2, t1, dc, rest):
+            t.grad = None
+        (out1 * w).sum().backward(retain_graph=True)
+        (out2 * w).sum().backward(retain_graph=True)
+        assert torch.equal(torch.cat([dc.grad, rest.grad], dim=1), t1.grad)
+        assert torch.equal(m1.grad, m2.grad)
+    K = (degree + 1) ** 2
+    assert (t1.grad[:, K:] == 0).all() and t1.grad[:, :K].abs().sum() > 0
+    assert (t1.grad[~(radii > 0).any(-1).any(0)] == 0).all()  # Gaussians no camera sees
+
+
+def test_rasterize_takes_the_sh_bands_as_a_pair(gen):
+    """`rasterize(..., colors=(sh0, shN))` renders and differentiates exactly as the concatenated
+    table, and a pair of the wrong shape is refused with a message naming colors."""
+    from splat.renderer import rasterize
+
+    C, N, W, H = 2, 200, 40, 30
+    views, Ks, means, quats, scales, opacities = _scene(gen, C=C, N=N, W=W, H=H)
+    sh = 0.4 * torch.randn((N, 16, 3), generator=gen)
+    one = sh.clone().requires_grad_()
+    dc, rest = sh[:, :1].clone().requires_grad_(), sh[:, 1:].clone().requires_grad_()
+    args = (means.float(), quats.float(), scales.float(), opacities.float())
+    out1, a1, _ = rasterize(*args, one, views.float(), Ks.float(), W, H, sh_degree=3)
+    out2, a2, _ = rasterize(*args, (dc, rest), views.float(), Ks.float(), W, H, sh_degree=3)
+    assert torch.equal(out1, out2) and torch.equal(a1, a2) and out1.abs().sum() > 0
+    w = torch.randn(out1.shape, generator=gen)
+    (out1 * w).sum().backward()
+    (out2 * w).sum().backward()
+    assert torch.equal(torch.cat([dc.grad, rest.grad], dim=1), one.grad)
+    with pytest.raises(ValueError, match="colors"):
+        rasterize(*args, (dc, rest[:, :2]), views.float(), Ks.float(), W, H, sh_degree=3)
