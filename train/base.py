@@ -21,6 +21,7 @@ import json
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -248,15 +249,21 @@ class BaseTrainer:
         lpips_net = lpips_model(self.device)  # None without the weights: LPIPS is then null
         out_dir = self.run_dir / "renders" / f"step_{self.step}"
         t0 = time.perf_counter()
-        for index in self.eval_indices(full):
-            gt, mask = self.ground_truth(index, self.eval_background)
-            image = self.render_eval(index, self.eval_background).clamp(0, 1)
-            psnrs.append(losses.psnr(image, gt, mask))
-            ssims.append(float(losses.ssim(image, gt, mask)))
-            lpipss.append(None if lpips_net is None else lpips_net.distance(image, gt, mask))
-            if save:
-                name = Path(self.data.frames[index].name).stem
-                write_image(out_dir / f"{name}.png", torch.cat([gt, image], dim=1).cpu())
+        # PNG encoding (~50 ms an image) overlaps the next image's render and metrics
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="splat-renders") as writer:
+            writes = []
+            for index in self.eval_indices(full):
+                gt, mask = self.ground_truth(index, self.eval_background)
+                image = self.render_eval(index, self.eval_background).clamp(0, 1)
+                psnrs.append(losses.psnr(image, gt, mask))
+                ssims.append(float(losses.ssim(image, gt, mask)))
+                lpipss.append(None if lpips_net is None else lpips_net.distance(image, gt, mask))
+                if save:
+                    name = Path(self.data.frames[index].name).stem
+                    side_by_side = torch.cat([gt, image], dim=1).cpu()
+                    writes.append(writer.submit(write_image, out_dir / f"{name}.png", side_by_side))
+            for w in writes:
+                w.result()  # a failed write (e.g. a full disk) surfaces here
         result = {
             "step": self.step,
             "train_seconds": round(self.train_seconds, 3),
