@@ -95,3 +95,17 @@ def write_result(out: Path, result: dict) -> Path:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, out)
     return out
+
+
+def cpu_steal_seconds() -> float | None:
+    """Seconds of CPU time the hypervisor gave to other guests so far (all CPUs, /proc/stat's
+    steal column): on a shared virtual machine, the difference across a run says how much of the
+    machine it did not get. None where /proc/stat is absent."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, header, write_result
+from common import RESULTS, cpu_steal_seconds, header, write_result
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets"
@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     command = [str(splat_cli), "train", str(data), "--out", str(run)]
     if args.max_seconds:
         command += ["--max-seconds", str(args.max_seconds)]
-    t0 = time.perf_counter()
+    steal0, t0 = cpu_steal_seconds(), time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, steal1 = time.perf_counter() - t0, cpu_steal_seconds()
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         return 1
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
         "preset": config["preset"],
         "downscale": config["downscale"],
         "wall_seconds": round(wall, 1),
+        # CPU time the hypervisor gave other guests during the run (both CPUs): a shared machine's
+        # speed varies by tens of percent within a day; this says how much of it the run lacked
+        "cpu_steal_seconds": None if steal0 is None else round(steal1 - steal0, 1),
         "final": {
             "step": final["step"],
             "train_seconds": final["train_seconds"],
