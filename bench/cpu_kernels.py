@@ -8,6 +8,10 @@
 - SH colours forward + backward with the DC band and the higher bands apart (the trainer's sh0 /
   shN), against concatenating them into one table every step.
 
+With `--run`, also whole training steps restored from that run (full resolution, densification
+over), this code against `--baseline-rev` checked out with git archive, each in its own process,
+alternated `--step-rounds` times.
+
 The frame: a training view of a finished run (`--run`, e.g. a default `splat train` of lego), or,
 without one, the garden points of ../shared/datasets (untrained splats: bigger and fuzzier).
 Methods alternate round by round so that both see the same machine (this one is shared and
@@ -236,6 +240,85 @@ def compositing_methods(frame: dict, baseline) -> dict:
     }
 
 
+STEP_SNIPPET = """
+import json, resource, sys, time
+from pathlib import Path
+import splat
+from splat.train.runs import restore_trainer
+run, steps = sys.argv[1], int(sys.argv[2])
+tr = restore_trainer(Path(run), overrides={"max_train_seconds": 0.0, "steps": 10**9, "checkpoint_every": 10**9})
+tr.downscale_at = lambda step: 1
+tr.strategy.refine_stop_iter = 0  # late training: densification over, as at the end of a default run
+for _ in range(3):
+    tr.train_step()
+u0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+for _ in range(steps):
+    tr.train_step()
+wall, u1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+cpu = u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime
+print(json.dumps({"ms_per_step": wall / steps * 1e3, "cpu_ms_per_step": cpu / steps * 1e3, "splat": splat.__file__}))
+"""
+
+
+def revision_package(rev: str) -> Path:
+    """A folder importable as `splat` (on PYTHONPATH) holding revision `rev`'s code (git archive)."""
+    root = Path(tempfile.mkdtemp()) / rev
+    tree = root / "tree"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=HERE.parent, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    package = root / "pkg" / "splat"
+    package.mkdir(parents=True)
+    for f in (tree / "splat").iterdir():
+        (package / f.name).symlink_to(f)
+    for folder in ("renderer", "fields", "train", "datasets", "viewer", "scenes"):
+        (package / folder).symlink_to(tree / folder)
+    return root / "pkg"
+
+
+def bench_steps(run: str, rev: str, steps: int, rounds: int) -> dict:
+    """Whole training steps (full resolution, densification over) restored from `run`, this code
+    against revision `rev`, each round a fresh process for each, alternated."""
+    import json
+    import os
+
+    package = revision_package(rev)
+    # run as a script file: `python -c` would put the working directory (this checkout, with its
+    # own splat/) ahead of PYTHONPATH
+    script = package.parent / "step.py"
+    script.write_text(STEP_SNIPPET)
+    rows: dict[str, list] = {"this code": [], f"baseline {rev}": []}
+    for _ in range(rounds):
+        for name, path in (("this code", None), (f"baseline {rev}", package)):
+            env = dict(os.environ)
+            if path is not None:
+                env["PYTHONPATH"] = f"{path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+            out = subprocess.run(
+                [sys.executable, str(script), run, str(steps)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=HERE.parent,
+            )
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            expected = str(path) if path is not None else str(HERE.parent)
+            if not row.pop("splat").startswith(expected):
+                raise RuntimeError(f"{name}: imported splat from elsewhere than {expected}")
+            rows[name].append(row)
+    report = {
+        name: {
+            "ms_per_step": round(statistics.median(r["ms_per_step"] for r in v), 1),
+            "cpu_ms_per_step": round(statistics.median(r["cpu_ms_per_step"] for r in v), 1),
+            "rounds": [round(r["ms_per_step"], 1) for r in v],
+        }
+        for name, v in rows.items()
+    }
+    report["speedup"] = round(report[f"baseline {rev}"]["ms_per_step"] / report["this code"]["ms_per_step"], 2)
+    report["steps_per_measurement"] = steps
+    return report
+
+
 def median_ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1e3, 2)
 
@@ -351,6 +434,7 @@ def main(argv=None) -> int:
     p.add_argument("--run", default="", help="a finished run folder (a training view of it is the frame)")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--baseline-rev", default=BASELINE_REV)
+    p.add_argument("--step-rounds", type=int, default=3, help="whole-step rounds against the baseline (with --run)")
     args = p.parse_args(argv)
     if not args.run and not (DATASETS / "garden_points").is_dir():
         print("no --run and no ../shared/datasets/garden_points: nothing to benchmark", file=sys.stderr)
@@ -372,6 +456,8 @@ def main(argv=None) -> int:
         "ssim": bench_ssim(extra, args.rounds),
         "sh": bench_sh(extra, args.rounds),
     }
+    if args.run and args.step_rounds > 0:
+        result["training_step"] = bench_steps(args.run, args.baseline_rev, 10, args.step_rounds)
     c, s, h = result["compositing"], result["ssim"], result["sh"]
     for name in ("tile (vectorised)", "tile (scalar, baseline)", "pixel (CUDA's kernels)"):
         print(f"compositing {name}: forward {c[name]['forward_ms']} ms, backward {c[name]['backward_ms']} ms")
@@ -380,6 +466,10 @@ def main(argv=None) -> int:
     print(f"SSIM forward+backward: kernels {kernels} ms, torch {peer} ms (x{s['speedup']})")
     apart, joined = h["sh0 and shN apart"]["forward_backward_ms"], h["concatenated every step"]["forward_backward_ms"]
     print(f"SH forward+backward: apart {apart} ms, concatenated {joined} ms (x{h['speedup']})")
+    if "training_step" in result:
+        t = result["training_step"]
+        base = t[f"baseline {args.baseline_rev}"]["ms_per_step"]
+        print(f"training step: {t['this code']['ms_per_step']} ms vs {base} ms (x{t['speedup']})")
     out = write_result(results_dir() / "cpu_kernels-cpu.json", result)
     print(f"wrote {out}")
     return 0
