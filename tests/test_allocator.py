@@ -17,7 +17,7 @@ x = torch.rand(1 << 20)
 for _ in range(10):  # warm up: the first allocations grow the heap
     (x * 2 + 1).sum()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(50):
+for _ in range(100):
     (x * 2 + 1).sum()  # two 4 MiB temporaries per iteration
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -32,9 +32,12 @@ def faults(mode: str) -> int:
 @pytest.mark.skipif(allocator.glibc() is None, reason="glibc's mallopt only (Linux)")
 def test_keep_freed_memory_stops_page_faults_on_large_temporaries():
     plain, tuned = faults("plain"), faults("tuned")
-    # 4 MiB = 1,024 pages; untuned, glibc maps (some of) them afresh each time
-    assert plain > 5_000, plain
-    assert tuned < plain / 20, (plain, tuned)
+    # 4 MiB = 1,024 pages. Untuned, glibc maps some of them afresh again and again: 5k-200k faults
+    # over the loop, depending on where its dynamic mmap threshold settles (the count proves the
+    # measurement sees faults). Tuned, the heap may grow once within the loop on a loaded machine
+    # (one temporary's pages), never more.
+    assert plain > 4_000, plain
+    assert tuned <= 1_100, (plain, tuned)
 
 
 def test_keep_freed_memory_is_decided_once_and_can_be_disabled(monkeypatch):
