@@ -7,7 +7,9 @@ outside as a newcomer would see it, start-up and final evaluation included.
 
 Writes bench/results/train_defaults_<scene>-<device>.json: the command, wall time, the plan line
 the CLI printed, final test PSNR / SSIM, Gaussians, steps, and the training log's step times and
-(Gaussian, tile) pairs.
+(Gaussian, tile) pairs. The previous top level of that file (without its log), with any notes
+added to it by hand, moves to the front of `earlier_runs`: runs on a shared machine are compared
+with the ones before them, so none is dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ from common import RESULTS, cpu_steal_seconds, header, write_result
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "datasets"
 SCENES = {"lego": "lego_400", "beer": "beer"}
+
+
+def with_earlier_runs(out: Path, result: dict) -> dict:
+    """`result` on top of the file's history: its previous top level first in `earlier_runs`."""
+    if not out.exists():
+        return result
+    try:
+        previous = json.loads(out.read_text())
+    except ValueError as e:
+        print(f"{out}: not JSON ({e}); its earlier runs are not carried over", file=sys.stderr)
+        return result
+    earlier = previous.pop("earlier_runs", [])
+    for key in ("benchmark", "versions", "log"):
+        previous.pop(key, None)
+    previous.setdefault("what", "the previous top level")
+    return {**result, "earlier_runs": [previous, *earlier]}
 
 
 def main(argv=None) -> int:
@@ -79,7 +97,8 @@ def main(argv=None) -> int:
             for r in log
         ],
     }
-    out = write_result(RESULTS / f"train_defaults_{args.scene}-{config['device']}.json", result)
+    path = RESULTS / f"train_defaults_{args.scene}-{config['device']}.json"
+    out = write_result(path, with_earlier_runs(path, result))
     e = final["eval"]
     print(
         f"{plan}\n{result['command']}: {e['psnr']:.2f} dB PSNR, SSIM {e['ssim']:.4f} on {e['num_images']} {e['split']} "
