@@ -355,11 +355,11 @@ def test_max_seconds_ends_every_model(tmp_path, model):
 
 def test_background_fill_lies_on_uncovered_pixels_beyond_the_points(tmp_path):
     """Each fill point sits on the ray of a pixel of some training image whose 16x16 block no
-    sparse point covers, between that camera's median point depth and 10x its 95th percentile,
-    and has that pixel's colour."""
+    sparse point covers, at 1 to FILL_BEYOND times the depth of the farthest of the NEIGHBOURS
+    sparse points that project nearest to that pixel, and has that pixel's colour."""
     from scene_fixtures import write_colmap
 
-    from splat.train.model import BLOCK, background_fill
+    from splat.train.model import BLOCK, FILL_BEYOND, NEIGHBOURS, background_fill
 
     write_colmap(tmp_path, n=6, models=("PINHOLE",), n_points=60)
     data = load_dataset(tmp_path)
@@ -378,12 +378,16 @@ def test_background_fill_lies_on_uncovered_pixels_beyond_the_points(tmp_path):
         uv_pts, z_pts = project(data.points)
         seen = (z_pts > 0) & (uv_pts >= 0).all(1) & (uv_pts[:, 0] < cam.width) & (uv_pts[:, 1] < cam.height)
         covered = {(int(u // BLOCK), int(v // BLOCK)) for u, v in uv_pts[seen].tolist()}
-        near, far = float(z_pts[seen].median()), 10 * float(torch.quantile(z_pts[seen], 0.95))
         uv, z = project(fill)
         inside = (z > 0) & (uv >= 0).all(1) & (uv[:, 0] < cam.width) & (uv[:, 1] < cam.height)
         for k in inside.nonzero()[:, 0].tolist():
             u, v = uv[k].tolist()
-            if (int(u // BLOCK), int(v // BLOCK)) in covered or not near * 0.999 <= z[k] <= far * 1.001:
+            pixel_centre = torch.tensor([int(u) + 0.5, int(v) + 0.5])
+            nearest = (uv_pts[seen] - pixel_centre).norm(dim=1).argsort()[:NEIGHBOURS]
+            local_far = float(z_pts[seen][nearest].max())
+            if (int(u // BLOCK), int(v // BLOCK)) in covered or not (
+                local_far * 0.999 <= z[k] <= FILL_BEYOND * local_far * 1.001
+            ):
                 continue
             if torch.allclose(rgb[int(v), int(u)], colors[k], atol=1e-6):
                 found[k] = True
