@@ -224,7 +224,9 @@ def test_relocation_preserves_the_combined_opacity():
 # checkpoints
 
 
-def test_resume_is_bit_exact(blender_scene, tmp_path):
+@pytest.mark.parametrize("camera_refine", ["off", "on"])
+def test_resume_is_bit_exact(blender_scene, tmp_path, monkeypatch, camera_refine):
+    monkeypatch.setattr("splat.train.camera_refine.START_STEP", 2)  # corrections learned before the save
     cfg = dict(
         steps=24,
         refine_start=4,
@@ -233,6 +235,7 @@ def test_resume_is_bit_exact(blender_scene, tmp_path):
         keep_checkpoints=5,
         init_points=800,
         strategy="default",
+        camera_refine=camera_refine,
     )
     straight = new_trainer(str(blender_scene), tmp_path / "a", quick_config(**cfg))
     straight.train()
@@ -249,6 +252,9 @@ def test_resume_is_bit_exact(blender_scene, tmp_path):
     for k in straight.optimizers:
         a, b = straight.optimizers[k].state_dict()["state"][0], resumed.optimizers[k].state_dict()["state"][0]
         assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), k
+    if camera_refine == "on":
+        assert float(straight.camera_refine.delta.abs().max()) > 0
+        assert torch.equal(straight.camera_refine.delta, resumed.camera_refine.delta)
 
 
 def test_export_writes_the_original_frame(blender_scene, tmp_path):
