@@ -224,9 +224,7 @@ def test_relocation_preserves_the_combined_opacity():
 # checkpoints
 
 
-@pytest.mark.parametrize("camera_refine", ["off", "on"])
-def test_resume_is_bit_exact(blender_scene, tmp_path, monkeypatch, camera_refine):
-    monkeypatch.setattr("splat.train.camera_refine.START_STEP", 2)  # corrections learned before the save
+def test_resume_is_bit_exact(blender_scene, tmp_path):
     cfg = dict(
         steps=24,
         refine_start=4,
@@ -235,7 +233,6 @@ def test_resume_is_bit_exact(blender_scene, tmp_path, monkeypatch, camera_refine
         keep_checkpoints=5,
         init_points=800,
         strategy="default",
-        camera_refine=camera_refine,
     )
     straight = new_trainer(str(blender_scene), tmp_path / "a", quick_config(**cfg))
     straight.train()
@@ -252,9 +249,6 @@ def test_resume_is_bit_exact(blender_scene, tmp_path, monkeypatch, camera_refine
     for k in straight.optimizers:
         a, b = straight.optimizers[k].state_dict()["state"][0], resumed.optimizers[k].state_dict()["state"][0]
         assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), k
-    if camera_refine == "on":
-        assert float(straight.camera_refine.delta.abs().max()) > 0
-        assert torch.equal(straight.camera_refine.delta, resumed.camera_refine.delta)
 
 
 def test_export_writes_the_original_frame(blender_scene, tmp_path):

@@ -166,12 +166,6 @@ class TrainConfig:
         False,
         "per-image exposure / colour compensation for phone captures with auto-exposure; off for evaluation",
     )  # a per-image colour affine (train/appearance.py)
-    camera_refine: str = flag(
-        "auto",
-        "per-image camera correction (rotation, translation, focal length) learned with the scene, "
-        "off for evaluation; auto: on for COLMAP captures",
-        choices=("auto", "on", "off"),
-    )  # train/camera_refine.py
 
     # densification (strategy parameters; see strategies.py)
     refine_start: int = 500

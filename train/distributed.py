@@ -63,11 +63,6 @@ class DistributedTrainer(Trainer):
                 "appearance: not available in distributed training (each image's compensation would "
                 "live on the rank that rendered it)"
             )
-        if config.camera_refine == "on":
-            raise InputError(
-                "camera_refine: not available in distributed training (each image's correction would "
-                "live on the rank that rendered it); use --camera-refine off"
-            )
         if config.strategy == "default" and config.absgrad:
             raise InputError("absgrad: not available in distributed training (the per-pixel sums live on other ranks)")
         sizes = {(dataset.camera(i).width, dataset.camera(i).height) for i in range(len(dataset.frames))}
@@ -76,7 +71,6 @@ class DistributedTrainer(Trainer):
                 f"{dataset.root}: distributed training needs images of one size, found {sorted(sizes)[:4]}"
             )
         super().__init__(config, dataset, run_dir, data_path)
-        self.camera_refine = None  # auto: off here (see above)
         # every rank initialised the same Gaussians from the same seed: keep this rank's share
         full = self.params
         self.params = torch.nn.ParameterDict(

@@ -77,9 +77,8 @@ def background_fill(
     into, coloured as the pixel. Its depth is that of the farthest of the NEIGHBOURS sparse points
     that project nearest to the pixel, times 1 to FILL_BEYOND (uniform): an uncovered patch is
     most often a textureless wall or sky behind what surrounds it. A fill point in front of the
-    true surface is a floater that hides the background from every other view (beer: a depth
-    drawn between the camera's median and 10x its far points put the fill in the top quarter of
-    a test view at 1.3 against the doors' 3.0, and the training views there never recovered).
+    true surface is a floater that hides the background from other views (on beer, a depth drawn
+    between the camera's median and 10x its far points put most fill in front of the doors).
 
     Fewer points (possibly none) come back when the sparse points cover every image."""
     chosen = torch.randint(len(dataset.train_indices), (n,), generator=generator)

@@ -21,7 +21,6 @@ from splat.scene import GaussianScene
 from . import losses
 from .appearance import AppearanceCompensation
 from .base import BaseTrainer, TrainingError, checkpoint_paths, latest_checkpoint  # noqa: F401 - re-exported
-from .camera_refine import REFINED_FORMATS, CameraRefinement
 from .config import TrainConfig
 from .model import background_fill, init_params, random_points
 from .strategies import STRATEGIES
@@ -81,10 +80,6 @@ class Trainer(BaseTrainer):
             )
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent, n=self.num_gaussians)
         self.appearance = AppearanceCompensation(len(dataset), self.device) if config.appearance else None
-        refine = config.camera_refine == "on" or (config.camera_refine == "auto" and dataset.format in REFINED_FORMATS)
-        if refine and self.dynamic:
-            refine = False  # 4D Gaussians have no 3D rotation to move (not implemented)
-        self.camera_refine = CameraRefinement(len(dataset), self.device) if refine else None
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -131,19 +126,15 @@ class Trainer(BaseTrainer):
     # rendering
 
     def render(
-        self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1, refine: bool = False
+        self, index: int, background: torch.Tensor, sh_degree: int, downscale: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Dataset frame `index` as the model shows it; `refine`: through that training image's
-        camera correction (train/camera_refine.py)."""
         cam = self.data.camera(index)
         if downscale > 1:
             cam = cam.resized(max(1, cam.width // downscale), max(1, cam.height // downscale))
         K, width, height = torch.from_numpy(cam.K).float(), cam.width, cam.height
-        viewmat = self.data.viewmat(index).to(self.device)
-        params = self.camera_refine.move(self.params, index) if refine else self.params
         colors, alphas, info = rasterize_gaussians(
-            params,
-            viewmat[None],
+            self.params,
+            self.data.viewmat(index)[None].to(self.device),
             K[None].to(self.device),
             width,
             height,
@@ -154,8 +145,6 @@ class Trainer(BaseTrainer):
         )
         if self.dynamic:
             info["num_gaussians"] = self.num_gaussians
-        if refine:
-            return self.camera_refine.zoom(colors[0], K.to(self.device), index), alphas[0], info
         return colors[0], alphas[0], info
 
     # ------------------------------------------------------------------------------------------
@@ -187,8 +176,7 @@ class Trainer(BaseTrainer):
             else:
                 background = self.eval_background
             gt, mask = self.ground_truth(index, background, downscale)
-            refine = self.camera_refine is not None and self.camera_refine.active(step)
-            image, _, info = self.render(index, background, sh_degree, downscale, refine=refine)
+            image, _, info = self.render(index, background, sh_degree, downscale)
             if self.appearance is not None:
                 image = self.appearance.apply(image, index)
             info["n_cameras"] = c.batch_size  # the loss averages over the batch: densification rescales by it
@@ -209,8 +197,6 @@ class Trainer(BaseTrainer):
             opt.zero_grad(set_to_none=True)
         if self.appearance is not None:
             self.appearance.step(self.progress(step))
-        if self.camera_refine is not None:
-            self.camera_refine.step(self.progress(step), self.data.train_indices)
         infos = [f[3] for f in frames]
         stats = self.strategy.step_post_backward(
             self.params,
@@ -242,10 +228,7 @@ class Trainer(BaseTrainer):
         )
 
     def model_stats(self) -> dict:
-        stats = {"num_gaussians": self.num_gaussians}
-        if self.camera_refine is not None:
-            stats["camera_refine"] = self.camera_refine.summary()
-        return stats
+        return {"num_gaussians": self.num_gaussians}
 
     def model_text(self) -> str:
         return f"{self.num_gaussians:,} G"
@@ -262,7 +245,6 @@ class Trainer(BaseTrainer):
             "config": self.cfg.to_json(),
             "normalization": self.data.normalization.to_dict(),
             **({"appearance": self.appearance.state_dict()} if self.appearance is not None else {}),
-            **({"camera_refine": self.camera_refine.state_dict()} if self.camera_refine is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -279,8 +261,6 @@ class Trainer(BaseTrainer):
         self._order = list(state["order"])
         if self.appearance is not None and "appearance" in state:
             self.appearance.load_state_dict(state["appearance"])
-        if self.camera_refine is not None and "camera_refine" in state:
-            self.camera_refine.load_state_dict(state["camera_refine"])
 
 
 def sh_degree_at(step: int, cfg: TrainConfig) -> int:
