@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, cpu_steal_seconds, header, write_result
+from common import SCENES, cpu_steal_seconds, header, results_dir, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "datasets"
-SCENES = {"beer": "beer", "lego": "lego_400"}
 
 
 def parse_value(text: str):
@@ -52,10 +50,8 @@ def view_scores(trainer) -> list[dict]:
             gt, mask = trainer.ground_truth(index, bg)
             image = trainer.render_eval(index, bg).clamp(0, 1)
             h = gt.shape[0]
-            quarters = [
-                float(-10 * torch.log10(((image - gt)[q * h // 4 : (q + 1) * h // 4] ** 2).mean().clamp(min=1e-10)))
-                for q in range(4)
-            ]
+            rows = [slice(q * h // 4, (q + 1) * h // 4) for q in range(4)]
+            quarters = [losses.psnr(image[r], gt[r], min_mse=1e-10) for r in rows]  # the whole quarter, no mask
             out.append(
                 {
                     "image": frame.name,
@@ -102,15 +98,13 @@ def main(argv=None) -> int:
     )
     p.add_argument("--keep", action="store_true", help="keep the run folder (outputs/bench/capture_views_*)")
     args = p.parse_args(argv)
-    data = SHARED / SCENES[args.scene]
-    if not data.is_dir():
-        print(f"{data} is absent: nothing to measure (see ../shared/datasets/README.md)", file=sys.stderr)
+    data = shared_data(SCENES[args.scene])
+    if data is None:
         return 1
     from splat.train.config import preset_config
     from splat.train.runs import new_trainer
 
-    overrides = dict(item.split("=", 1) for item in args.set)
-    overrides = {k: parse_value(v) for k, v in overrides.items()}
+    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     cfg = preset_config("auto", max_train_seconds=args.max_seconds, save_renders=False, **overrides)
     run_dir = HERE.parent / "outputs" / "bench" / f"capture_views_{args.scene}_{time.strftime('%H%M%S')}"
     trainer = new_trainer(str(data), run_dir, cfg)
@@ -140,7 +134,7 @@ def main(argv=None) -> int:
         "summary": summary(views),
         "views": views,
     }
-    out = RESULTS / f"capture_views_{args.scene}-{cfg.device}.json"
+    out = results_dir() / f"capture_views_{args.scene}-{cfg.device}.json"
     runs = json.loads(out.read_text())["runs"] if out.exists() else []
     write_result(out, {"benchmark": "capture_views", "scene": args.scene, "runs": [*runs, run]})
     print(json.dumps({k: run[k] for k in ("label", "overrides", "steps", "num_gaussians", "cpu_steal_seconds")}))

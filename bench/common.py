@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Where the shared datasets are: ../shared/datasets beside the repository, unless SPLAT_DATASETS
 # names another folder (a machine where the repository was copied without its ../shared).
 DATASETS = Path(os.environ.get("SPLAT_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+
+
+# The shared scenes the training benches take by a short name.
+SCENES = {"lego": "lego_400", "beer": "beer"}
+
+
+def shared_data(folder: str) -> Path | None:
+    """DATASETS / folder, or None after saying on stderr that it is absent (benches then exit 1)."""
+    data = DATASETS / folder
+    if data.is_dir():
+        return data
+    print(f"{data} is absent: nothing to benchmark (see ../shared/datasets/README.md)", file=sys.stderr)
+    return None
 
 
 def results_dir() -> Path:

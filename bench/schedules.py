@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DATASETS, RESULTS, header, write_result
+from common import RESULTS, header, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {
@@ -62,9 +62,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu-seconds", type=float, default=1200.0, help="each variant's budget in CPU seconds")
     args = p.parse_args(argv)
-    data = DATASETS / "lego_400"
-    if not data.is_dir():
-        print(f"{data} is absent: nothing to benchmark (see ../shared/datasets/README.md)", file=sys.stderr)
+    data = shared_data("lego_400")
+    if data is None:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "run.py"

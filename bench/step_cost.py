@@ -24,10 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, header, write_result
-
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "datasets"
+from common import DATASETS, RESULTS, header, write_result
 
 
 def probe(trainer, repeats: int = 3) -> dict:
@@ -198,14 +195,14 @@ def main(argv=None) -> int:
         views, K = forward_facing_cameras(24, 256, 192)
         write_llff_dataset(still_life(), fixture, views, K, 256, 192)
         result["scenes"] = [run_scene("forward_fixture_256x192", str(fixture), args.seconds, args.probe_every, device)]
-        if not args.skip_lego and (SHARED / "lego_400").is_dir():
+        if not args.skip_lego and (DATASETS / "lego_400").is_dir():
             from splat.train.config import preset_config
 
             lego_seconds = args.seconds if args.lego_seconds is None else args.lego_seconds
             if lego_seconds <= 0:
                 lego_seconds = preset_config("auto", device=device).max_train_seconds or args.seconds
             result["scenes"].append(
-                run_scene("lego_400", str(SHARED / "lego_400"), lego_seconds, args.probe_every, device)
+                run_scene("lego_400", str(DATASETS / "lego_400"), lego_seconds, args.probe_every, device)
             )
         adam = json.loads(
             subprocess.run([sys.executable, "-c", ADAM_SNIPPET], capture_output=True, text=True, check=True).stdout

@@ -22,11 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, cpu_steal_seconds, header, write_result
+from common import RESULTS, SCENES, cpu_steal_seconds, header, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "datasets"
-SCENES = {"lego": "lego_400", "beer": "beer"}
 
 
 def with_earlier_runs(out: Path, result: dict) -> dict:
@@ -51,9 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, help="the only flag passed on, when given")
     p.add_argument("--keep", action="store_true", help="keep the run folder (outputs/bench/defaults_<scene>)")
     args = p.parse_args(argv)
-    data = SHARED / SCENES[args.scene]
-    if not data.is_dir():
-        print(f"{data} is absent: nothing to benchmark (see ../shared/datasets/README.md)", file=sys.stderr)
+    data = shared_data(SCENES[args.scene])
+    if data is None:
         return 1
     run = HERE.parent / "outputs" / "bench" / f"defaults_{args.scene}"
     shutil.rmtree(run, ignore_errors=True)
