@@ -24,6 +24,7 @@ from splat.camera import Camera
 
 from .base import DatasetError, Frame
 from .blender import load_blender
+from .capture_path import check_capture_path
 from .colmap import find_model_dir, load_colmap
 from .images import ImageCache, read_image, resize, undistort, undistortion_grid
 from .llff import load_llff
@@ -319,11 +320,13 @@ def load_dataset(
     test_every: int = 8,
     cache_bytes: int = 4 << 30,
     max_side: int = 1600,
+    repair_poses: bool = True,
 ) -> SceneDataset:
     """Load a posed-image scene. Raises DatasetError (one line naming the file) on bad input.
 
     downscale 0 chooses one: the longer image side is brought to at most `max_side` pixels
-    (`SceneDataset.downscale` and `.notes` say what was chosen)."""
+    (`SceneDataset.downscale` and `.notes` say what was chosen). `repair_poses`: undo a fold of
+    the camera path (capture_path.py) when one is found; a jumping path is reported either way."""
     root = Path(root)
     fmt = format or detect_format(root)
     if fmt not in FORMATS:
@@ -336,7 +339,7 @@ def load_dataset(
     auto = downscale == 0
     if auto and fmt in ("colmap", "llff") and not (root / "images").is_dir() and _downscaled_folders(root):
         downscale = _downscaled_folders(root)[0]  # only pre-downscaled folders: start from the largest
-    box = None
+    box = observers = None
     for attempt in range(2):
         images_dir = _images_dir(root, max(downscale, 1))
         if fmt == "blender":
@@ -352,7 +355,7 @@ def load_dataset(
         elif fmt == "multiview":
             frames, points = load_multiview(root)
         elif fmt == "colmap":
-            frames, points = load_colmap(root, images_dir, test_every=test_every)
+            frames, points, observers = load_colmap(root, images_dir, test_every=test_every)
         else:
             frames, points = load_llff(root, images_dir, test_every=test_every)
         if not auto:
@@ -370,6 +373,9 @@ def load_dataset(
             downscale = chosen
             break
         downscale = chosen  # read the images_N folder that matches instead
+    if not any(f.camera.time is not None for f in frames):  # a dynamic scene's cameras need not walk
+        frames, points, path_notes = check_capture_path(frames, points, observers, repair=repair_poses)
+        notes += path_notes
     return SceneDataset(
         root,
         fmt,
@@ -381,4 +387,15 @@ def load_dataset(
         cache_bytes=cache_bytes,
         box=box,
         notes=tuple(notes),
+    )
+
+
+def load_run_dataset(info: dict) -> SceneDataset:
+    """The dataset of a saved run (its config.json as a dict), read as the run trained on it."""
+    config = info["config"]
+    return load_dataset(
+        info["data"],
+        format=info.get("format"),
+        downscale=int(config.get("downscale", 1)),
+        repair_poses=config.get("pose_repair", "off") == "auto",  # older runs: the poses as given
     )

@@ -147,8 +147,8 @@ def _pose(q, t, where: str) -> np.ndarray:
     return check_pose(view, where)
 
 
-def read_images(model_dir: Path) -> list[tuple[str, int, np.ndarray]]:
-    """[(image name, camera_id, viewmat)] in file order."""
+def read_images(model_dir: Path) -> list[tuple[str, int, np.ndarray, int]]:
+    """[(image name, camera_id, viewmat, image_id)] in file order."""
     out = []
     binary = model_dir / "images.bin"
     if binary.exists():
@@ -159,7 +159,7 @@ def read_images(model_dir: Path) -> list[tuple[str, int, np.ndarray]]:
             name = r.string()
             (n2d,) = r.read("Q")
             r.skip(n2d * 24)
-            out.append((name, values[8], _pose(values[1:5], values[5:8], f"{binary} (image {name})")))
+            out.append((name, values[8], _pose(values[1:5], values[5:8], f"{binary} (image {name})"), values[0]))
         return out
     text = model_dir / "images.txt"
     lines = [ln for ln in _read(text).splitlines() if not ln.startswith("#")]
@@ -171,20 +171,21 @@ def read_images(model_dir: Path) -> list[tuple[str, int, np.ndarray]]:
         try:
             q = [float(v) for v in parts[1:5]]
             t = [float(v) for v in parts[5:8]]
-            cam_id, name = int(parts[8]), " ".join(parts[9:])
+            image_id, cam_id, name = int(parts[0]), int(parts[8]), " ".join(parts[9:])
         except (ValueError, IndexError):
             raise DatasetError(f"{text}: malformed image line: {lines[k][:80]!r}") from None
         if not name:
             raise DatasetError(f"{text}: image line without a file name: {lines[k][:80]!r}")
-        out.append((name, cam_id, _pose(q, t, f"{text} (image {name})")))
+        out.append((name, cam_id, _pose(q, t, f"{text} (image {name})"), image_id))
     return out
 
 
-def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(xyz (P, 3) float32, rgb (P, 3) uint8) or None when the model has no points file."""
+def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
+    """(xyz (P, 3) float32, rgb (P, 3) uint8, tracks: per point the ids of the images that saw it)
+    or None when the model has no points file."""
     binary = model_dir / "points3D.bin"
     text = model_dir / "points3D.txt"
-    xyz, rgb = [], []
+    xyz, rgb, tracks = [], [], []
     if binary.exists():
         r = _Reader(binary)
         (count,) = r.read("Q")
@@ -193,7 +194,9 @@ def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
             xyz.append(values[1:4])
             rgb.append(values[4:7])
             (track,) = r.read("Q")
+            start = r.pos
             r.skip(track * 8)
+            tracks.append(np.frombuffer(r.data, dtype="<u4", count=2 * track, offset=start)[0::2])
     elif text.exists():
         for lineno, line in enumerate(_read(text).splitlines(), 1):
             if not line.strip() or line.startswith("#"):
@@ -202,6 +205,7 @@ def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
             try:
                 xyz.append([float(v) for v in parts[1:4]])
                 rgb.append([int(v) for v in parts[4:7]])
+                tracks.append(np.array([int(v) for v in parts[8::2]], dtype=np.uint32))
             except (ValueError, IndexError):
                 raise DatasetError(f"{text}:{lineno}: malformed point line") from None
     else:
@@ -211,11 +215,12 @@ def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     xyz_arr = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
     rgb_arr = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
     keep = np.isfinite(xyz_arr).all(axis=1)
-    return xyz_arr[keep], rgb_arr[keep]
+    return xyz_arr[keep], rgb_arr[keep], [t for t, k in zip(tracks, keep) if k]
 
 
 def load_colmap(root: Path, images_dir: Path, test_every: int = 8):
-    """Frames and points of a COLMAP model under `root`, images read from `images_dir`."""
+    """(frames, points, observers) of a COLMAP model under `root`, images read from `images_dir`:
+    observers[p] are the indices (into frames) of the images that saw sparse point p."""
     model_dir = find_model_dir(root)
     if model_dir is None:
         raise DatasetError(f"{root}: no COLMAP model (sparse/0/cameras.bin or .txt)")
@@ -226,13 +231,19 @@ def load_colmap(root: Path, images_dir: Path, test_every: int = 8):
     images = sorted(read_images(model_dir), key=lambda x: x[0])
     if not images:
         raise DatasetError(f"{model_dir}: the model has no registered images")
-    split = every_nth_test_split([name for name, _, _ in images], test_every)
+    split = every_nth_test_split([name for name, *_ in images], test_every)
     frames = []
-    for (name, cam_id, view), part in zip(images, split):
+    for (name, cam_id, view, _), part in zip(images, split):
         if cam_id not in cameras:
             raise DatasetError(f"{model_dir}: image {name} refers to camera {cam_id}, which is not defined")
         K, lens, dist, width, height = cameras[cam_id]
         check_intrinsics(K, width, height, f"{model_dir} (camera {cam_id})")
         cam = Camera.from_opencv(view, K=K, width=width, height=height, lens=lens, distortion=dist)
         frames.append(Frame(name=name, image_path=images_dir / name, camera=cam, split=part))
-    return frames, read_points(model_dir)
+    sparse = read_points(model_dir)
+    if sparse is None:
+        return frames, None, None
+    xyz, rgb, tracks = sparse
+    index = {image_id: k for k, (*_, image_id) in enumerate(images)}
+    observers = [[index[i] for i in track.tolist() if i in index] for track in tracks]
+    return frames, (xyz, rgb), observers

@@ -151,12 +151,10 @@ class GaussianScene:
 
 def _training_cameras(run_info: dict) -> list[Camera]:
     """The run's dataset cameras in the original frame (empty when the data is not at hand)."""
-    from splat.datasets import DatasetError, load_dataset
+    from splat.datasets import DatasetError, load_run_dataset
 
     try:
-        data = load_dataset(
-            run_info["data"], format=run_info.get("format"), downscale=int(run_info["config"].get("downscale", 1))
-        )
+        data = load_run_dataset(run_info)
     except (DatasetError, OSError, KeyError):
         return []
     return [data.normalization.camera_to_original(f.camera) for f in data.frames]

@@ -128,6 +128,12 @@ class TrainConfig:
         "training background; auto: white for Blender scenes, else black",
         choices=("auto", "white", "black", "random"),
     )
+    pose_repair: str = flag(
+        "auto",
+        "a capture path that jumps is reported; auto: undo a fold (a symmetric object registered "
+        "half a turn round) when one rigid motion closes every jump; off: the poses as given",
+        choices=("auto", "off"),
+    )
     test_every: int = 8
     cache_gb: float = 4.0
 
@@ -216,6 +222,7 @@ class TrainConfig:
     @staticmethod
     def from_json(d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(TrainConfig)}
+        d = {"pose_repair": "off", **d}  # runs saved before the repair existed trained on the poses as given
         return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
     def validate(self) -> None:

@@ -41,6 +41,7 @@ def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None) -> 
         test_every=config.test_every,
         cache_bytes=int(config.cache_gb * (1 << 30)),
         max_side=MAX_IMAGE_SIDE[device_kind(config.device)],
+        repair_poses=config.pose_repair == "auto",
     )
     config.downscale = data.downscale
     return data
