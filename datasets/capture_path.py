@@ -42,11 +42,11 @@ class PathCheck:
 
     @property
     def fold_degrees(self) -> float:
-        R = self.fold[:3, :3]
-        return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
+        return float(np.degrees(_rotation_angle(np.eye(4), self.fold)))
 
 
 def _rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """The angle (radians) of the rotation between two poses."""
     R = a[:3, :3].T @ b[:3, :3]
     return float(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
 
