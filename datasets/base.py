@@ -10,6 +10,7 @@ frame's `time` ride along.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,8 @@ def every_nth_test_split(names: list[str], every: int = 8) -> list[str]:
             if rank % every == 0:
                 split[i] = "test"
     return split
+
+
+def natural_key(name: str) -> list:
+    """Sort key for file names in natural order: r_2.png before r_10.png."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

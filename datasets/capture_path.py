@@ -19,10 +19,11 @@ step are not a coincidence.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import PurePosixPath
 
 import numpy as np
+
+from .base import natural_key
 
 JUMP_FACTOR = 6.0  # a step this many times the path's median step is a jump
 MIN_STRETCH = 3  # images on each side of a jump, to extrapolate the motion across it
@@ -149,20 +150,15 @@ def check_capture_path(
         paths.setdefault(str(PurePosixPath(f.name).parent), []).append(i)
     notes = []
     for order in paths.values():
-        order.sort(key=lambda i: _natural_key(frames[i].name))
+        order.sort(key=lambda i: natural_key(frames[i].name))
         frames, points, observers, note = _check_walk(frames, order, points, observers, repair)
         notes += note
     return frames, points, notes
 
 
-def _natural_key(name: str) -> list:
-    """r_2.png before r_10.png."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _check_walk(frames: list, order: list[int], points, observers, repair: bool):
     """check_capture_path for the frames of one walk (indices `order`, in walking order)."""
-    c2w = np.stack([np.linalg.inv(frames[i].camera.viewmat) for i in order])
+    c2w = np.stack([frames[i].camera.c2w for i in order])
     check = check_path(c2w)
     if not check.jumps:
         return frames, points, observers, []

@@ -20,7 +20,6 @@ mean of their neighbours (frames in natural file-name order, a window of 3 befor
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from .base import (
     check_intrinsics,
     every_nth_test_split,
     intrinsic_matrix,
+    natural_key,
     pinhole_if_undistorted,
     viewmat_from_c2w_opengl,
 )
@@ -105,10 +105,6 @@ def _focal(get, axis: str, size: float) -> float | None:
     return None
 
 
-def _natural_key(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _resolve_image(root: Path, file_path: str) -> Path:
     """instant-ngp accepts image paths without an extension: the first existing one is used."""
     path = root / file_path
@@ -125,7 +121,7 @@ def _drop_blurry(root: Path, raw_frames: list, meta: dict, path: Path) -> tuple[
         return raw_frames, 0
     try:
         threshold = float(meta.get("sharpness_discard_threshold", 0.0))
-        ordered = sorted(raw_frames, key=lambda fr: _natural_key(str(fr.get("file_path", ""))))
+        ordered = sorted(raw_frames, key=lambda fr: natural_key(str(fr.get("file_path", ""))))
         sharpness = [float(fr.get("sharpness", 1.0)) for fr in ordered]
     except (TypeError, ValueError, AttributeError):
         raise DatasetError(f"{path}: 'sharpness' and 'sharpness_discard_threshold' must be numbers") from None
