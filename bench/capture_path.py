@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     data = shared_data(SCENES[args.scene])
     if data is None:
         return 1
-    from splat.datasets.capture_path import _steps, check_path
+    from splat.datasets.capture_path import check_path, path_steps
     from splat.datasets.colmap import find_model_dir, read_images, read_points
 
     model = find_model_dir(data)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     names = [name for name, *_ in images]
     c2w = np.stack([np.linalg.inv(view) for _, _, view, _ in images])
     check = check_path(c2w)
-    moves, turns = _steps(c2w)
+    moves, turns = path_steps(c2w)
     result = {
         **header("capture_path", "cpu"),
         "scene": args.scene,
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     }
     if check.fold is not None:
         repaired = np.array([check.fold @ p if f else p for p, f in zip(c2w, check.folded)])
-        new_moves, new_turns = _steps(repaired)
+        new_moves, new_turns = path_steps(repaired)
         result["images_turned_back"] = int(check.folded.sum())
         result["after_repair"] = [
             {"step": float(new_moves[i - 1]), "turn_degrees": float(np.degrees(new_turns[i - 1]))} for i in check.jumps

@@ -52,7 +52,7 @@ def _rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
 
 
-def _steps(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def path_steps(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distances and turns (radians) between consecutive poses."""
     moves = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1)
     turns = np.array([_rotation_angle(c2w[i], c2w[i + 1]) for i in range(len(c2w) - 1)])
@@ -87,7 +87,7 @@ def check_path(c2w: np.ndarray) -> PathCheck:
     c2w = np.asarray(c2w, dtype=np.float64)
     if len(c2w) < MIN_IMAGES:
         return PathCheck([], [])
-    moves, turns = _steps(c2w)
+    moves, turns = path_steps(c2w)
     median_move = float(np.median(moves))
     if median_move <= 0:
         return PathCheck([], [])
@@ -114,7 +114,7 @@ def check_path(c2w: np.ndarray) -> PathCheck:
             dst.append(_frame_points(even, length))
     fold = _rigid_fit(np.vstack(src), np.vstack(dst))
     repaired = np.array([fold @ p if f else p for p, f in zip(c2w, folded)])
-    new_moves, new_turns = _steps(repaired)
+    new_moves, new_turns = path_steps(repaired)
     median_turn = max(float(np.median(turns)), 1e-6)
     closed = all(
         new_moves[i - 1] <= CLOSE_FACTOR * median_move and new_turns[i - 1] <= CLOSE_FACTOR * median_turn for i in jumps
