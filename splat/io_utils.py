@@ -5,7 +5,9 @@ the umask asks for (as `open` would give it). Checkpoints are read without runni
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -63,6 +65,27 @@ def atomic_path(path: str | os.PathLike, size_hint: int | None = None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def open_in_place(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
+    """os.open for a file that is written in place (a run folder's lock and log): a symbolic link
+    there is refused, not followed (a planted link would send the write to the file it points to),
+    and so is anything but a regular file (a FIFO would block). InputError naming the file."""
+    from .errors import InputError
+
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{path}: is a symbolic link; splat does not follow links here (remove it)") from None
+        if e.errno == errno.ENXIO:  # a FIFO without a reader
+            raise InputError(f"{path}: not a regular file (remove it)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file (remove it)")
+    return fd
 
 
 def _os_error_in(e: BaseException | None) -> OSError | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import shutil
 import signal
 import time
@@ -31,7 +32,7 @@ import splat
 from splat.allocator import keep_freed_memory
 from splat.camera import Camera
 from splat.errors import DiskFullError, InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
-from splat.io_utils import atomic_path, write_image
+from splat.io_utils import atomic_path, open_in_place, write_image
 
 from . import losses
 from .config import TrainConfig
@@ -244,6 +245,12 @@ class BaseTrainer:
 
     @torch.no_grad()
     def evaluate(self, full: bool = True, save_renders: bool | None = None) -> dict:
+        """Metrics on the test split. Under the run folder's lock (it writes metrics.jsonl and
+        renders/), which training already holds."""
+        with run_lock(self.run_dir):
+            return self._evaluate(full, save_renders)
+
+    def _evaluate(self, full: bool, save_renders: bool | None) -> dict:
         save = self.cfg.save_renders if save_renders is None else save_renders
         psnrs, ssims, lpipss = [], [], []
         lpips_net = lpips_model(self.device)  # None without the weights: LPIPS is then null
@@ -289,7 +296,7 @@ class BaseTrainer:
         line = json.dumps(record) + "\n"
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
+            with open(open_in_place(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as f:  # a link is refused
                 f.write(line)
         except OSError as e:
             raise (write_error(path, e, len(line)) or e) from None
@@ -300,7 +307,9 @@ class BaseTrainer:
         if not path.is_file():
             return
         keep = []
-        for line in path.read_text().splitlines():
+        with open(open_in_place(path, os.O_RDONLY), errors="replace") as f:  # not through a planted link
+            text = f.read()
+        for line in text.splitlines():
             try:
                 if json.loads(line).get("step", 0) > step:
                     continue

@@ -1,8 +1,10 @@
 """One writer per run folder: an exclusive OS file lock on `RUN/.lock`, held while a process
 trains in the folder and released by the OS when the process dies (kill -9 included).
 
-Readers (`splat eval`, `export`, `view`, `splat.load`) take no lock: checkpoints are written to a
-temporary file and renamed, so they always see the newest complete one.
+`splat eval` writes to the folder too (metrics.jsonl, renders/) and takes the lock while it
+evaluates. Readers (`export`, `view`, `splat.load`) take no lock: checkpoints are written to a
+temporary file and renamed, so they always see the newest complete one. `.lock` is opened without
+following a symbolic link (a link planted there would otherwise have its target truncated).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 
 from splat.errors import RunBusyError, write_error
+from splat.io_utils import open_in_place
 
 try:
     import fcntl
@@ -34,7 +37,7 @@ def lock_run(run_dir: str | os.PathLike) -> bool:
         key = run_dir.resolve()
         if key in _held:
             return False
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_in_place(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         raise (write_error(run_dir / LOCK_NAME, e) or e) from None
     if fcntl is not None:
@@ -45,7 +48,7 @@ def lock_run(run_dir: str | os.PathLike) -> bool:
             os.close(fd)
             raise RunBusyError(
                 f"{run_dir}: in use by another splat process (PID {holder}) that is training in it; "
-                "wait for it to finish, stop it, or choose another --out"
+                "wait for it to finish or stop it (a new run: choose another --out)"
             ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
