@@ -360,6 +360,7 @@ def _cmd_view(args) -> int:
         max_splats=args.max_splats,
         renderer=args.renderer,
         token=args.token,
+        share=args.share,
     )
     if args.token is None and not is_loopback(args.host):
         print(
@@ -498,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--token",
         help="require this secret from every browser (it is printed in the URL); use it with a non-loopback --host",
+    )
+    v.add_argument(
+        "--share",
+        action="store_true",
+        help="also publish the viewer at a public URL through viser's relay (share.viser.studio); every browser "
+        "then needs the token, made when --token is not given (default: no connection leaves this machine)",
     )
     v.set_defaults(func=_cmd_view)
 

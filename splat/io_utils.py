@@ -124,16 +124,22 @@ def read_json_object(path: str | os.PathLike, error=None) -> dict:
     return data
 
 
-def write_image(path: str | os.PathLike, image) -> None:
-    """Write an (H, W, 3|4|1) float image in [0, 1] (tensor or array) as 8-bit PNG/JPEG, atomically."""
+def encode_image(image, extension: str = ".png") -> bytes:
+    """An (H, W, 3|4|1) float image in [0, 1] (tensor or array) as 8-bit PNG/JPEG bytes."""
     import imageio.v3 as iio
 
     arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, arr, extension=Path(path).suffix)
+    return iio.imwrite("<bytes>", arr, extension=extension)
+
+
+def write_image(path: str | os.PathLike, image) -> None:
+    """Write an (H, W, 3|4|1) float image in [0, 1] (tensor or array) as 8-bit PNG/JPEG, atomically."""
+    data = encode_image(image, Path(path).suffix)
+    with atomic_path(path, len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 # ----------------------------------------------------------------------------------------------

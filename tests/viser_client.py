@@ -25,6 +25,7 @@ class ScriptedClient:
             open_timeout=20,
         )
         self.received = 0
+        self.messages: list[dict] = []  # every message received, decoded ({"type": ..., fields})
         self.close_code: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -32,7 +33,7 @@ class ScriptedClient:
     def _read(self) -> None:
         try:
             while True:
-                self.ws.recv()
+                self.messages += decode(self.ws.recv())
                 self.received += 1
         except ConnectionClosed as e:
             self.close_code = e.rcvd.code if e.rcvd is not None else None
@@ -64,6 +65,16 @@ class ScriptedClient:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def decode(frame: bytes) -> list[dict]:
+    """viser's wire format: inner length (8 bytes), compressed length (8), zstd of a msgpack
+    {"messages": [...]}, then raw array buffers (not decoded here)."""
+    import zstandard
+
+    inner, size = int.from_bytes(frame[:8], "little"), int.from_bytes(frame[8:16], "little")
+    payload = zstandard.ZstdDecompressor().decompress(frame[16 : 16 + size], max_output_size=inner)
+    return list(msgspec.msgpack.decode(payload)["messages"])
 
 
 def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:

@@ -14,8 +14,11 @@ Two renderers, chosen per browser in its GUI ("Renderer"):
   do the depth and alpha modes.
 
 Every browser has its own controls and state (viewer/client_gui.py clamps what it sends); one that
-disconnects, even mid-frame, only ends its own loop. Connections must come from the viewer's own
-page and carry `token` when one is set (viewer/security.py).
+disconnects, even mid-frame, only ends its own loop; any other failure while serving a browser is a
+bug: its traceback goes to the server's terminal (once per distinct error) and the browser is told.
+Connections must come from the viewer's own page and carry `token` when one is set; viser's public
+share tunnel is off unless `share` asks for it, which then requires a token (viewer/security.py).
+Screenshots are bounded per client and in all (viewer/screenshots.py).
 
 The same viewer shows a training run live (`splat train --viewer`) through its `LiveRun` handle
 (train/live.py): the live parameters are read under the run's step lock, and nothing is rendered or
@@ -26,23 +29,34 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from splat.camera import Camera, quat_to_rotmat, rotmat_to_quat
+from splat.camera import Camera, quat_to_rotmat
 from splat.errors import InputError
-from splat.io_utils import write_image
 
+from .cameras import set_initial_view, show_frustums
 from .client_gui import RENDERERS, ClientGui, Settings, camera_pose
 from .client_splats import DEFAULT_MAX_SPLATS, BrowserSplats, browser_splats
 from .colormap import colorize_depth
-from .security import ConnectionGuard, ViewerAddressError, resolve, viewer_url
+from .screenshots import Screenshots
+from .security import (
+    ConnectionGuard,
+    ViewerAddressError,
+    disable_sharing,
+    new_token,
+    open_share,
+    resolve,
+    share_url,
+    viewer_url,
+)
 
 if TYPE_CHECKING:
     from splat.scene_protocol import Scene
@@ -54,6 +68,7 @@ RECOLOUR_SECONDS = 1.0  # ...at most this often
 LIVE_PUSH_SECONDS = 2.0  # live training: re-send the Gaussians at most this often
 PLAY_PUSH_SECONDS = 0.25  # 4D playback / time slider: re-send the sliced Gaussians at most this often
 PLAY_SPEED = 0.1  # 4D playback: scene time per second (a 10 s loop)
+RETRY_SECONDS = 2.0  # a browser whose frame failed waits this long before the next try
 
 
 @dataclasses.dataclass
@@ -75,13 +90,15 @@ class _ClientState:
     backdrop: object = None  # what background the browser shows: ("solid", rgb) or "frame"
     played_at: float | None = None
     stats_text: str = ""
+    failed_at: float = -1e9  # when serving this browser last raised (a bug, reported)
 
 
 class Viewer:
     """Serve `source` (a `Scene`, or a callable returning one, e.g. `LiveRun.scene`) at `url`.
     `live`: the training run shown (its step, pause switch and step lock); `max_splats`: the
     browser renderer's budget; `renderer`: "auto" (browser when the scene fits the budget),
-    "browser" or "server"; `token`: required from every connection when given."""
+    "browser" or "server"; `token`: required from every connection when given; `share`: publish
+    the viewer through viser's public tunnel (a token is made when none is given)."""
 
     def __init__(
         self,
@@ -93,6 +110,7 @@ class Viewer:
         max_splats: int = DEFAULT_MAX_SPLATS,
         renderer: str = "auto",
         token: str | None = None,
+        share: bool = False,
     ):
         import viser
 
@@ -102,6 +120,8 @@ class Viewer:
             raise InputError(f"--renderer {renderer}: expected auto, browser or server")
         if token is not None and not token:
             raise InputError("--token: expected a non-empty token")
+        if share and token is None:
+            token = new_token()  # the tunnel lets in clients without an Origin header: all need the token
         resolve(host, port)
         self._source = source
         self.live = live
@@ -111,6 +131,8 @@ class Viewer:
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.guard = ConnectionGuard(host, port, token)
         self.guard.install(self.server)
+        disable_sharing(self.server, keep_server_side=share)  # no client can open the public tunnel
+        self.server.gui.configure_theme(dark_mode=False, show_share_button=False)  # and no Share button
         self.host, self.port, self.token = host, self.server.get_port(), token
         if port != 0 and self.port != port:  # taken between our check and viser's bind
             self.server.stop()
@@ -121,6 +143,8 @@ class Viewer:
         self._clients_lock = threading.Lock()
         self._splats_cache: dict[object, BrowserSplats] = {}
         self._stop = threading.Event()
+        self._reported: set[str] = set()  # errors whose traceback was printed
+        self.screenshots = Screenshots(self._screenshot_image)
         self.frames_rendered = 0
         self.splat_pushes = 0
         self.last_frame_ms = 0.0
@@ -132,11 +156,19 @@ class Viewer:
         if renderer not in self.renderers:
             raise InputError(f"--renderer {renderer}: {scene.summary} can only be rendered on the server")
         self.default_renderer = renderer
-        self._initial_fov = self._set_initial_view(scene)
+        self._initial_fov = set_initial_view(self.server, scene)
         self.server.on_client_connect(self._on_connect)
         self.server.on_client_disconnect(self._on_disconnect)
         self._thread = threading.Thread(target=self._render_loop, name="splat-viewer", daemon=True)
         self._thread.start()
+        self.public_url = None
+        if share:
+            try:
+                self.public_url = share_url(open_share(self.server, self.guard), self.token)
+            except BaseException:
+                self.close()
+                raise
+            print(f"splat viewer: shared publicly at {self.public_url} (anyone with this URL can view)", flush=True)
 
     @property
     def scene(self) -> Scene:
@@ -147,33 +179,6 @@ class Viewer:
         return viewer_url(self.host, self.port, self.token)
 
     # ---- setup ----------------------------------------------------------------------------------
-
-    def _set_initial_view(self, scene: Scene) -> float:
-        """Where a new browser starts (and "reset view" returns): the first training camera when
-        the scene has them, else a view from the front and above its bounds (z up). Returns the
-        initial vertical FOV in degrees."""
-        init = self.server.initial_camera
-        cams = scene.cameras
-        fov = 50.0
-        if cams:
-            c2w = cams[0].c2w
-            lo, hi = scene.bounds()
-            distance = max(float(np.linalg.norm((lo + hi) / 2 - c2w[:3, 3])), 1e-3)
-            up = -c2w[:3, 1]  # OpenCV y points down
-            position, look_at = c2w[:3, 3], c2w[:3, 3] + distance * c2w[:3, 2]
-            fov = float(np.clip(math.degrees(2 * math.atan(0.5 * cams[0].height / cams[0].fy)), 10, 120))
-        else:
-            lo, hi = scene.bounds()
-            look_at = (lo + hi) / 2
-            radius = max(float(np.linalg.norm(hi - lo)), 1e-3)
-            position = look_at + np.array([0.0, -1.2 * radius, 0.6 * radius])
-            up = np.array([0.0, 0.0, 1.0])
-        self.server.scene.set_up_direction(tuple(float(x) for x in up))
-        init.position = tuple(float(x) for x in position)
-        init.look_at = tuple(float(x) for x in look_at)
-        init.up = tuple(float(x) for x in up)
-        init.fov = math.radians(fov)
-        return fov
 
     def _on_connect(self, client) -> None:
         gui = ClientGui(
@@ -195,8 +200,8 @@ class Viewer:
         gui.mode.on_update(lambda _: self._mode_changed(state))
         gui.renderer.on_update(lambda _: gui.show_controls_of(gui.settings().renderer))
         gui.fov.on_update(lambda _: self._apply_fov(state))
-        gui.show_cameras.on_update(lambda _: self._update_frustums(state))
-        gui.screenshot.on_click(lambda event: self._on_screenshot(state))
+        gui.show_cameras.on_update(lambda _: show_frustums(state, self.scene.cameras))
+        gui.screenshot.on_click(lambda event: self.screenshots.request(state))
         if gui.pause_button is not None:
             gui.pause_button.on_click(lambda _: self._toggle_pause())
         self._apply_fov(state)
@@ -214,6 +219,7 @@ class Viewer:
             state = self._clients.pop(client.client_id, None)
         if state is not None:
             state.alive = False
+        self.screenshots.forget(client.client_id)
 
     def _states(self) -> list[_ClientState]:
         with self._clients_lock:
@@ -241,45 +247,10 @@ class Viewer:
             pass
         self._mark_dirty(state)
 
-    def _update_frustums(self, state: _ClientState) -> None:
-        for f in state.frustums:
-            f.remove()
-        state.frustums = []
-        cams = self.scene.cameras
-        if not state.gui.show_cameras.value or not cams:
-            return
-        extent = np.linalg.norm(np.ptp(np.stack([c.center for c in cams]), axis=0)) + 1e-6
-        for k, cam in enumerate(cams):
-            c2w = cam.c2w
-            handle = state.client.scene.add_camera_frustum(
-                f"/cameras/{k}",
-                fov=2 * math.atan(0.5 * cam.height / cam.fy),
-                aspect=cam.width / cam.height,
-                scale=0.03 * extent,
-                wxyz=rotmat_to_quat(c2w[:3, :3]),
-                position=c2w[:3, 3],
-                color=(60, 120, 220),
-            )
-            handle.on_click(lambda event, cam=cam: self._jump_to(state.client, cam))
-            state.frustums.append(handle)
-
-    def _jump_to(self, client, cam: Camera) -> None:
-        c2w = cam.c2w
-        with client.atomic():
-            client.camera.wxyz = rotmat_to_quat(c2w[:3, :3])
-            client.camera.position = c2w[:3, 3]
-            client.camera.fov = 2 * math.atan(0.5 * cam.height / cam.fy)
-
-    def _on_screenshot(self, state: _ClientState) -> None:
+    def _screenshot_image(self, state: _ClientState) -> np.ndarray | None:
         settings = state.gui.settings()
         cam = self._camera_of(state.client, settings, 1.0)
-        if cam is None:
-            return
-        image = self._render(cam, settings)
-        path = Path("screenshots") / f"splat-{time.strftime('%Y%m%d-%H%M%S')}.png"
-        write_image(path, image)
-        state.client.send_file_download(path.name, path.read_bytes())
-        state.client.add_notification(title="Screenshot", body=f"saved {path}", auto_close_seconds=3.0)
+        return None if cam is None else self._render(cam, settings)
 
     # ---- server renderer ------------------------------------------------------------------------
 
@@ -449,6 +420,8 @@ class Viewer:
         while not self._stop.is_set():
             busy = False
             for state in self._states():
+                if time.monotonic() - state.failed_at < RETRY_SECONDS:
+                    continue
                 try:
                     settings = self._advance_time(state, state.gui.settings())
                     if settings.renderer == "browser" and settings.mode == "rgb" and self.splat_capable:
@@ -456,10 +429,33 @@ class Viewer:
                     else:
                         busy |= self._serve_frame(state, settings)
                     self._update_stats(state, settings)
-                except Exception:  # noqa: BLE001 - e.g. the browser went away mid-frame
-                    state.alive = state.alive and state.client.client_id in self._clients
+                except Exception as e:  # noqa: BLE001 - a browser gone mid-frame, or a bug (reported)
+                    self._serving_failed(state, e)
             if not busy:
                 time.sleep(0.02)
+
+    def _serving_failed(self, state: _ClientState, error: Exception) -> None:
+        """A browser that went away mid-frame just ends its loop. Anything else is a bug in splat:
+        its traceback is printed once, the browser is told, and its loop retries a little later."""
+        cid = getattr(state.client, "client_id", None)
+        with self._clients_lock:
+            gone = self._clients.get(cid) is not state or cid not in self.server.get_clients()
+        if gone or not state.alive:
+            state.alive = False
+            return
+        state.failed_at = time.monotonic()
+        what = f"{error.__class__.__name__}: {' '.join(str(error).split())[:200]}"
+        if what not in self._reported:
+            self._reported.add(what)
+            print(
+                "splat viewer: internal error while serving a browser (a bug in splat; please report it):",
+                file=sys.stderr,
+            )
+            traceback.print_exception(error)
+        text = f"**render failed** ({what}): an internal error, see the server's terminal"
+        if state.stats_text != text and state.gui is not None:
+            state.stats_text = text
+            state.gui.stats.content = text
 
     def _update_stats(self, state: _ClientState, settings: Settings) -> None:
         scene = self.scene
@@ -480,6 +476,7 @@ class Viewer:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.screenshots.close()
         self.server.stop()
 
     def wait(self) -> None:

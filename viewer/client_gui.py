@@ -63,7 +63,7 @@ class ClientGui:
         fov_deg: float,
     ):
         gui = client.gui
-        gui.configure_theme(dark_mode=False)
+        gui.configure_theme(dark_mode=False, show_share_button=False)  # sharing: splat view --share
         gui.add_markdown(f"**{title}**")
         self.stats = gui.add_markdown("")
         with gui.add_folder("Render"):

@@ -9,6 +9,13 @@ script run by the user) and are let through; `--token` covers them on non-loopba
 
 The token travels in the websocket URL's query (`ws://host:port/?token=...`): viser's web client
 keeps the query of the `websocket=` page parameter, so the printed URL carries it there.
+
+viser can also publish the viewer through a public tunnel (its relay at share.viser.studio), and
+any connected client may ask it to (its "share" message, the GUI's Share button). Sharing is off
+unless `--share` asks for it: the button is hidden and the message has no handler, so the viewer
+opens no connection to anything outside the machine. With `--share` the tunnel is opened once at
+start and every connection must carry the token (one is made when none is given), since the
+tunnel also lets in clients that send no Origin header.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import errno
 import hmac
 import ipaddress
+import secrets
 import socket
 import urllib.parse
 
@@ -28,6 +36,10 @@ POLICY_VIOLATION = 1008  # websocket close code
 
 class ViewerAddressError(InputError):
     """A --host / --port the viewer cannot serve on (one-line message naming it)."""
+
+
+class ShareError(InputError):
+    """--share could not open viser's public tunnel (one-line message)."""
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -134,3 +146,51 @@ class ConnectionGuard:
 
         # first in line: viser's own callbacks only register handlers, they send nothing
         ws_server._client_connect_cb.insert(0, guard)
+
+
+# ----------------------------------------------------------------------------------------------
+# viser's public share tunnel
+
+
+def disable_sharing(viser_server, keep_server_side: bool = False) -> None:
+    """No client can open (or close) viser's share tunnel: its request and disconnect messages
+    lose their handlers, and unless `keep_server_side` (--share, which opens it itself) the
+    server's own entry point refuses too (viser 1.1.x: `request_share_url`, the handlers
+    registered on `_websock_server`). Fails loudly if that layer changes."""
+    from viser import _messages
+
+    ws_server = getattr(viser_server, "_websock_server", None)
+    handlers = getattr(ws_server, "_incoming_handlers", None)
+    if handlers is None or not hasattr(viser_server, "request_share_url"):
+        raise RuntimeError("this viser version does not expose its share handlers; the viewer cannot turn sharing off")
+    for message in (_messages.ShareUrlRequest, _messages.ShareUrlDisconnect):
+        handlers.pop(message, None)
+    if not keep_server_side:
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("sharing is off in this viewer (splat view --share turns it on)")
+
+        viser_server.request_share_url = refuse
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def open_share(viser_server, guard: ConnectionGuard) -> str:
+    """Open the tunnel once (it blocks until the relay answers) and let its origin in; the
+    caller has set a token. Returns the public page URL (without the token)."""
+    url = viser_server.request_share_url(verbose=False)
+    if not url:
+        raise ShareError("--share: could not open viser's share tunnel (share.viser.studio did not answer)")
+    parts = urllib.parse.urlsplit(url)
+    guard.origins.add(f"{parts.scheme}://{parts.netloc}")
+    return url
+
+
+def share_url(page: str, token: str) -> str:
+    """The public URL to open: the tunnel's page, told the websocket URL that carries the token."""
+    parts = urllib.parse.urlsplit(page)
+    ws = urllib.parse.urlunsplit(("wss" if parts.scheme == "https" else "ws", parts.netloc, "/", "", ""))
+    ws += "?" + urllib.parse.urlencode({"token": token})
+    return f"{parts.scheme}://{parts.netloc}/?" + urllib.parse.urlencode({"websocket": ws})
