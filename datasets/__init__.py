@@ -184,6 +184,7 @@ class SceneDataset:
         self.background = torch.tensor(background, dtype=torch.float32)
         self.train_indices = [i for i, f in enumerate(frames) if f.split == "train"]
         self.test_indices = [i for i, f in enumerate(frames) if f.split == "test"]
+        self.val_indices = [i for i, f in enumerate(frames) if f.split == "val"]  # scored apart from test
         if not self.train_indices:
             raise DatasetError(f"{root}: no training images")
 
@@ -228,6 +229,30 @@ class SceneDataset:
     @property
     def is_dynamic(self) -> bool:
         return any(f.camera.time is not None for f in self.frames)
+
+    @property
+    def kind(self) -> str:
+        """What the scene is, for messages: "D-NeRF" for a Blender layout whose frames carry a time."""
+        return "D-NeRF" if self.format == "blender" and self.is_dynamic else self.format
+
+    def auto_background(self) -> str:
+        """What `--background auto` trains and evaluates on: "white" when the images carry alpha
+        (composited on white: NeRF-synthetic's and D-NeRF's metric); without alpha the background
+        is in the pixels: for Blender layouts "white" when most pixels on the borders of the
+        first training images are light (an RGB copy composited on white), else "black" (an RGB
+        copy with the alpha dropped; photographs)."""
+        first = self.train_indices[:8]
+        if self.pixels(first[0])[0].shape[-1] == 4:
+            return "white"
+        if self.format != "blender":
+            return "black"
+        light = dark = 0
+        for i in first:
+            rgb = self.pixels(i)[0][..., :3].float().mean(dim=-1)
+            border = torch.cat([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+            light += int((border > 0.9 * 255).sum())
+            dark += int((border < 0.1 * 255).sum())
+        return "white" if light > dark else "black"
 
     def camera(self, i: int) -> Camera:
         return self.frames[i].camera
@@ -305,9 +330,12 @@ class SceneDataset:
         bounds = f"; {self.bounds.describe()}" if self.bounds is not None else ""
         cam = self.frames[self.train_indices[0]].camera
         notes = "".join(f"\n  {note}" for note in self.notes)
+        times = [f.camera.time for f in self.frames if f.camera.time is not None]
+        over_time = f" {len(self.frames)} frames over time [{min(times):g}, {max(times):g}]," if times else ""
+        val = f" / {len(self.val_indices)} val" if self.val_indices else ""
         return (
-            f"{self.format} scene {self.root}: {len(self.train_indices)} train / {len(self.test_indices)} test "
-            f"images at {cam.width}x{cam.height}{pts}{bounds}{notes}"
+            f"{self.kind} scene {self.root}:{over_time} {len(self.train_indices)} train{val} / "
+            f"{len(self.test_indices)} test images at {cam.width}x{cam.height}{pts}{bounds}{notes}"
         )
 
 

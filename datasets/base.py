@@ -28,7 +28,7 @@ class Frame:
     name: str
     image_path: Path
     camera: Camera
-    split: str  # "train" or "test"
+    split: str  # "train", "test" or "val" (held out, scored apart from test)
     mask_path: Path | None = None
     depth_path: Path | None = None
     near: float | None = None  # depth range of the content seen by this frame (LLFF bounds), dataset units

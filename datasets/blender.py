@@ -3,7 +3,8 @@
 `camera_angle_x` gives the focal length (0.5 W / tan(angle / 2)); `frames[].file_path` has no
 extension (".png" is appended when the path has none); `transform_matrix` is camera-to-world with
 OpenGL axes. D-NeRF adds a per-frame `time` in [0, 1]. Images are RGBA, composited on the
-dataset's background colour when loaded.
+dataset's background colour when loaded. `transforms_val.json`, when present, is the "val" split
+(held out and scored apart from test; D-NeRF's lego test split disagrees with its train split).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def resolve_image(root: Path, file_path: str, default_ext: str = ".png") -> Path
 def load_blender(root: Path):
     frames = []
     size_cache: dict[Path, tuple[int, int]] = {}
-    for split_name, split in (("train", "train"), ("test", "test")):
+    for split_name, split in (("train", "train"), ("val", "val"), ("test", "test")):
         path = root / f"transforms_{split_name}.json"
         if not path.exists():
             if split_name == "train":

@@ -179,16 +179,28 @@ def _eval_estimate(trainer) -> float:
     megapixel-image for Gaussians (SSIM, LPIPS and the PNG included; lego: 57 s for 200 images at
     400x400), 5 s an image for a field; CUDA 10x less."""
     cam = trainer.data.camera(trainer.data.train_indices[0])
-    n = len(trainer.data.test_indices or trainer.data.train_indices)
+    n = _eval_count(trainer)
     per_image = 5.0 if trainer.cfg.model == "field" else 1.5 * cam.width * cam.height / 1e6 + 0.05
     return n * per_image / (10.0 if trainer.device.type == "cuda" else 1.0)
 
 
+def _eval_count(trainer) -> int:
+    """Images the final evaluation renders: every scored split (test, and val where there is one)."""
+    return sum(len(trainer.eval_indices(True, split)) for split in trainer.scored_splits())
+
+
+MODEL_TEXT = {
+    "3d": "3D Gaussians",
+    "4d": "4D Gaussians: frames carry a time",
+    "field": "neural field (Instant-NGP hash grid)",
+}
+
+
 def plan_line(trainer) -> str:
-    """One line on what will run: device, resolution, preset, steps or time budget, and an ETA."""
+    """One line on what will run: device, resolution, the model, preset, steps or time budget, and an ETA."""
     c = trainer.cfg
     cam = trainer.data.camera(trainer.data.train_indices[0])
-    n_eval = len(trainer.data.test_indices or trainer.data.train_indices)
+    n_eval = _eval_count(trainer)
     if c.max_train_seconds > 0:
         left = max(c.max_train_seconds - trainer.train_seconds, 0.0)
         budget = f"{_duration(c.max_train_seconds)} of training (at most {c.steps:,} steps)"
@@ -197,19 +209,21 @@ def plan_line(trainer) -> str:
         budget = f"{c.steps:,} steps"
         eta = "ETA from the progress bar after the first steps"
     return (
-        f"plan: {trainer.device.type}, {cam.width}x{cam.height} images (downscale {c.downscale}), preset {c.preset}: "
+        f"plan: {trainer.device.type}, {cam.width}x{cam.height} images (downscale {c.downscale}), "
+        f"{MODEL_TEXT.get(c.model, c.model)}, preset {c.preset}: "
         f"{budget}, evaluation on {n_eval} images at the end; {eta}"
     )
 
 
 def _print_eval(result: dict) -> None:
+    """One line per scored split: test (or train where there is none), then val where there is one."""
     if result:
-        e = result["eval"]
-        lpips = "LPIPS n/a" if e.get("lpips") is None else f"LPIPS {e['lpips']:.4f}"
-        print(
-            f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}, {lpips} on "
-            f"{e['num_images']} {e['split']} images"
-        )
+        for e in (result[k] for k in ("eval", "eval_val") if k in result):
+            lpips = "LPIPS n/a" if e.get("lpips") is None else f"LPIPS {e['lpips']:.4f}"
+            print(
+                f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}, {lpips} on "
+                f"{e['num_images']} {e['split']} images"
+            )
 
 
 def _cmd_train(args) -> int:

@@ -35,7 +35,7 @@ from splat.errors import DiskFullError, InputError, TrainingError, write_error  
 from splat.io_utils import atomic_path, open_in_place, write_image
 
 from . import losses
-from .config import TrainConfig
+from .config import TrainConfig, resolve_model
 from .live import LiveRun
 from .lpips import lpips_model
 from .run_lock import run_lock
@@ -63,6 +63,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 class BaseTrainer:
     def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         config.validate()
+        config.model = resolve_model(config.model, dataset.is_dynamic)  # config.json records what trained
         keep_freed_memory()  # a CPU step otherwise page-faults on every large temporary (splat/allocator.py)
         self.cfg = config
         self.data = dataset
@@ -84,7 +85,7 @@ class BaseTrainer:
 
         bg = config.background
         if bg == "auto":
-            bg = "white" if dataset.format == "blender" else "black"
+            bg = dataset.auto_background()  # white for images with alpha, else what their borders show
         self.background_mode = bg
         self.eval_background = torch.ones(3) if bg in ("white", "random") else torch.zeros(3)
 
@@ -236,30 +237,47 @@ class BaseTrainer:
     # ------------------------------------------------------------------------------------------
     # evaluation
 
-    def eval_indices(self, full: bool) -> list[int]:
-        test = self.data.test_indices or self.data.train_indices
-        if full or self.cfg.eval_subset <= 0 or self.cfg.eval_subset >= len(test):
-            return list(test)
-        stride = len(test) / self.cfg.eval_subset
-        return [test[int(k * stride)] for k in range(self.cfg.eval_subset)]
+    def eval_indices(self, full: bool, split: str = "test") -> list[int]:
+        """The frames a `split` evaluation renders ("test": the test split, or the training
+        images when there is none; "val": the val split), all of them or `eval_subset`."""
+        held = self.data.val_indices if split == "val" else (self.data.test_indices or self.data.train_indices)
+        if full or self.cfg.eval_subset <= 0 or self.cfg.eval_subset >= len(held):
+            return list(held)
+        stride = len(held) / self.cfg.eval_subset
+        return [held[int(k * stride)] for k in range(self.cfg.eval_subset)]
+
+    def scored_splits(self) -> list[str]:
+        """The held-out splits an evaluation scores apart: test, and val where the data has one."""
+        return ["test", "val"] if self.data.val_indices else ["test"]
 
     @torch.no_grad()
     def evaluate(self, full: bool = True, save_renders: bool | None = None) -> dict:
-        """Metrics on the test split. Under the run folder's lock (it writes metrics.jsonl and
-        renders/), which training already holds."""
+        """Metrics on the test split under "eval" (the headline), on the val split under
+        "eval_val" where the data has one (D-NeRF ships both; they can disagree). Under the run
+        folder's lock (it writes metrics.jsonl and renders/), which training already holds."""
         with run_lock(self.run_dir):
             return self._evaluate(full, save_renders)
 
     def _evaluate(self, full: bool, save_renders: bool | None) -> dict:
         save = self.cfg.save_renders if save_renders is None else save_renders
+        result = {"step": self.step, "train_seconds": round(self.train_seconds, 3)}
+        for split in self.scored_splits():
+            result["eval" if split == "test" else f"eval_{split}"] = self._evaluate_split(split, full, save)
+        result.update(self.model_stats())
+        self.log(result)
+        return result
+
+    def _evaluate_split(self, split: str, full: bool, save: bool) -> dict:
         psnrs, ssims, lpipss = [], [], []
         lpips_net = lpips_model(self.device)  # None without the weights: LPIPS is then null
         out_dir = self.run_dir / "renders" / f"step_{self.step}"
+        if split != "test":
+            out_dir = out_dir / split  # frame names repeat across splits (r_000.png)
         t0 = time.perf_counter()
         # PNG encoding (~50 ms an image) overlaps the next image's render and metrics
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="splat-renders") as writer:
             writes = []
-            for index in self.eval_indices(full):
+            for index in self.eval_indices(full, split):
                 gt, mask = self.ground_truth(index, self.eval_background)
                 image = self.render_eval(index, self.eval_background).clamp(0, 1)
                 psnrs.append(losses.psnr(image, gt, mask))
@@ -271,22 +289,15 @@ class BaseTrainer:
                     writes.append(writer.submit(write_image, out_dir / f"{name}.png", side_by_side))
             for w in writes:
                 w.result()  # a failed write (e.g. a full disk) surfaces here
-        result = {
-            "step": self.step,
-            "train_seconds": round(self.train_seconds, 3),
-            "eval": {
-                "psnr": sum(psnrs) / len(psnrs),
-                "ssim": sum(ssims) / len(ssims),
-                "lpips": None if None in lpipss else sum(lpipss) / len(lpipss),  # AlexNet LPIPS
-                "num_images": len(psnrs),
-                "split": "test" if self.data.test_indices else "train",
-                "full": bool(full),
-                "seconds": round(time.perf_counter() - t0, 3),
-            },
-            **self.model_stats(),
+        return {
+            "psnr": sum(psnrs) / len(psnrs),
+            "ssim": sum(ssims) / len(ssims),
+            "lpips": None if None in lpipss else sum(lpipss) / len(lpipss),  # AlexNet LPIPS
+            "num_images": len(psnrs),
+            "split": split if split != "test" or self.data.test_indices else "train",
+            "full": bool(full),
+            "seconds": round(time.perf_counter() - t0, 3),
         }
-        self.log(result)
-        return result
 
     # ------------------------------------------------------------------------------------------
     # run folder

@@ -125,7 +125,8 @@ class TrainConfig:
     )
     background: str = flag(
         "auto",
-        "training background; auto: white for Blender scenes, else black",
+        "training background; auto: white for images with alpha (NeRF-synthetic, D-NeRF), for RGB Blender "
+        "scenes the colour of the images' borders, else black",
         choices=("auto", "white", "black", "random"),
     )
     pose_repair: str = flag(
@@ -270,6 +271,13 @@ def resolve_device(name: str = "auto", cuda_available: bool | None = None) -> st
 
         cuda_available = torch.cuda.is_available()
     return "cuda" if cuda_available else "cpu"
+
+
+def resolve_model(name: str, dynamic: bool) -> str:
+    """ "auto" -> "4d" when the frames carry a time, else "3d"; other names unchanged."""
+    if name != "auto":
+        return name
+    return "4d" if dynamic else "3d"
 
 
 def device_kind(device: str) -> str:

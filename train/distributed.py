@@ -247,9 +247,12 @@ class DistributedTrainer(Trainer):
     # ------------------------------------------------------------------------------------------
     # evaluation: the test images are dealt round-robin, every rank renders its share
 
-    def eval_indices(self, full: bool) -> list[int]:
-        every = super().eval_indices(full)
+    def eval_indices(self, full: bool, split: str = "test") -> list[int]:
+        every = super().eval_indices(full, split)
         return every[self.rank :: self.world_size] or every[:1]
+
+    def scored_splits(self) -> list[str]:
+        return ["test"]  # the collective renders are counted over the test split alone
 
     def render_eval(self, index: int, background: torch.Tensor) -> torch.Tensor:
         """Collective, like the training renders: the Gaussians are sharded over the ranks."""

@@ -35,7 +35,7 @@ class Trainer(BaseTrainer):
         super().__init__(config, dataset, run_dir, data_path)
         self._order: list[int] = []
 
-        self.dynamic = config.model == "4d" or (config.model == "auto" and dataset.is_dynamic)
+        self.dynamic = config.model == "4d"  # "auto" was resolved by the data (BaseTrainer)
         if self.dynamic and not dataset.is_dynamic:
             raise InputError(
                 f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none"
@@ -243,6 +243,7 @@ class Trainer(BaseTrainer):
             "generator": self.generator.get_state(),
             "order": list(self._order),
             "config": self.cfg.to_json(),
+            "model": self.cfg.model,  # "3d" or "4d"
             "normalization": self.data.normalization.to_dict(),
             **({"appearance": self.appearance.state_dict()} if self.appearance is not None else {}),
         }

@@ -1,0 +1,106 @@
+"""D-NeRF (monocular dynamic) data end to end: what the run says it trains, val and test scored
+apart, the background `--background auto` picks from the images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scene_fixtures import write_blender, write_colmap
+from test_train import quick_config, splat_cli
+
+from splat.scenes.dynamic import write_dnerf_dataset
+from splat.train.losses import psnr
+from splat.train.runs import new_trainer
+
+
+@pytest.fixture(scope="module")
+def dnerf_scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dnerf")
+    write_dnerf_dataset(root, n_train=16, n_test=3, n_val=2, width=40, height=30)
+    return root
+
+
+def flatten_alpha(src, dst, background: float):
+    """A copy of a D-NeRF folder with RGB frames composited on `background` (the alpha dropped)."""
+    for path in src.rglob("*"):
+        out = dst / path.relative_to(src)
+        if path.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+        elif path.suffix == ".png":
+            rgba = np.asarray(Image.open(path).convert("RGBA")).astype(np.float64) / 255
+            rgb = rgba[..., :3] * rgba[..., 3:] + background * (1 - rgba[..., 3:])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((rgb * 255 + 0.5).astype(np.uint8), "RGB").save(out)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(path.read_bytes())
+
+
+def test_summary_plan_and_config_say_a_4d_model_trains(dnerf_scene, tmp_path):
+    run = tmp_path / "run"
+    r = splat_cli("train", str(dnerf_scene), "--out", str(run), "--steps", "2", "--init-points", "300")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"D-NeRF scene {dnerf_scene}: 21 frames over time [0, 1], 16 train / 2 val / 3 test")
+    plan = next(line for line in lines if line.startswith("plan:"))
+    assert "4D Gaussians: frames carry a time" in plan and "evaluation on 5 images" in plan
+    evals = [line for line in lines if line.startswith("eval at step 2:")]
+    assert len(evals) == 2 and evals[0].endswith("on 3 test images") and evals[1].endswith("on 2 val images")
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["model"] == "4d" and info["dataset"].startswith("D-NeRF scene")
+
+
+def test_static_blender_resolves_to_3d(tmp_path):
+    write_blender(tmp_path / "static", n_train=4, n_test=1)
+    trainer = new_trainer(str(tmp_path / "static"), tmp_path / "run", quick_config(steps=1, init_points=100))
+    assert trainer.cfg.model == "3d" and not trainer.dynamic
+    assert trainer.data.summary().startswith("blender scene") and "frames over time" not in trainer.data.summary()
+    assert trainer.scored_splits() == ["test"]
+
+
+def test_val_and_test_are_scored_apart(dnerf_scene, tmp_path):
+    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=1, init_points=2000))
+    data = trainer.data
+    assert [data.frames[i].split for i in data.val_indices] == ["val", "val"]
+    result = trainer.evaluate(save_renders=True)
+    test, val = result["eval"], result["eval_val"]
+    assert (test["split"], test["num_images"], val["split"], val["num_images"]) == ("test", 3, "val", 2)
+    for split, indices in (("test", data.test_indices), ("val", data.val_indices)):
+        by_hand = []
+        for i in indices:
+            gt, _ = trainer.ground_truth(i, trainer.eval_background)
+            by_hand.append(psnr(trainer.render_eval(i, trainer.eval_background).clamp(0, 1), gt))
+        scored = test if split == "test" else val
+        assert scored["psnr"] == pytest.approx(float(np.mean(by_hand)), abs=1e-4), split
+    # val frames share names with test frames (r_000.png): their renders go to their own folder
+    step_dir = tmp_path / "run" / "renders" / "step_0"
+    assert len(list(step_dir.glob("*.png"))) == 3 and len(list((step_dir / "val").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("copy,expected", [(None, "white"), (0.0, "black"), (1.0, "white")])
+def test_background_auto_reads_the_images(dnerf_scene, tmp_path, copy, expected):
+    """RGBA frames composite on white; an RGB copy on black trains on black, one on white on white."""
+    root = dnerf_scene
+    if copy is not None:
+        root = tmp_path / "rgb"
+        flatten_alpha(dnerf_scene, root, copy)
+    trainer = new_trainer(str(root), tmp_path / "run", quick_config(steps=1, init_points=100))
+    assert trainer.background_mode == expected
+    index = trainer.data.train_indices[0]
+    gt, _ = trainer.ground_truth(index, trainer.eval_background)
+    if copy is not None:  # the ground truth is the file, whatever the background
+        rgb = torch.from_numpy(np.array(Image.open(trainer.data.frames[index].image_path))).float() / 255
+        assert torch.allclose(gt, rgb)
+    corner = gt[0, 0]
+    assert torch.allclose(corner, trainer.eval_background, atol=2 / 255), corner
+
+
+def test_background_auto_keeps_photographs_on_black(tmp_path):
+    """A COLMAP capture has no alpha and its borders are scenery: black, as before."""
+    write_colmap(tmp_path / "colmap", n=8, models=("PINHOLE",), n_points=500)
+    trainer = new_trainer(str(tmp_path / "colmap"), tmp_path / "run", quick_config(steps=1))
+    assert trainer.data.format == "colmap" and trainer.background_mode == "black"
