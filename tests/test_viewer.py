@@ -200,3 +200,69 @@ def test_browser_renderer_draws_the_gaussians_in_the_page(tmp_path):
     finally:
         browser.close()
         v.close()
+
+
+def two_moment_scene() -> splat.GaussianScene:
+    """A 4D scene whose red Gaussians live around t = 0 and blue ones around t = 1."""
+    from splat.gaussians import rgb_to_sh
+    from splat.scene import GaussianScene
+
+    n = 600
+    g = torch.Generator().manual_seed(3)
+    xyz = torch.randn(n, 3, generator=g) * 0.25
+    late = torch.arange(n) >= n // 2
+    ident = torch.tensor([1.0, 0, 0, 0]).expand(n, 4).contiguous()
+    colors = torch.where(late[:, None], torch.tensor([0.1, 0.2, 0.9]), torch.tensor([0.9, 0.1, 0.1]))
+    return GaussianScene(
+        {
+            "means": torch.cat([xyz, late.float()[:, None]], 1),
+            "scales": torch.log(torch.tensor([0.06, 0.06, 0.06, 0.1])).expand(n, 4).contiguous(),
+            "quats": ident,
+            "quats_right": ident.clone(),
+            "opacities": torch.full((n,), 3.0),
+            "sh0": rgb_to_sh(colors)[:, None, :],
+            "shN": torch.zeros(n, 0, 3),
+        }
+    )
+
+
+def red_and_blue(img: np.ndarray) -> tuple[float, float]:
+    """Fractions of red and of blue pixels where the scene is drawn (left of the GUI panel, whose
+    slider and buttons are blue, and above the axes gizmo)."""
+    f = img[150:480, 80:600].astype(np.float32) / 255
+    return float(((f[..., 0] > 0.6) & (f[..., 2] < 0.4)).mean()), float(((f[..., 2] > 0.6) & (f[..., 0] < 0.4)).mean())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+def test_browser_time_slider_moves_a_4d_scene(tmp_path):
+    """The browser renderer draws a 4D scene at the slider's time: red at t = 0, blue at t = 1."""
+    from splat.viewer.app import Viewer
+
+    v = Viewer(two_moment_scene(), port=free_port())
+    assert v.default_renderer == "browser"
+    browser = Chromium(tmp_path)
+    try:
+        page = browser.open(v.url)
+        shots = {}
+        for t, colour in ((0.0, 0), (1.0, 1)):
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                states = v._states()
+                if states and states[0].gui.time is not None:
+                    states[0].gui.time.value = t
+                img = page.screenshot()
+                if red_and_blue(img)[colour] > 0.01 and red_and_blue(img)[1 - colour] < 0.001:
+                    break
+                time.sleep(0.5)
+            shots[t] = img
+            iio.imwrite(tmp_path / f"t{t:g}.png", img)
+        red0, blue0 = red_and_blue(shots[0.0])
+        red1, blue1 = red_and_blue(shots[1.0])
+        assert red0 > 0.01 and blue0 < 0.001, f"t = 0 should show the red Gaussians ({tmp_path / 't0.png'})"
+        assert blue1 > 0.01 and red1 < 0.001, f"t = 1 should show the blue Gaussians ({tmp_path / 't1.png'})"
+        assert np.abs(shots[0.0].astype(int) - shots[1.0].astype(int)).mean() > 1.0
+        assert v.frames_rendered == 0  # the browser drew both
+        page.close()
+    finally:
+        browser.close()
+        v.close()
