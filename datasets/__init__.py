@@ -22,7 +22,7 @@ import torch
 
 from splat.camera import Camera
 
-from .base import DatasetError, Frame
+from .base import DatasetError, Frame, natural_key
 from .blender import load_blender
 from .capture_path import check_capture_path
 from .colmap import find_model_dir, load_colmap
@@ -147,6 +147,28 @@ def _downscaled_folders(root: Path) -> list[int]:
     return sorted(
         int(p.name[7:]) for p in root.glob("images_*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) > 1
     )
+
+
+def _true_downscaled_folders(root: Path, frames: list[Frame]) -> list[int]:
+    """The `images_N/` folders whose images are 1/N of their cameras' size (checked on the first
+    image of each, matched to its frame by name where it can be): a folder holding anything else
+    would be stretched, or shrunk twice."""
+    from .images import image_size
+
+    by_stem = {Path(f.name).stem: f.camera for f in frames}
+    good = []
+    for n in _downscaled_folders(root):
+        files = sorted((p for p in (root / f"images_{n}").iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
+        if not files:
+            continue
+        cam = by_stem.get(files[0].stem, frames[0].camera)
+        try:
+            width, height = image_size(files[0])
+        except DatasetError:
+            continue
+        if abs(width - cam.width / n) <= 1 and abs(height - cam.height / n) <= 1:
+            good.append(n)
+    return good
 
 
 def auto_downscale(width: int, height: int, max_side: int, available: list[int] = ()) -> int:
@@ -391,7 +413,9 @@ def load_dataset(
         auto = False
         width = max(f.camera.width for f in frames)
         height = max(f.camera.height for f in frames)
-        chosen = max(downscale, auto_downscale(width, height, max_side, _downscaled_folders(root)))
+        # only the formats whose loaders read images_N/ prefer it (nerfstudio and Blender name their files)
+        folders = _true_downscaled_folders(root, frames) if fmt in ("colmap", "llff") else []
+        chosen = max(downscale, auto_downscale(width, height, max_side, folders))
         if chosen > 1:
             notes.append(
                 f"downscale {chosen} chosen automatically: {width}x{height} images, at most {max_side} px "
