@@ -104,9 +104,21 @@ def _torus(n_major: int, n_minor: int, center, R: float, r: float):
     return means, _quat_from_normals(normals), scales, colors
 
 
-def still_life(seed: int = 0) -> dict[str, torch.Tensor]:
+def _speckle(means: torch.Tensor, g: torch.Generator, waves: int = 32) -> torch.Tensor:
+    """A multi-scale blotchy pattern in [0, 1] over space (a sum of random plane waves, 2 to 14
+    cycles a unit): the distinct corners and blobs that feature matchers need."""
+    directions = torch.nn.functional.normalize(torch.randn(waves, 3, generator=g), dim=-1)
+    frequency = 2.0 + 12.0 * torch.rand(waves, generator=g)
+    phase = 2 * math.pi * torch.rand(waves, generator=g)
+    value = torch.sin(2 * math.pi * frequency * (means @ directions.T) + phase).sum(-1) / math.sqrt(waves / 2)
+    return torch.sigmoid(2.5 * value)
+
+
+def still_life(seed: int = 0, speckled: bool = False) -> dict[str, torch.Tensor]:
     """Gaussians of the still-life scene (float32, CPU): means, quats (wxyz), scales and opacities
-    (activated), colors (RGB in [0, 1]). The scene sits on z = 0 with +z up, within |x|, |y| < 1.5."""
+    (activated), colors (RGB in [0, 1]). The scene sits on z = 0 with +z up, within |x|, |y| < 1.5.
+    `speckled`: every surface darkened by a blotchy pattern, so that structure from motion finds
+    features to match (the plain scene's smooth colours and repeating checkers give it too few)."""
     parts = [
         _floor(90, 1.5),
         _sphere(4000, (-0.55, -0.2, 0.45), 0.42),
@@ -116,6 +128,8 @@ def still_life(seed: int = 0) -> dict[str, torch.Tensor]:
     means, quats, scales, colors = (torch.cat([p[i] for p in parts]) for i in range(4))
     g = torch.Generator().manual_seed(seed)
     colors = (colors + 0.03 * torch.randn(colors.shape, generator=g)).clamp(0, 1)  # a little grain
+    if speckled:
+        colors = colors * (0.25 + 0.75 * _speckle(means, g))[:, None]
     opacities = torch.full((means.shape[0],), 0.95)
     return {
         "means": means.float().contiguous(),

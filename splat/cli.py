@@ -15,6 +15,8 @@ from splat import __version__
 from splat.errors import InputError as UserError  # a bad flag: reported as one line, no traceback
 
 DATASET_FORMATS = ["blender", "nerfstudio", "colmap", "llff", "multiview"]
+NUM_FRAMES = 300  # splat.datasets.capture.DEFAULT_NUM_FRAMES (not imported here: `splat --help` stays fast)
+NUM_FRAMES_HELP = f"videos: how many frames to keep, the sharpest of each stretch (default {NUM_FRAMES})"
 BUG_REPORT = "this is a bug in splat, not a problem with your input: please report it with the traceback above"
 
 
@@ -252,11 +254,11 @@ def _train(args) -> int:
             raise UserError("DATA is required (or --resume RUN)")
         cfg = preset_config(args.preset, **over)
         cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
-        run_dir = (
-            Path(args.out)
-            if args.out
-            else Path("outputs") / Path(args.data).resolve().name / time.strftime("%Y%m%d-%H%M%S")
-        )
+        scene_name = _scene_name(args.data)
+        if distributed.world()[0] == 0:  # photos or a video: rank 0 poses them, the others wait
+            args.data = _pose_if_needed(args.data, args.num_frames)
+        args.data = distributed.same_everywhere(args.data)
+        run_dir = Path(args.out) if args.out else Path("outputs") / scene_name / time.strftime("%Y%m%d-%H%M%S")
         run_dir = distributed.same_everywhere(run_dir)
         if (run_dir / "config.json").exists():
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
@@ -272,6 +274,38 @@ def _train(args) -> int:
         return 130
     _print_eval(result)
     print(f"done: {run_dir}")
+    return 0
+
+
+def _scene_name(data: str) -> str:
+    from splat.datasets.capture import default_output, is_capture
+
+    return default_output(data).parent.name if is_capture(data) else Path(data).resolve().name
+
+
+def _pose_if_needed(data: str, num_frames: int) -> str:
+    """Photos or a video: posed first (kept in outputs/<name>/data, so the next run reuses them)."""
+    from splat.datasets.capture import default_output, find_capture, is_capture, plan_text, process_capture
+
+    if not is_capture(data):
+        return data
+    capture = find_capture(data)
+    out = default_output(data)
+    print(f"plan: {plan_text(capture, num_frames)} -> {out} (kept for later runs)", flush=True)
+    result = process_capture(data, out, num_frames=num_frames, capture=capture)
+    print(result.summary(), flush=True)
+    return str(out.resolve())  # the run's config names it wherever the run is resumed from
+
+
+def _cmd_process(args) -> int:
+    from splat.datasets.capture import default_output, find_capture, plan_text, process_capture
+
+    capture = find_capture(args.input)
+    out = Path(args.out) if args.out else default_output(args.input)
+    print(f"plan: {plan_text(capture, args.num_frames)} -> {out}", flush=True)
+    result = process_capture(args.input, out, num_frames=args.num_frames, capture=capture)
+    took = sum(result.seconds.values())
+    print(f"{result.summary()}\n{result.matcher} matching; {took:.0f} s -> {out}\nnext: splat train {out}")
     return 0
 
 
@@ -441,7 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_steps = TrainConfig().eval_steps
     t = sub.add_parser("train", help="train 3D or 4D Gaussians, or a neural field, on a folder of posed images")
-    t.add_argument("data", nargs="?", help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected)")
+    t.add_argument(
+        "data",
+        nargs="?",
+        help="dataset folder (Blender, nerfstudio, COLMAP or LLFF; auto-detected), or photos or a video to pose "
+        "first (as splat process does; the poses are kept in outputs/<name>/data)",
+    )
     t.add_argument("--out", help="run folder (default: outputs/<scene>/<date-time>)")
     t.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its newest checkpoint")
     # splat.datasets.FORMATS (tests/test_cli_config.py checks they agree); importing it here would
@@ -459,10 +498,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on N local processes, each owning 1/N of the Gaussians "
         "(torch.distributed; or launch with torchrun for several machines)",
     )
+    t.add_argument("--num-frames", type=int, default=NUM_FRAMES, help=NUM_FRAMES_HELP)
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
     _add_config_flags(t)
     t.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "process",
+        help="pose photos or a video (structure from motion) into a COLMAP dataset for splat train",
+    )
+    p.add_argument("input", help="a folder of photos, a video file, or a folder of videos")
+    p.add_argument("--out", help="dataset folder to write (default: outputs/<name>/data, where splat train looks)")
+    p.add_argument("--num-frames", type=int, default=NUM_FRAMES, help=NUM_FRAMES_HELP)
+    p.set_defaults(func=_cmd_process)
 
     e = sub.add_parser("eval", help="re-compute test metrics of a run")
     e.add_argument("run", help="run folder")

@@ -1,0 +1,238 @@
+"""Structure from motion with pycolmap: SIFT features, matching of chosen image pairs, mapping.
+
+Each step works in small batches (a few images, a few dozen pairs) so that progress and ETA
+update often and Ctrl-C is answered within a batch. Choices, measured on beer (71 phone photos)
+and Strecha's entry-P10 (surveyed cameras), bench/results/process-cpu.json:
+- features: SIFT on the CPU at 1600 px at most (COLMAP's default is 3200: 4x the time);
+- pairs: every pair up to EXHAUSTIVE_MAX images; above, each image with its `SEQUENTIAL_OVERLAP`
+  successors in name order (video frames, photo series) plus its most similar images by a bag of
+  visual words (loops in a video, unordered photo sets): linear in the number of images;
+- mapping: COLMAP's incremental mapper, then one bundle adjustment that also refines the
+  principal point (a fixed image-centre principal point tilts every rotation by up to 0.5 deg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from splat.errors import InputError
+
+EXHAUSTIVE_MAX = 100
+SEQUENTIAL_OVERLAP = 10
+RETRIEVAL_NEIGHBOURS = 8
+MAX_FEATURE_SIDE = 1600
+
+
+def import_pycolmap():
+    try:
+        import pycolmap
+    except ImportError:
+        raise InputError(
+            "posing photos or video needs pycolmap: pip install 'splat[capture]' (or pip install pycolmap)"
+        ) from None
+    return pycolmap
+
+
+def quiet_logs(folder: Path) -> None:
+    """COLMAP's log goes to a file in `folder`, not to the terminal (errors still show)."""
+    pycolmap = import_pycolmap()
+    folder.mkdir(parents=True, exist_ok=True)
+    log = pycolmap.logging
+    log.alsologtostderr = False  # pycolmap's default copies every line to the terminal
+    log.stderrthreshold = log.ERROR
+    log.set_log_destination(log.INFO, str(folder / "colmap."))
+
+
+def _threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def extract_features(
+    database: Path, image_dir: Path, groups: list[list[str]], max_side: int = MAX_FEATURE_SIDE, progress=None
+) -> None:
+    """SIFT features of every image into `database`; each group of image names shares one camera
+    (SIMPLE_RADIAL: focal, principal point, one distortion term; the focal length starts from
+    EXIF where the photo has it)."""
+    pycolmap = import_pycolmap()
+    options = pycolmap.FeatureExtractionOptions()
+    options.max_image_size = max_side
+    options.num_threads = _threads()
+    total, done = sum(len(g) for g in groups), 0
+    for names in groups:
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "SIMPLE_RADIAL"
+        for batch in _batches(names, total):
+            _run(
+                lambda token, batch=batch, reader=reader: pycolmap.extract_features(
+                    database,
+                    image_dir,
+                    image_names=batch,
+                    camera_mode=pycolmap.CameraMode.SINGLE,
+                    reader_options=reader,
+                    extraction_options=options,
+                    device=pycolmap.Device.cpu,
+                    cancellation_token=token,
+                )
+            )
+            if reader.existing_camera_id < 0:  # the group's camera now exists: the rest share it
+                with contextlib.closing(pycolmap.Database.open(database)) as db:
+                    reader.existing_camera_id = db.read_image_with_name(names[0]).camera_id
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+
+
+def _batches(items: list, total: int, updates: int = 12, smallest: int = 4) -> list[list]:
+    """`items` in batches, about `updates` for `total` items: each pycolmap call costs a fixed
+    start-up (~0.5 s extracting, ~1 s matching), so progress is reported a dozen times a stage.
+    (A second SQLite library reading COLMAP's database while it writes is unsafe: SIGBUS.)"""
+    size = max(smallest, -(-total // updates))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _run(work):
+    """work(cancellation_token) in a thread; Ctrl-C cancels it (the call returns within a batch)."""
+    token = import_pycolmap().CancellationToken()
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = work(token)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        token.cancel()
+        thread.join()
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def choose_pairs(database: Path, names: list[str]) -> tuple[list[tuple[str, str]], str]:
+    """(image pairs to match, how they were chosen): every pair for small sets; for larger ones
+    name-order neighbours plus visually similar images (a bag of visual words)."""
+    n = len(names)
+    if n <= EXHAUSTIVE_MAX:
+        return [(names[i], names[j]) for i in range(n) for j in range(i + 1, n)], "exhaustive"
+    pairs = {(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + SEQUENTIAL_OVERLAP))}
+    for i, neighbours in enumerate(similar_images(database, names, RETRIEVAL_NEIGHBOURS)):
+        pairs.update((min(i, j), max(i, j)) for j in neighbours if j != i)
+    return [(names[i], names[j]) for i, j in sorted(pairs)], "sequential + retrieval"
+
+
+def similar_images(database: Path, names: list[str], k: int, words: int = 512, per_image: int = 600, seed: int = 0):
+    """For each image, the `k` images whose SIFT descriptors share the most visual words (tf-idf
+    cosine similarity; the vocabulary is a k-means of a sample of this capture's descriptors)."""
+    rng = np.random.default_rng(seed)
+    with contextlib.closing(import_pycolmap().Database.open(database)) as db:
+        descs = []
+        for name in names:
+            d = np.asarray(db.read_descriptors(db.read_image_with_name(name).image_id).data, dtype=np.float32)
+            descs.append(d[rng.permutation(len(d))[:per_image]] if len(d) else np.zeros((0, 128), np.float32))
+    sample = np.concatenate(descs)
+    centres = sample[rng.choice(len(sample), size=min(words, len(sample)), replace=False)]
+    for _ in range(8):  # Lloyd's iterations
+        assign = _nearest(sample, centres)
+        for c in range(len(centres)):
+            members = sample[assign == c]
+            if len(members):
+                centres[c] = members.mean(axis=0)
+    hist = np.zeros((len(names), len(centres)), dtype=np.float32)
+    for i, d in enumerate(descs):
+        if len(d):
+            np.add.at(hist[i], _nearest(d, centres), 1.0)
+    idf = np.log(len(names) / np.maximum((hist > 0).sum(axis=0), 1.0))
+    vec = hist * idf
+    vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    sim = vec @ vec.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argsort(-sim, axis=1)[:, :k]
+
+
+def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    d = (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None]
+    return d.argmin(axis=1)
+
+
+def match_pairs(database: Path, pairs: list[tuple[str, str]], progress=None) -> None:
+    """Match SIFT features of each pair and verify them geometrically (two-view geometry)."""
+    pycolmap = import_pycolmap()
+    options = pycolmap.FeatureMatchingOptions()
+    options.num_threads = _threads()
+    done = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in _batches(pairs, len(pairs), smallest=50):
+            listing = Path(tmp) / "pairs.txt"
+            listing.write_text("".join(f"{a} {b}\n" for a, b in batch))
+            pairing = pycolmap.ImportedPairingOptions()
+            pairing.match_list_path = str(listing)
+            _run(
+                lambda token, pairing=pairing: pycolmap.match_image_pairs(
+                    database,
+                    matching_options=options,
+                    pairing_options=pairing,
+                    device=pycolmap.Device.cpu,
+                    cancellation_token=token,
+                )
+            )
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(pairs))
+
+
+def map_images(database: Path, image_dir: Path, out_dir: Path, num_images: int, progress=None):
+    """The largest model of COLMAP's incremental mapper, refined by one bundle adjustment that
+    includes the principal point; None when no model was made. Ctrl-C cancels it."""
+    pycolmap = import_pycolmap()
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = _threads()
+    registered = [0]
+
+    def next_image():
+        registered[0] += 1
+        if progress is not None:
+            progress(min(registered[0], num_images), num_images)
+
+    models = _run(
+        lambda token: pycolmap.incremental_mapping(
+            database,
+            image_dir,
+            out_dir,
+            options=options,
+            initial_image_pair_callback=lambda: registered.__setitem__(0, 2),
+            next_image_callback=next_image,
+            cancellation_token=token,
+        )
+    )
+    models = [m for m in models.values() if m.num_reg_images() > 0]
+    if not models:
+        return None
+    best = max(models, key=lambda m: m.num_reg_images())
+    _run(lambda token: refine(best))
+    return best
+
+
+def refine(model) -> None:
+    """Global bundle adjustment with the principal point free (COLMAP keeps it at the image centre)."""
+    pycolmap = import_pycolmap()
+    options = pycolmap.BundleAdjustmentOptions()
+    options.refine_principal_point = True
+    options.print_summary = False
+    config = pycolmap.BundleAdjustmentConfig()
+    for image_id in model.reg_image_ids():
+        config.add_image(image_id)
+    config.fix_gauge(pycolmap.BundleAdjustmentGauge.THREE_POINTS)
+    pycolmap.create_default_bundle_adjuster(options, config, model).solve()
