@@ -85,7 +85,9 @@ def rasterize_4d(
         holding, per distinct time, the rasterizer's meta plus "time", "camera_ids" (which of the
         C cameras) and "gaussian_ids" (which of the N Gaussians were rendered, i.e. the rows of
         that group's means2d / radii). With a single time the group's entries are also at the top
-        level, as for `rasterize`. Differentiable w.r.t. all Gaussian parameters and backgrounds.
+        level, as for `rasterize`; meta["velocities"] (N, 3) is every Gaussian's velocity V / W
+        (differentiable, for regularisers). Differentiable w.r.t. all Gaussian parameters and
+        backgrounds.
     """
     times = _check_4d_inputs(means, quats_left, quats_right, scales, opacities, viewmats, times)
     covars3, velocities, time_vars = covariance_4d(scales, quats_left, quats_right)
@@ -120,7 +122,7 @@ def rasterize_4d(
         for j, c in enumerate(cams.tolist()):
             outputs[c], alphas[c] = out[j], alpha[j]
         groups.append({**meta, "time": float(unique_times[k]), "camera_ids": cams, "gaussian_ids": ids})
-    meta = {"groups": groups, "times": times, "temporal_weights": weights}
+    meta = {"groups": groups, "times": times, "temporal_weights": weights, "velocities": velocities}
     if len(groups) == 1:
         meta = {**groups[0], **meta}
     return torch.stack(outputs), torch.stack(alphas), meta

@@ -369,7 +369,7 @@ def _render(args) -> int:
         depth=args.depth,
         alpha=args.alpha,
         video=args.video,
-        background=as_tensor_background(args.background),
+        background=as_tensor_background(args.background or _run_background(Path(args.scene))),
         times=times,
         progress=progress,
         shard=distributed.world(),
@@ -381,6 +381,23 @@ def _render(args) -> int:
         f"({transforms.name}{', video.mp4' if args.video else ''})"
     )
     return 0
+
+
+def _run_background(path: Path) -> str:
+    """The background a run folder trained on (config.json records it), else white."""
+    from splat.errors import is_user_error
+    from splat.io_utils import read_json_object
+
+    if not (path / "config.json").is_file():
+        return "white"
+    try:
+        config = read_json_object(path / "config.json").get("config")
+    except Exception as e:  # noqa: BLE001 - a bad config.json is reported by the scene loader
+        if not is_user_error(e):
+            raise
+        return "white"
+    background = config.get("background") if isinstance(config, dict) else None
+    return background if background in ("white", "black") else "white"
 
 
 def _parse_times(spec: str):
@@ -533,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--depth", action="store_true", help="also write depth (16-bit PNG in mm and float .npy)")
     r.add_argument("--alpha", action="store_true", help="also write alpha masks")
     r.add_argument("--video", action="store_true", help="also write video.mp4")
-    r.add_argument("--background", default="white", help="white, black or R,G,B in [0, 1]")
+    r.add_argument(
+        "--background", help="white, black or R,G,B in [0, 1] (default: a run's training background, else white)"
+    )
     r.add_argument("--times", help="dynamic scenes: START:END:COUNT, e.g. 0:1:120")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--nproc", type=int, help="render the frames on N local processes (or launch with torchrun)")

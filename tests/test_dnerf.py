@@ -97,6 +97,11 @@ def test_background_auto_reads_the_images(dnerf_scene, tmp_path, copy, expected)
         assert torch.allclose(gt, rgb)
     corner = gt[0, 0]
     assert torch.allclose(corner, trainer.eval_background, atol=2 / 255), corner
+    # config.json records the choice; `splat render RUN` renders on it by default
+    from splat.cli import _run_background
+
+    trainer.train()
+    assert trainer.cfg.background == expected and _run_background(tmp_path / "run") == expected
 
 
 def test_background_auto_keeps_photographs_on_black(tmp_path):
@@ -104,3 +109,15 @@ def test_background_auto_keeps_photographs_on_black(tmp_path):
     write_colmap(tmp_path / "colmap", n=8, models=("PINHOLE",), n_points=500)
     trainer = new_trainer(str(tmp_path / "colmap"), tmp_path / "run", quick_config(steps=1))
     assert trainer.data.format == "colmap" and trainer.background_mode == "black"
+
+
+def test_resolution_warmup_keeps_images_at_least_80_px(tmp_path):
+    """The CPU preset's warm-up (1/4, then 1/2) stops where a 100-px frame would shrink below 80 px."""
+    for width, expected in ((40, [1, 1, 1]), (160, [2, 2, 1]), (400, [4, 2, 1])):
+        root = tmp_path / f"w{width}"
+        write_dnerf_dataset(root, n_train=2, n_test=1, n_val=0, width=width, height=width * 3 // 4)
+        schedule = [[0, 4], [500, 2], [2000, 1]]
+        trainer = new_trainer(
+            str(root), tmp_path / f"run{width}", quick_config(init_points=50, resolution_schedule=schedule)
+        )
+        assert [trainer.downscale_at(s) for s in (0, 500, 2000)] == expected, width

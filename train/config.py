@@ -146,6 +146,7 @@ class TrainConfig:
         choices=("auto", "3d", "4d", "field"),
     )
     init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range
+    velocity_consistency: float = 0.2  # 4d: weight of 4D-Rotor's neighbours' velocity term (train/dynamic.py)
     sh_degree: int = flag(3, "maximum spherical-harmonics degree")
     sh_degree_interval: int = 1000  # raise the active SH degree by one every this many steps
     init_points: int = flag(100_000, "random initial points when the data has none")

@@ -1,0 +1,52 @@
+"""4D-Rotor GS's velocity consistency (Duan et al. 2024) for 4D (XYZT) Gaussians on monocular
+dynamic data.
+
+With one camera per instant, a frame can be reproduced by Gaussians that move just so for that
+one view; this term makes each Gaussian move as its 4D neighbours move, so that motion seen in one
+frame carries to the next. It acts on the Gaussians alive at the step's times (`alive`: indices,
+as the renderer's "gaussian_ids"): the others get no photometric gradient either. (4D-Rotor's
+other term, opacity entropy at its weight 0.001, changed nothing on D-NeRF lego:
+bench/results/train_dnerf-cpu.json.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+TIME_STRETCH = 5.0  # 4D-Rotor's neighbourhoods: a time difference counts 5x a distance
+CELL_OCCUPANCY = 8.0  # Gaussians per occupied cell aimed at (4D-Rotor: 8 nearest neighbours)
+
+
+def neighbour_cells(points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A cell index per point of a 4D grid whose cells hold about CELL_OCCUPANCY points on average
+    (cell size from the points' bounding box), randomly offset so that cell borders move from
+    call to call. Points in one cell are each other's neighbours."""
+    n = points.shape[0]
+    lo, hi = points.min(dim=0).values, points.max(dim=0).values
+    volume = torch.clamp(hi - lo, min=1e-6).prod()
+    size = float((volume * CELL_OCCUPANCY / max(n, 1)) ** 0.25)
+    offset = torch.rand(points.shape[1], generator=generator).to(points) * size
+    cells = torch.floor((points - lo + offset) / size).long()
+    _, index = torch.unique(cells, dim=0, return_inverse=True)
+    return index
+
+
+def velocity_consistency(
+    means: torch.Tensor, velocities: torch.Tensor, alive: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Mean L1 distance between each alive Gaussian's velocity and the mean velocity of the other
+    alive Gaussians in its 4D neighbourhood (x, y, z, TIME_STRETCH x t; a grid cell, see
+    `neighbour_cells`), over Gaussians that have neighbours; differentiable in all velocities."""
+    points = means.detach()[alive].clone()
+    points[:, 3] *= TIME_STRETCH
+    cell = neighbour_cells(points, generator)
+    v = velocities[alive]
+    n_cells = int(cell.max()) + 1 if cell.numel() else 0
+    total = torch.zeros(n_cells, 3, dtype=v.dtype, device=v.device).index_add(0, cell, v)
+    count = torch.zeros(n_cells, dtype=v.dtype, device=v.device).index_add(0, cell, torch.ones_like(v[:, 0]))
+    others = count[cell] - 1.0
+    has = others > 0
+    if not bool(has.any()):
+        return velocities.new_zeros(())
+    mean_others = (total[cell] - v)[has] / others[has, None]
+    return (mean_others - v[has]).abs().sum(dim=-1).mean()
