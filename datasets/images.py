@@ -1,6 +1,9 @@
 """Image decoding, resizing, lens undistortion and a memory-bounded cache.
 
-Images are decoded lazily and kept as uint8 (RGB or RGBA) in an LRU cache bounded in bytes.
+Images are decoded lazily and kept as uint8 (RGB or RGBA) in an LRU cache bounded in bytes. Only the
+first frame of a multi-frame file (animated PNG, GIF, TIFF) is read, and its declared size is checked
+before any pixel is decoded: a few kilobytes of animated PNG can otherwise expand to hundreds of
+megabytes of frames.
 Distorted cameras (COLMAP / nerfstudio SIMPLE_RADIAL, RADIAL, OPENCV, OPENCV_FISHEYE) are resampled
 to the pinhole camera with the same K: each output pixel looks up where the lens model sends it in
 the source image (forward model, no iterative inversion); pixels whose source falls outside the
@@ -20,18 +23,20 @@ import torch.nn.functional as F
 from splat.camera import Camera
 
 from .base import DatasetError
+from .checks import check_image_size
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode to uint8 (H, W, 3 or 4). DatasetError naming the file when missing or corrupt."""
+    """Decode to uint8 (H, W, 3 or 4): the first frame, after checking its declared size.
+    DatasetError naming the file when missing, corrupt or too large."""
     import imageio.v3 as iio
 
-    if not path.is_file():
-        raise DatasetError(f"{path}: image file is missing")
+    width, height = image_size(path)
+    check_image_size(width, height, str(path))
     try:
         img = _decode_cmyk(path)
         if img is None:
-            img = np.asarray(iio.imread(path))
+            img = np.asarray(iio.imread(path, index=0))  # the first frame only
     except Exception as e:  # noqa: BLE001 - decoders raise many exception types
         raise DatasetError(f"{path}: cannot decode image ({e.__class__.__name__}: {e})") from None
     if img.ndim == 2:
@@ -64,15 +69,18 @@ def _decode_cmyk(path: Path) -> np.ndarray | None:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding pixels where the format allows it."""
+    """(width, height) of the first frame from the file header, without decoding pixels where the
+    format allows it (nor counting the frames of an animation, which can mean decoding them)."""
     import imageio.v3 as iio
 
     if not path.is_file():
         raise DatasetError(f"{path}: image file is missing")
     try:
-        shape = iio.improps(path).shape
+        shape = iio.improps(path, index=0).shape
     except Exception as e:  # noqa: BLE001
         raise DatasetError(f"{path}: cannot read image header ({e.__class__.__name__}: {e})") from None
+    if len(shape) not in (2, 3):
+        raise DatasetError(f"{path}: unsupported image layout {tuple(shape)}")
     return int(shape[1]), int(shape[0])
 
 

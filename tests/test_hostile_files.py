@@ -1,0 +1,97 @@
+"""Data and splat files someone sends you (issue 29): bounded work per input byte (SPZ headers,
+animated images). One test (or table) per defect."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from memory_probe import bound, peak_memory
+
+# ----------------------------------------------------------------------------------------------
+# 3. SPZ: a header cannot claim more Gaussians than a file of its size holds
+
+
+def spz_v4_bomb(N: int, degree: int = 4, size: int = 3584) -> bytes:
+    """An SPZ v4 file of `size` bytes whose ZSTD streams inflate to N Gaussians of zeros (padded
+    with extension bytes before its table of contents). The previous reader's bound: 1024
+    Gaussians per file byte."""
+    import zstandard
+
+    from splat.formats import spz
+
+    sizes = [s for s in spz._block_sizes(N, degree, 4) if s]
+    frames = [zstandard.ZstdCompressor(level=19).compress(bytes(s)) for s in sizes]
+    toc = b"".join(struct.pack("<QQ", len(f), s) for f, s in zip(frames, sizes))
+    pad = size - spz.HEADER_V4.size - len(toc) - sum(map(len, frames))
+    assert pad >= 0, "the streams do not fit the file size asked for"
+    header = spz.HEADER_V4.pack(spz.MAGIC, 4, N, degree, 12, 0, len(frames), spz.HEADER_V4.size + pad, bytes(12))
+    return header + bytes(pad) + toc + b"".join(frames)
+
+
+def test_spz_size_amplification_is_bounded(tmp_path):
+    evil = tmp_path / "bomb.spz"
+    evil.write_bytes(spz_v4_bomb(N=3584 * 1024 // 9))  # as many as the previous bound let a 3.5 KB file claim
+    result = peak_memory(f"read_splats({str(evil)!r})", setup="from splat.formats import read_splats")
+    assert result["outcome"] == "input error" and "more than" in result["message"], result
+    assert result["peak_bytes"] < bound(evil.stat().st_size), f"peak {result['peak_bytes'] / 2**20:.0f} MiB"
+
+
+def test_spz_within_the_bound_still_reads_in_bounded_memory(tmp_path):
+    """A small file of many identical Gaussians (compressing far beyond real files) is read, within
+    the allowance every file gets, decoding in chunks."""
+    ok = tmp_path / "dense.spz"
+    ok.write_bytes(spz_v4_bomb(N=150_000, degree=3, size=2048))
+    result = peak_memory(
+        f"assert read_splats({str(ok)!r})['means'].shape == (150_000, 3)", setup="from splat.formats import read_splats"
+    )
+    assert result["outcome"] == "ok", result
+    assert result["peak_bytes"] < bound(ok.stat().st_size), f"peak {result['peak_bytes'] / 2**20:.0f} MiB"
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. animated images: the first frame only, its size checked before decoding
+
+
+def animated(path, n: int = 50, side: int = 1000) -> None:
+    from PIL import Image
+
+    frames = []
+    for k in range(n):  # distinct frames (identical ones are merged by the encoder)
+        a = np.zeros((side, side, 3), np.uint8)
+        a[k, k] = 255
+        frames.append(Image.fromarray(a))
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_an_animated_image_decodes_its_first_frame_only(tmp_path, suffix):
+    bomb = tmp_path / f"bomb{suffix}"
+    animated(bomb)  # a few kB: 50 frames of 1000 x 1000
+    result = peak_memory(
+        f"img = read_image(Path({str(bomb)!r}))\nassert img.shape == (1000, 1000, 3), img.shape",
+        setup="from pathlib import Path\nfrom splat.datasets.images import read_image",
+    )
+    assert result["outcome"] == "ok", result
+    assert result["peak_bytes"] < 64 << 20, (
+        f"peak {result['peak_bytes'] / 2**20:.0f} MiB for {bomb.stat().st_size} bytes"
+    )
+
+
+def test_an_image_too_large_is_refused_before_decoding(tmp_path):
+    import zlib
+
+    from splat.datasets import DatasetError
+    from splat.datasets.images import read_image
+
+    # a PNG that declares 70000 x 8 pixels (more than any camera's side) and holds a few bytes
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 70000, 8, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    path = tmp_path / "wide.png"
+    path.write_bytes(png)
+    with pytest.raises(DatasetError, match="too large"):
+        read_image(path)
