@@ -203,11 +203,17 @@ def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
                 continue
             parts = line.split()
             try:
-                xyz.append([float(v) for v in parts[1:4]])
-                rgb.append([int(v) for v in parts[4:7]])
-                tracks.append(np.array([int(v) for v in parts[8::2]], dtype=np.uint32))
-            except (ValueError, IndexError):
+                point, colour = [float(v) for v in parts[1:4]], [int(v) for v in parts[4:7]]
+                track = [int(v) for v in parts[8::2]]
+            except ValueError:
                 raise DatasetError(f"{text}:{lineno}: malformed point line") from None
+            if len(point) != 3 or len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
+                raise DatasetError(f"{text}:{lineno}: a point needs X Y Z and an R G B colour in 0..255")
+            if not all(0 <= i < 2**32 for i in track):
+                raise DatasetError(f"{text}:{lineno}: image ids must be in 0..2^32-1")
+            xyz.append(point)
+            rgb.append(colour)
+            tracks.append(np.array(track, dtype=np.uint32))
     else:
         return None
     if not xyz:

@@ -28,12 +28,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}
 
 def load_llff(root: Path, images_dir: Path, test_every: int = 8):
     path = root / "poses_bounds.npy"
-    try:
-        arr = np.load(path)
-    except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
-    if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
-        raise DatasetError(f"{path}: expected an N x 17 array, got shape {arr.shape}")
+    arr = read_poses_bounds(path)
     if not np.isfinite(arr).all():
         raise DatasetError(f"{path}: contains NaN/Inf")
     images = sorted(p for p in images_dir.iterdir() if p.suffix in IMAGE_SUFFIXES) if images_dir.is_dir() else []
@@ -53,3 +48,36 @@ def load_llff(root: Path, images_dir: Path, test_every: int = 8):
         bounds = (near, far) if 0 < near < far else (None, None)  # some tools write zeros: no bounds
         frames.append(Frame(name=image.name, image_path=image, camera=cam, split=part, near=bounds[0], far=bounds[1]))
     return frames, None
+
+
+def read_poses_bounds(path: Path) -> np.ndarray:
+    """poses_bounds.npy as a float64 N x 17 array. Its header is checked before any data is read:
+    a .npy file (not a zip archive of them), a plain numeric type (nothing unpickled) and an
+    N x 17 shape that the file's size holds."""
+    import numpy.lib.format as npy
+
+    try:
+        with open(path, "rb") as f:
+            is_npy = f.read(6) == npy.MAGIC_PREFIX
+            if is_npy:
+                f.seek(0)
+                try:
+                    major, _ = npy.read_magic(f)
+                    read_header = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
+                    shape, fortran, dtype = read_header(f)
+                except ValueError as e:  # numpy's header parser: a malformed header
+                    raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+                offset = f.tell()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not is_npy:
+        raise DatasetError(f"{path}: not a .npy array (a zip archive or another format?)")
+    if dtype.kind not in "fiu" or dtype.hasobject:
+        raise DatasetError(f"{path}: expected an array of numbers, got type {dtype}")
+    if len(shape) != 2 or shape[1] != 17 or shape[0] == 0:
+        raise DatasetError(f"{path}: expected an N x 17 array, got shape {shape}")
+    count = shape[0] * 17
+    if count * dtype.itemsize > path.stat().st_size - offset:
+        raise DatasetError(f"{path}: truncated (the header declares {shape[0]} x 17 values)")
+    arr = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C").astype(np.float64)

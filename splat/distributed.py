@@ -132,16 +132,23 @@ def describe_failure(error: BaseException) -> str:
     return f"{who} (seen by rank {rank}: {reason})"
 
 
+# what gloo's transport says when a peer is gone or a collective timed out: gloo's own source
+# location ("[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer ...") or the socket error
+TRANSPORT_ERRORS = ("/gloo/transport/", "connection closed by peer", "connection reset by peer", "broken pipe")
+
+
 def is_peer_failure(error: BaseException) -> bool:
-    """Errors of the transport (a peer closed its connection, a collective timed out), not bugs."""
+    """Errors of the transport (a peer closed its connection, a collective timed out), not bugs:
+    torch.distributed's own error types (NCCL failures and timeouts included), and the plain
+    RuntimeErrors gloo raises, recognised by their source location or socket error. Any other
+    error that merely mentions "nccl" or "timed out" (a subclass such as CUDA out of memory, or
+    splat's own) is not one: it keeps its traceback."""
     import torch.distributed as dist
 
     if isinstance(error, (dist.DistError, PeerFailure)):
         return True
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and any(
-        s in text for s in ("gloo", "connection closed", "connection reset", "timed out", "nccl", "broken pipe")
-    )
+    return type(error) is RuntimeError and any(s in text for s in TRANSPORT_ERRORS)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -148,8 +148,6 @@ def write_image(path: str | os.PathLike, image) -> None:
 # Types a splat checkpoint may hold besides tensors, containers and numbers (torch's weights-only
 # unpickler admits those by default): nothing else is rebuilt from a file.
 CHECKPOINT_GLOBALS: list = []
-GAUSSIAN_KEYS = ("params", "normalization")
-FIELD_KEYS = ("field_spec", "field", "grid", "normalization")
 
 
 def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read") -> tuple[Path, dict]:
@@ -202,27 +200,13 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """A splat checkpoint as a dict: a .pt file read weights-only (load_weights_only), or a
-    distributed run's step folder, its shards merged into one single-process state."""
-    import torch
-
-    from .errors import InputError
+    distributed run's step folder, its shards merged into one single-process state; its contents
+    checked before anything is built from them (splat.checkpoint_checks)."""
+    from .checkpoint_checks import check_state
 
     path = Path(path)
     if path.is_dir():
         from splat.train import dist_checkpoint
 
-        return dist_checkpoint.merged_state(path)
-    state = load_weights_only(path)
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: not a splat checkpoint (holds a {type(state).__name__}, not a dict)")
-    keys = FIELD_KEYS if state.get("model") == "field" else GAUSSIAN_KEYS
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise InputError(f"{path}: not a splat checkpoint (missing {', '.join(repr(k) for k in missing)})")
-    if keys is GAUSSIAN_KEYS:
-        params = state["params"]
-        if not isinstance(params, dict) or not all(
-            isinstance(params.get(k), torch.Tensor) for k in ("means", "scales", "quats", "opacities", "sh0")
-        ):
-            raise InputError(f"{path}: not a splat checkpoint ('params' lacks the Gaussian tensors)")
-    return state
+        return check_state(path, dist_checkpoint.merged_state(path))
+    return check_state(path, load_weights_only(path))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .formats.common import MAX_SH_DEGREE
 from .io_utils import atomic_path
 
 
@@ -102,9 +103,12 @@ def load_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     N = len(vertex.data)
     if N == 0:
         raise PlyError(f"{path}: the splat file holds 0 Gaussians")
-    rest = sorted((n for n in names if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
+    rest = [f"f_rest_{i}" for i in range(sum(n.startswith("f_rest_") for n in names))]
+    if not set(rest) <= names:  # f_rest_x, or a gap in the numbering
+        odd = sorted(n for n in names if n.startswith("f_rest_") and n not in rest)
+        raise PlyError(f"{path}: SH properties must be f_rest_0..f_rest_{len(rest) - 1}, got {', '.join(odd[:3])}")
     try:
-        sh_degree_of(len(rest))
+        degree = sh_degree_of(len(rest))
     except ValueError as e:
         raise PlyError(f"{path}: {e}") from None
 
@@ -122,8 +126,9 @@ def load_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         out["means"] = col("x", "y", "z", "t")
         out["scales"] = col("scale_0", "scale_1", "scale_2", "scale_t")
         out["quats_right"] = col("rotr_0", "rotr_1", "rotr_2", "rotr_3")
-    if rest:
-        out["shN"] = col(*rest).reshape(N, 3, -1).transpose(1, 2).contiguous()
+    if rest:  # channel-major; bands above MAX_SH_DEGREE (degree 4 files) are dropped, as the renderer stops there
+        keep = (min(degree, MAX_SH_DEGREE) + 1) ** 2 - 1
+        out["shN"] = col(*rest).reshape(N, 3, -1)[:, :, :keep].transpose(1, 2).contiguous()
     else:
         out["shN"] = torch.zeros(N, 0, 3)
     for k, v in out.items():

@@ -194,10 +194,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
 def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) -> Scene:
     from splat.datasets import Normalization
 
-    try:
-        if state.get("model") == "field":
-            return FieldScene.from_checkpoint(state, device, source=str(path))
-        params, norm = state["params"], Normalization.from_dict(state["normalization"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # mismatched shapes or entries
-        raise SceneLoadError(f"{path}: not a splat checkpoint ({e.__class__.__name__}: {e})") from None
+    # `state` was checked when it was read (splat.checkpoint_checks): a failure from here on is a bug
+    if state.get("model") == "field":
+        return FieldScene.from_checkpoint(state, device, source=str(path))
+    params, norm = state["params"], Normalization.from_dict(state["normalization"])
     return GaussianScene(gaussians_to_original(params, norm), source=str(path)).to(device)

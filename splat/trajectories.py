@@ -160,41 +160,95 @@ def interpolate(cameras: list[Camera], n: int, loop: bool = True) -> list[Camera
     return out
 
 
+class _BadValue(Exception):
+    """A value in a camera file that is not what it should be (reported as InputError)."""
+
+
 def from_json(path: str | Path, width: int | None = None, height: int | None = None) -> list[Camera]:
     """Cameras from a nerfstudio transforms.json (frames + intrinsics) or a nerfstudio
-    camera_path.json (`camera_path` entries with `camera_to_world` and `fov`)."""
+    camera_path.json (`camera_path` entries with `camera_to_world` and `fov`). Every value is
+    checked as it is read (InputError naming the file); building the cameras from checked values
+    cannot fail on the file's account, so an error there is a bug."""
     from .io_utils import read_json_object
 
     path = Path(path)
     meta = read_json_object(path)
-    cams = []
     try:
         if "camera_path" in meta:
-            W = int(width or meta.get("render_width", 640))
-            H = int(height or meta.get("render_height", 480))
-            for entry in meta["camera_path"]:
-                c2w = np.asarray(entry["camera_to_world"], dtype=np.float64).reshape(4, 4)
-                fy = 0.5 * H / math.tan(math.radians(float(entry.get("fov", 50.0))) / 2)  # nerfstudio fov is vertical
-                cams.append(Camera.from_c2w_opengl(c2w, width=W, height=H, fx=fy, fy=fy))
+            W = _count(width or meta.get("render_width", 640), "render_width")
+            H = _count(height or meta.get("render_height", 480), "render_height")
+            specs = []
+            for entry in _entries(meta, "camera_path"):
+                fov = _number(entry.get("fov", 50.0), "fov")  # nerfstudio's fov is vertical
+                if not 0 < fov < 180:
+                    raise _BadValue(f"fov {fov} is not an angle in (0, 180) degrees")
+                fy = 0.5 * H / math.tan(math.radians(fov) / 2)
+                specs.append((_pose(entry, "camera_to_world"), dict(width=W, height=H, fx=fy, fy=fy), None))
         else:
-            for frame in meta["frames"]:
+            specs = []
+            for frame in _entries(meta, "frames"):
 
                 def get(k, default=None, frame=frame):
-                    return frame.get(k, meta.get(k, default))
+                    value = frame.get(k, meta.get(k, default))
+                    return value if value is None else _number(value, k)
 
-                W0, H0 = int(get("w")), int(get("h"))
-                cam = Camera.from_c2w_opengl(
-                    frame["transform_matrix"],
-                    width=W0,
-                    height=H0,
-                    fx=float(get("fl_x")),
-                    fy=float(get("fl_y", get("fl_x"))),
-                    cx=float(get("cx", W0 / 2)),
-                    cy=float(get("cy", H0 / 2)),
-                )
-                cams.append(cam.resized(width or W0, height or H0) if (width or height) else cam)
-    except (KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
-        raise InputError(f"{path}: not a transforms.json or camera_path.json ({e.__class__.__name__}: {e})") from None
-    if not cams:
+                W0, H0 = _count(get("w"), "w"), _count(get("h"), "h")
+                fx = get("fl_x")
+                if fx is None:
+                    raise _BadValue("a frame lacks 'fl_x'")
+                fy, cx, cy = get("fl_y", fx), get("cx", W0 / 2), get("cy", H0 / 2)
+                if not (fx > 0 and fy > 0):
+                    raise _BadValue("fl_x and fl_y must be positive")
+                intrinsics = dict(width=W0, height=H0, fx=fx, fy=fy, cx=cx, cy=cy)
+                size = (width or W0, height or H0) if (width or height) else None
+                specs.append((_pose(frame, "transform_matrix"), intrinsics, size))
+    except _BadValue as e:
+        raise InputError(f"{path}: not a transforms.json or camera_path.json ({e})") from None
+    if not specs:
         raise InputError(f"{path}: holds no cameras")
+    cams = []
+    for c2w, intrinsics, size in specs:
+        cam = Camera.from_c2w_opengl(c2w, **intrinsics)
+        cams.append(cam.resized(*size) if size else cam)
     return cams
+
+
+def _entries(meta: dict, key: str) -> list[dict]:
+    entries = meta.get(key)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise _BadValue(f"'{key}' must be a list of objects")
+    return entries
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _BadValue(f"'{what}' must be a finite number, got {str(value)[:40]}")
+    return float(value)
+
+
+def _count(value, what: str) -> int:
+    """A size in pixels: a whole number in 1..MAX_SIDE."""
+    from .camera import MAX_SIDE
+
+    n = _number(value, what)
+    if n != int(n) or not 1 <= n <= MAX_SIDE:
+        raise _BadValue(f"'{what}' must be a whole number of pixels in 1..{MAX_SIDE}, got {str(value)[:40]}")
+    return int(n)
+
+
+def _pose(entry: dict, key: str) -> np.ndarray:
+    """A finite, invertible camera-to-world matrix (4x4, or 3x4 or 16 numbers)."""
+    value = entry.get(key)
+    if value is None:
+        raise _BadValue(f"a camera lacks '{key}'")
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):  # numpy's own: the value is no array of numbers
+        raise _BadValue(f"'{key}' is not a matrix of numbers") from None
+    if m.size == 16:
+        m = m.reshape(4, 4)
+    if m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
+        raise _BadValue(f"'{key}' must be a finite 4x4 matrix, got shape {m.shape}")
+    if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        raise _BadValue(f"'{key}' has a singular rotation")
+    return m

@@ -1,5 +1,6 @@
 """Data and splat files someone sends you (issue 29): bounded work per input byte (SPZ headers,
-animated images). One test (or table) per defect."""
+animated images), bad values reported as bad input (one line, exit 2) rather than as a bug.
+One test (or table) per defect."""
 
 from __future__ import annotations
 
@@ -95,3 +96,91 @@ def test_an_image_too_large_is_refused_before_decoding(tmp_path):
     path.write_bytes(png)
     with pytest.raises(DatasetError, match="too large"):
         read_image(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. bad values in data files are bad input (one line, exit 2), a failure past the checks a bug
+
+
+def test_bad_values_in_data_files_are_one_line(tmp_path):
+    from scene_fixtures import write_colmap, write_llff
+    from test_reliability import TINY, assert_one_line_error, run_cli
+
+    data = tmp_path / "colmap"
+    write_colmap(data, n=3, models=("PINHOLE",), binary=False, n_points=20)
+    points = data / "sparse" / "0" / "points3D.txt"
+    lines = points.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+    parts = lines[first].split()
+    parts[4] = "300"  # a red of 300
+    lines[first] = " ".join(parts)
+    points.write_text("\n".join(lines) + "\n")
+    rc, _, err = run_cli("train", data, "--out", tmp_path / "run", *TINY)
+    assert_one_line_error(rc, err, points, "0..255")
+
+    llff = tmp_path / "llff"
+    write_llff(llff, n=8)
+    np.savez(llff / "poses_bounds.npy", poses=np.load(llff / "poses_bounds.npy"))  # np.savez keeps the name
+    (llff / "poses_bounds.npy.npz").replace(llff / "poses_bounds.npy")
+    rc, _, err = run_cli("train", llff, "--out", tmp_path / "run2", *TINY)
+    assert_one_line_error(rc, err, llff / "poses_bounds.npy", "zip")
+
+
+def test_ply_sh_properties(tmp_path):
+    import torch
+    from plyfile import PlyData, PlyElement
+    from test_reliability import assert_one_line_error, run_cli
+
+    from splat.ply import load_ply, save_ply
+
+    n = 20
+    g = torch.Generator().manual_seed(0)
+    splats = {
+        "means": torch.randn(n, 3, generator=g) * 0.3,
+        "scales": torch.full((n, 3), -3.0),
+        "quats": torch.randn(n, 4, generator=g),
+        "opacities": torch.zeros(n),
+        "sh0": torch.rand(n, 1, 3, generator=g),
+        "shN": torch.rand(n, 24, 3, generator=g),  # SH degree 4
+    }
+    deg4 = tmp_path / "deg4.ply"
+    save_ply(deg4, splats)
+    loaded = load_ply(deg4)
+    assert loaded["shN"].shape == (n, 15, 3) and torch.equal(loaded["shN"], splats["shN"][:, :15])
+    rc, _, err = run_cli("render", deg4, "--frames", "1", "--width", "16", "--height", "12", "--out", tmp_path / "r")
+    assert rc == 0, err
+
+    vertex = PlyData.read(str(deg4))["vertex"].data
+    names = list(vertex.dtype.names)
+    names[names.index("f_rest_7")] = "f_rest_x"
+    odd = tmp_path / "f_rest_x.ply"
+    PlyData([PlyElement.describe(vertex.astype([(k, "f4") for k in names]), "vertex")]).write(str(odd))
+    rc, _, err = run_cli("render", odd, "--frames", "1", "--width", "16", "--height", "12", "--out", tmp_path / "r2")
+    assert_one_line_error(rc, err, odd, "f_rest_x")
+
+
+def test_camera_path_values_and_bugs(tmp_path, monkeypatch):
+    import json
+
+    from splat import trajectories
+    from splat.camera import Camera
+    from splat.errors import InputError
+
+    path = tmp_path / "camera_path.json"
+    entry = {"camera_to_world": np.eye(4).flatten().tolist(), "fov": 50.0}
+    for bad in ({"fov": "wide"}, {"fov": 0}, {"camera_to_world": [1, 2, 3]}, {"camera_to_world": [0.0] * 16}):
+        path.write_text(json.dumps({"camera_path": [{**entry, **bad}], "render_width": 64, "render_height": 48}))
+        with pytest.raises(InputError, match="camera_path.json"):
+            trajectories.from_json(path)
+    path.write_text(json.dumps({"camera_path": [entry], "render_width": 64.5}))
+    with pytest.raises(InputError, match="render_width"):
+        trajectories.from_json(path)
+    path.write_text(json.dumps({"camera_path": [entry]}))
+    assert len(trajectories.from_json(path)) == 1
+
+    def broken(*args, **kwargs):
+        raise TypeError("an internal invariant broke")
+
+    monkeypatch.setattr(Camera, "from_c2w_opengl", broken)
+    with pytest.raises(TypeError, match="internal invariant"):  # a bug, not "not a camera_path.json"
+        trajectories.from_json(path)

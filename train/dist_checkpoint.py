@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from splat.checkpoint_checks import PER_GAUSSIAN, check_fits, check_state
 from splat.errors import InputError
-from splat.io_utils import atomic_path, load_weights_only
+from splat.io_utils import atomic_path, load_weights_only, read_json_object
 
 COMPLETE = "complete.json"
+MAX_WORLD_SIZE = 1 << 16  # ranks a checkpoint may name (each one a file read)
 PER_GAUSSIAN_STRATEGY_KEYS = ("grad2d", "count")  # DefaultStrategy's running sums; the rest is shared
 ADAM_BETAS = (0.9, 0.999)  # torch's defaults, which the single-process trainer uses
 
@@ -61,10 +63,15 @@ def complete(run_dir: Path, step: int, world_size: int, info: dict, keep: int) -
 
 
 def read_info(folder: Path) -> dict:
-    try:
-        return json.loads((folder / COMPLETE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DistributedCheckpointError(f"{folder / COMPLETE}: unreadable ({e})") from None
+    """complete.json, with a `world_size` of 1..MAX_WORLD_SIZE ranks (DistributedCheckpointError)."""
+    path = folder / COMPLETE
+    info = read_json_object(path, DistributedCheckpointError)
+    ranks = info.get("world_size")
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or not 1 <= ranks <= MAX_WORLD_SIZE:
+        raise DistributedCheckpointError(
+            f"{path}: 'world_size' must be a whole number of ranks in 1..{MAX_WORLD_SIZE}, got {str(ranks)[:40]}"
+        )
+    return info
 
 
 def _load(path: Path) -> dict:
@@ -75,8 +82,34 @@ def _load(path: Path) -> dict:
 
 
 def shards(folder: Path) -> list[dict]:
-    world_size = int(read_info(folder)["world_size"])
-    return [_load(folder / f"rank_{r}.pt") for r in range(world_size)]
+    """Every rank's shard, each checked (and against rank 0's structure) before they are merged."""
+    parts = [_load(folder / f"rank_{r}.pt") for r in range(read_info(folder)["world_size"])]
+    for r, part in enumerate(parts):
+        _check_shard(folder / f"rank_{r}.pt", part, parts[0])
+    return parts
+
+
+def _check_shard(path: Path, part: dict, first: dict) -> None:
+    """What merging reads: Gaussians and normalisation (checkpoint_checks), Adam states of one
+    parameter (state key 0) with a learning rate, a strategy state, and rank 0's structure."""
+    check_state(path, part)
+    optimizers, strategy = part.get("optimizers"), part.get("strategy_state")
+    if not isinstance(optimizers, dict) or not isinstance(strategy, dict):
+        raise DistributedCheckpointError(f"{path}: not a checkpoint shard (needs 'optimizers' and 'strategy_state')")
+    for name, opt in optimizers.items():
+        groups = opt.get("param_groups") if isinstance(opt, dict) else None
+        if (
+            not isinstance(opt.get("state") if isinstance(opt, dict) else None, dict)
+            or not set(opt["state"]) <= {0}
+            or not isinstance(groups, list)
+            or not groups
+            or not all(isinstance(g, dict) and isinstance(g.get("lr"), (int, float)) for g in groups)
+        ):
+            raise DistributedCheckpointError(f"{path}: not a checkpoint shard (optimizer '{name}' is malformed)")
+    batch = part.get("global_batch", 1)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise DistributedCheckpointError(f"{path}: 'global_batch' must be a positive number, got {str(batch)[:40]}")
+    check_fits({k: first[k] for k in PER_GAUSSIAN}, part, path)  # what merging concatenates
 
 
 def _merge_optimizer(states: list[dict], lr_scale: float) -> dict:
@@ -119,7 +152,7 @@ def _take(t: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 def rank_state(folder: Path, rank: int, world_size: int) -> dict:
     """This rank's state: its own shard when the world size matches, else its contiguous share
     of the merged run (a fresh shard generator; the trainer re-applies its hyperparameters)."""
-    saved = int(read_info(folder)["world_size"])
+    saved = read_info(folder)["world_size"]
     if saved == world_size:
         return _load(folder / f"rank_{rank}.pt")
     state = merged_state(folder)

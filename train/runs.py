@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from splat.checkpoint_checks import check_fits
 from splat.datasets import Normalization, SceneDataset, load_dataset
 from splat.errors import InputError
 from splat.gaussians import gaussians_to_original
@@ -13,6 +14,9 @@ from splat.ply import save_ply
 from . import dist_checkpoint
 from .config import MAX_IMAGE_SIDE, TrainConfig, device_kind, resolve_device
 from .trainer import Trainer
+
+# state entries a checkpoint may lack: what load_state_dict treats as optional, and what it never reads
+OPTIONAL_STATE = ("appearance", "shard_generator", "config", "model", "normalization", "rank", "world_size")
 
 
 class RunError(InputError):
@@ -26,6 +30,11 @@ def read_run_config(run_dir: Path) -> dict:
     info = read_json_object(path, RunError)
     if not isinstance(info.get("config"), dict) or not isinstance(info.get("data"), str):
         raise RunError(f"{path}: not a splat run configuration (needs a 'config' object and a 'data' path)")
+    steps, eval_steps = info["config"].get("steps"), info["config"].get("eval_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise RunError(f"{path}: 'config' needs 'steps', a positive whole number (got {str(steps)[:40]})")
+    if not isinstance(eval_steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in eval_steps):
+        raise RunError(f"{path}: 'config' needs 'eval_steps', a list of step numbers (got {str(eval_steps)[:40]})")
     return info
 
 
@@ -102,12 +111,10 @@ def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str
     trainer = new_trainer(data_path or info["data"], run_dir, cfg, fmt=info.get("format"))
     if sharded:
         state = dist_checkpoint.rank_state(ckpt_path, trainer.rank, trainer.world_size)
-    try:
-        trainer.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # entries missing or of the wrong shape
-        raise RunError(
-            f"{ckpt_path}: does not fit this run ({e.__class__.__name__}: {' '.join(str(e).split())[:200]})"
-        ) from None
+    # the checkpoint has the structure of this trainer's own state (else one line naming it), so a
+    # failure while loading it is a bug (or, say, CUDA out of memory), reported as such
+    check_fits(trainer.state_dict(), state, ckpt_path, optional=OPTIONAL_STATE)
+    trainer.load_state_dict(state)
     return trainer
 
 
