@@ -1,6 +1,8 @@
-"""File output helpers: every write goes to a temporary file next to the target, then an atomic
-rename, so an interrupted run never leaves a half-written file behind; the file gets the mode
-the umask asks for (as `open` would give it). Checkpoints are read without running code."""
+"""File output helpers: every write goes to a temporary file next to the target, which is flushed
+to the disk (fsync), then renamed over the target and the rename itself flushed (the folder's
+fsync): an interrupted run, or a power loss, leaves the old file or the new one, never half of
+one. The file gets the mode the umask asks for (as `open` would give it). Checkpoints are read
+without running code; a damaged newest checkpoint gives way to the one before it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .errors import InputError
 
 
 def _read_umask() -> int:
@@ -53,7 +57,9 @@ def atomic_path(path: str | os.PathLike, size_hint: int | None = None):
     try:
         yield Path(tmp)
         os.chmod(tmp, file_mode())
+        _fsync(tmp)  # the data on the disk before the rename makes it the file
         os.replace(tmp, path)
+        _fsync(path.parent, folder=True)  # and the rename itself
     except Exception as e:  # noqa: BLE001 - writers (torch's zip writer) wrap the OSError in their own type
         cause = _os_error_in(e)
         with contextlib.suppress(OSError):
@@ -67,12 +73,21 @@ def atomic_path(path: str | os.PathLike, size_hint: int | None = None):
             os.unlink(tmp)
 
 
+def _fsync(path, folder: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if not folder or e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise  # (some filesystems cannot flush a folder; the file itself is on the disk)
+    finally:
+        os.close(fd)
+
+
 def open_in_place(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
     """os.open for a file that is written in place (a run folder's lock and log): a symbolic link
     there is refused, not followed (a planted link would send the write to the file it points to),
     and so is anything but a regular file (a FIFO would block). InputError naming the file."""
-    from .errors import InputError
-
     path = Path(path)
     try:
         fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), mode)
@@ -102,8 +117,6 @@ def read_json_object(path: str | os.PathLike, error=None) -> dict:
     """A JSON file whose top level is an object. Accepts a UTF-8 byte-order mark; missing,
     malformed, non-UTF-8 or absurdly nested files raise `error` (InputError) naming the file."""
     import json
-
-    from .errors import InputError
 
     error = error or InputError
     path = Path(path)
@@ -150,24 +163,48 @@ def write_image(path: str | os.PathLike, image) -> None:
 CHECKPOINT_GLOBALS: list = []
 
 
-def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read") -> tuple[Path, dict]:
+class DamagedCheckpointError(InputError):
+    """A checkpoint file that cannot be read at all (empty, truncated, not a zip archive)."""
+
+
+def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read", set_aside: bool = False):
     """(path, state) of a run folder's newest complete checkpoint (a step_N.pt file, or a
     distributed run's complete step_N/ folder). A run training meanwhile may delete an old one as
-    it saves a new one: then the new one is read."""
-    from splat.train.base import checkpoint_paths
+    it saves a new one: then the new one is read. A damaged newest checkpoint (empty or cut short,
+    as a power loss can leave one) gives way to the newest readable one before it, with a warning;
+    `set_aside` (the lock holder, resuming) renames the damaged ones `damaged-step_N...`, so that
+    new checkpoints are newer than anything left. A checkpoint refused for its contents (one that
+    asks to run code, say) is not skipped: it stops the command."""
+    import sys
 
-    from .errors import InputError
+    from splat.train.base import checkpoint_paths
 
     run_dir = Path(run_dir)
     for _ in range(3):
         paths = checkpoint_paths(run_dir)
         if not paths:
             raise InputError(f"{run_dir}: no checkpoint to {what} (checkpoints/ is empty)")
-        try:
-            return paths[-1], read_checkpoint(paths[-1])
-        except InputError:
-            if paths[-1].exists():
-                raise
+        damaged: list[tuple[Path, InputError]] = []
+        for path in reversed(paths):
+            try:
+                state = read_checkpoint(path)
+            except InputError as e:
+                if not path.exists():
+                    break  # deleted by the run training meanwhile: list them again
+                if not isinstance(e, DamagedCheckpointError):
+                    raise
+                damaged.append((path, e))
+                continue
+            for bad, error in damaged:
+                note = ""
+                if set_aside:
+                    aside = bad.with_name(f"damaged-{bad.name}")
+                    os.replace(bad, aside)
+                    note = f" (renamed {aside.name})"
+                print(f"warning: {error}{note}; using {path.name}, the newest readable checkpoint", file=sys.stderr)
+            return path, state
+        else:
+            raise damaged[0][1]
     raise InputError(f"{run_dir}: its checkpoints keep disappearing while being read")
 
 
@@ -177,8 +214,6 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
     import re
 
     import torch
-
-    from .errors import InputError
 
     path = Path(path)
     try:
@@ -195,7 +230,7 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
                 f"{path}: refused: the {what} asks to run or build {kind}, which a splat "
                 "checkpoint never does (an untrusted or foreign file?)"
             ) from None
-        raise InputError(f"{path}: unreadable {what} ({e.__class__.__name__}: {text[:200]})") from None
+        raise DamagedCheckpointError(f"{path}: unreadable {what} ({e.__class__.__name__}: {text[:200]})") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

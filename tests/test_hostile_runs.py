@@ -194,3 +194,49 @@ def test_only_transport_errors_count_as_a_lost_peer():
         ValueError("Connection closed by peer"),
     ):
         assert not is_peer_failure(bug), bug
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. durability: flushed writes, and a damaged newest checkpoint does not block --resume
+
+
+def test_atomic_writes_are_flushed_before_and_after_the_rename(tmp_path, monkeypatch):
+    import os
+
+    from splat.io_utils import atomic_path
+
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))
+    )
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("rename", str(b))), real_replace(a, b)))
+    target = tmp_path / "out.json"
+    with atomic_path(target) as tmp:
+        tmp.write_text("{}")
+    kinds = [k for k, _ in calls]
+    assert kinds == ["fsync", "rename", "fsync"], calls
+    assert calls[0][1].startswith(str(tmp_path / ".out.json.")) and calls[2][1] == str(tmp_path)
+
+
+def test_a_truncated_newest_checkpoint_gives_way_to_the_previous_one(tmp_path, blender_scene):
+    run = tmp_path / "run"
+    rc, _, err = run_cli(
+        "train", blender_scene, "--out", run, "--steps", "4", "--checkpoint-every", "2",
+        "--init-points", "200", "--sh-degree", "0", "--eval-every", "1000",
+    )  # fmt: skip
+    assert rc == 0, err
+    newest = run / "checkpoints" / "step_0000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a power loss in the middle of the write
+    rc, out, err = run_cli("export", run, "--out", tmp_path / "x.ply")
+    assert rc == 0 and "step_0000004.pt" in err and "step_0000002.pt" in err, err
+    assert newest.exists()  # readers change nothing
+    rc, out, err = run_cli("train", "--resume", run, "--steps", "6")
+    assert rc == 0 and "resuming" in out and "at step 2" in out, err
+    assert (run / "checkpoints" / "damaged-step_0000004.pt").exists()
+    assert [p.name for p in sorted((run / "checkpoints").glob("step_*.pt"))][-1] == "step_0000006.pt"
+    for name in ("step_0000002.pt", "step_0000004.pt", "step_0000006.pt"):
+        (run / "checkpoints" / name).unlink(missing_ok=True)
+    (run / "checkpoints" / "damaged-step_0000004.pt").rename(run / "checkpoints" / "step_0000004.pt")
+    rc, _, err = run_cli("export", run)  # nothing readable left: the damage is named
+    assert_one_line_error(rc, err, "step_0000004.pt", "unreadable")

@@ -63,6 +63,11 @@ def _distributed_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def holds_lock(run_dir: str | os.PathLike) -> bool:
+    """Whether this process holds the run folder's lock."""
+    return Path(run_dir).resolve() in _held
+
+
 def unlock_run(run_dir: str | os.PathLike) -> None:
     fd = _held.pop(Path(run_dir).resolve(), None)
     if fd is not None:

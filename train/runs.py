@@ -13,6 +13,7 @@ from splat.ply import save_ply
 
 from . import dist_checkpoint
 from .config import MAX_IMAGE_SIDE, TrainConfig, device_kind, resolve_device
+from .run_lock import holds_lock
 from .trainer import Trainer
 
 # state entries a checkpoint may lack: what load_state_dict treats as optional, and what it never reads
@@ -85,8 +86,9 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def newest_checkpoint(run_dir: Path, what: str) -> tuple[Path, dict]:
-    """(path, state) of the newest complete checkpoint (see io_utils.read_newest_checkpoint)."""
-    return read_newest_checkpoint(run_dir, what)
+    """(path, state) of the newest readable checkpoint (see io_utils.read_newest_checkpoint); the
+    lock holder (resuming) sets damaged newer ones aside."""
+    return read_newest_checkpoint(run_dir, what, set_aside=holds_lock(run_dir))
 
 
 def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str | None = None) -> Trainer:
