@@ -18,7 +18,7 @@ from splat.camera import Camera
 from splat.io_utils import read_json_object
 
 from .base import DatasetError, Frame, check_intrinsics, intrinsic_matrix, viewmat_from_c2w_opengl
-from .checks import optional_time
+from .checks import inside, optional_time, relative_path
 from .images import image_size
 
 
@@ -26,8 +26,9 @@ def read_json(path: Path) -> dict:
     return read_json_object(path, DatasetError)
 
 
-def resolve_image(root: Path, file_path: str, default_ext: str = ".png") -> Path:
-    p = root / file_path
+def resolve_image(root: Path, file_path: str, where: str = "", default_ext: str = ".png") -> Path:
+    """The image a frame's `file_path` names, inside `root` (".png" appended when it has no extension)."""
+    p = inside(root, file_path, where or str(root), "file_path")
     if p.suffix == "":
         p = p.with_suffix(default_ext)
     return p
@@ -53,8 +54,10 @@ def load_blender(root: Path):
             raise DatasetError(f"{path}: camera_angle_x {angle} is not an angle in (0, pi)")
         for k, fr in enumerate(meta["frames"]):
             where = f"{path} (frame {k})"
+            if not isinstance(fr, dict):
+                raise DatasetError(f"{where}: needs 'file_path' and a 4x4 'transform_matrix'")
+            image_path = resolve_image(root, relative_path(fr, "file_path", where, required=True), where)
             try:
-                image_path = resolve_image(root, fr["file_path"])
                 c2w = np.asarray(fr["transform_matrix"], dtype=np.float64)
             except (KeyError, TypeError, ValueError):
                 raise DatasetError(f"{where}: needs 'file_path' and a 4x4 'transform_matrix'") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 from splat.camera import MAX_SIDE  # larger than any camera's sensor (and JPEG's limit)
 
@@ -24,6 +25,26 @@ def relative_path(entry: dict, key: str, where: str, required: bool = False) -> 
             f"{where}: '{key}' must be a file path (a string), got {type(value).__name__} {str(value)[:40]}"
         )
     return value
+
+
+def inside(root: Path, value: str, where: str, key: str) -> Path:
+    """`root / value` for a path read from a dataset file, refused unless it names something inside
+    `root`: no absolute path and no '..'. A dataset someone sends you could otherwise make training
+    read any image you can read, copy it into renders/ beside each render and bake it into the
+    model. (Symbolic links inside the dataset are followed: they are the owner's choice.)"""
+    p = Path(value)
+    if p.is_absolute() or ".." in p.parts:
+        raise DatasetError(
+            f"{where}: '{key}' {value!r} is not a path inside {root} (a dataset reads only its own files: "
+            "absolute paths and '..' are refused)"
+        )
+    return root / p
+
+
+def dataset_path(entry: dict, key: str, root: Path, where: str, required: bool = False) -> Path | None:
+    """`relative_path`'s string, confined to `root` (`inside`)."""
+    value = relative_path(entry, key, where, required)
+    return None if value is None else inside(root, value, where, key)
 
 
 def optional_time(value, where: str) -> float | None:

@@ -23,6 +23,7 @@ from .base import (
     intrinsic_matrix,
     pinhole_if_undistorted,
 )
+from .checks import inside
 
 # model id -> (name, number of params)
 MODELS = {
@@ -245,7 +246,8 @@ def load_colmap(root: Path, images_dir: Path, test_every: int = 8):
         K, lens, dist, width, height = cameras[cam_id]
         check_intrinsics(K, width, height, f"{model_dir} (camera {cam_id})")
         cam = Camera.from_opencv(view, K=K, width=width, height=height, lens=lens, distortion=dist)
-        frames.append(Frame(name=name, image_path=images_dir / name, camera=cam, split=part))
+        image_path = inside(images_dir, name, f"{model_dir} (image {name})", "name")
+        frames.append(Frame(name=name, image_path=image_path, camera=cam, split=part))
     sparse = read_points(model_dir)
     if sparse is None:
         return frames, None, None

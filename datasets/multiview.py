@@ -27,7 +27,7 @@ from splat.camera import Camera
 
 from .base import DatasetError, Frame, viewmat_from_c2w_opengl
 from .blender import read_json
-from .checks import relative_path
+from .checks import dataset_path, inside
 from .nerfstudio import _intrinsics, _read_points_ply
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -76,8 +76,9 @@ def load_multiview(root: Path):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or "transform_matrix" not in entry:
             raise DatasetError(f"{where}: needs a 'name' and a 'transform_matrix'")
         name = entry["name"]
-        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise DatasetError(f"{where}: name {name!r} is not a folder inside {root}")
+        if not name:
+            raise DatasetError(f"{where}: 'name' is empty")
+        inside(root, name, where, "name")
         if name in names:
             raise DatasetError(f"{where}: camera name {name!r} appears twice")
         names.append(name)
@@ -119,6 +120,6 @@ def load_multiview(root: Path):
                     split="test" if k == 0 else "train",
                 )
             )
-    ply_path = relative_path(meta, "ply_file_path", str(path))
-    points = _read_points_ply(root / ply_path) if ply_path else None
+    ply_path = dataset_path(meta, "ply_file_path", root, str(path))
+    points = _read_points_ply(ply_path) if ply_path else None
     return frames, points

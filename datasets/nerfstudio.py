@@ -37,7 +37,7 @@ from .base import (
     viewmat_from_c2w_opengl,
 )
 from .blender import read_json
-from .checks import name_list, optional_time, relative_path
+from .checks import dataset_path, inside, name_list, optional_time, relative_path
 from .images import image_size
 
 NGP_SCALE, NGP_OFFSET = 0.33, 0.5  # instant-ngp's defaults for `scale` and `offset`
@@ -105,9 +105,8 @@ def _focal(get, axis: str, size: float) -> float | None:
     return None
 
 
-def _resolve_image(root: Path, file_path: str) -> Path:
+def _resolve_image(path: Path) -> Path:
     """instant-ngp accepts image paths without an extension: the first existing one is used."""
-    path = root / file_path
     if path.suffix == "" and not path.exists():
         for suffix in NGP_IMAGE_SUFFIXES:
             if path.with_suffix(suffix).exists():
@@ -129,7 +128,8 @@ def _drop_blurry(root: Path, raw_frames: list, meta: dict, path: Path) -> tuple[
     for i, fr in enumerate(ordered):
         lo, hi = max(0, i - SHARPNESS_WINDOW), min(i + SHARPNESS_WINDOW, len(ordered) - 1)
         mean = sum(sharpness[lo:hi]) / (hi - lo) if hi > lo else sharpness[i]
-        if _resolve_image(root, str(fr.get("file_path", ""))).exists() and sharpness[i] > threshold * mean:
+        image = _resolve_image(dataset_path(fr, "file_path", root, str(path), required=True))
+        if image.exists() and sharpness[i] > threshold * mean:
             kept.append(fr)
     return kept, len(raw_frames) - len(kept)
 
@@ -191,8 +191,11 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise DatasetError(f"{where}: needs 'file_path' and 'transform_matrix'")
         file_path = relative_path(fr, "file_path", where, required=True)
-        mask_path, depth_path = relative_path(fr, "mask_path", where), relative_path(fr, "depth_file_path", where)
-        image_path = _resolve_image(root, file_path)
+        image_path = _resolve_image(inside(root, file_path, where, "file_path"))
+        mask_path, depth_path = (
+            dataset_path(fr, "mask_path", root, where),
+            dataset_path(fr, "depth_file_path", root, where),
+        )
         try:
             c2w = np.asarray(fr["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError):
@@ -209,8 +212,8 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
                 image_path=image_path,
                 camera=cam,
                 split="train",
-                mask_path=root / mask_path if mask_path else None,
-                depth_path=root / depth_path if depth_path else None,
+                mask_path=mask_path,
+                depth_path=depth_path,
             )
         )
 
@@ -223,6 +226,6 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
     else:
         for f, part in zip(frames, every_nth_test_split([f.name for f in frames], test_every)):
             f.split = part
-    ply_path = relative_path(meta, "ply_file_path", str(path))
-    points = _read_points_ply(root / ply_path) if ply_path else None
+    ply_path = dataset_path(meta, "ply_file_path", root, str(path))
+    points = _read_points_ply(ply_path) if ply_path else None
     return frames, points, {"box": scene_box(meta, path), "dropped": dropped}

@@ -1,6 +1,6 @@
 """Data and splat files someone sends you (issue 29): bounded work per input byte (SPZ headers,
-animated images), bad values reported as bad input (one line, exit 2) rather than as a bug.
-One test (or table) per defect."""
+animated images), bad values reported as bad input (one line, exit 2) rather than as a bug, and
+dataset paths that stay inside the dataset. One test (or table) per defect."""
 
 from __future__ import annotations
 
@@ -184,3 +184,100 @@ def test_camera_path_values_and_bugs(tmp_path, monkeypatch):
     monkeypatch.setattr(Camera, "from_c2w_opengl", broken)
     with pytest.raises(TypeError, match="internal invariant"):  # a bug, not "not a camera_path.json"
         trajectories.from_json(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# 9. dataset paths stay inside the dataset; renders do not overwrite each other
+
+
+@pytest.fixture(scope="module")
+def secret(tmp_path_factory):
+    """An image outside every dataset, which no dataset may make training read."""
+    import imageio.v3 as iio
+
+    path = tmp_path_factory.mktemp("private") / "secret.png"
+    iio.imwrite(path, np.full((48, 64, 3), 200, np.uint8))
+    return path
+
+
+def _escape_cases(secret, data):
+    """(label, value) of paths that leave the dataset: absolute, and '..' up to the secret."""
+    import os
+
+    return [("absolute", str(secret)), ("dotdot", os.path.relpath(secret, data))]
+
+
+@pytest.mark.parametrize("key", ["file_path", "mask_path", "depth_file_path", "ply_file_path"])
+def test_nerfstudio_paths_stay_inside(tmp_path, secret, key):
+    import json
+
+    from scene_fixtures import write_nerfstudio
+    from test_reliability import TINY, assert_one_line_error, run_cli
+
+    data = tmp_path / "ns"
+    write_nerfstudio(data, n=4)
+    good = (data / "transforms.json").read_text()
+    for label, value in _escape_cases(secret, data):
+        meta = json.loads(good)
+        (meta if key == "ply_file_path" else meta["frames"][1])[key] = value
+        (data / "transforms.json").write_text(json.dumps(meta))
+        rc, _, err = run_cli("train", data, "--out", tmp_path / f"run-{label}", *TINY)
+        assert_one_line_error(rc, err, data / "transforms.json", key, "inside")
+
+
+def test_blender_and_colmap_paths_stay_inside(tmp_path, secret):
+    import json
+    import shutil
+
+    from scene_fixtures import write_blender, write_colmap
+    from test_reliability import TINY, assert_one_line_error, run_cli
+
+    blender = tmp_path / "blender"
+    write_blender(blender, n_train=4, n_test=1)
+    good = (blender / "transforms_train.json").read_text()
+    for label, value in _escape_cases(secret.with_suffix(""), blender):  # Blender appends ".png"
+        meta = json.loads(good)
+        meta["frames"][0]["file_path"] = value
+        (blender / "transforms_train.json").write_text(json.dumps(meta))
+        rc, _, err = run_cli("train", blender, "--out", tmp_path / f"b-{label}", *TINY)
+        assert_one_line_error(rc, err, blender / "transforms_train.json", "file_path", "inside")
+
+    for binary in (False, True):
+        colmap = tmp_path / f"colmap-{binary}"
+        write_colmap(colmap, n=3, models=("PINHOLE",), binary=binary, n_points=20)
+        for label, value in _escape_cases(secret, colmap / "images"):
+            model = colmap / "sparse" / "0"
+            if binary:
+                raw = (model / "images.bin").read_bytes()
+                first = sorted(p.name for p in (colmap / "images").iterdir())[0]
+                (model / "images.bin").write_bytes(raw.replace(first.encode() + b"\0", value.encode() + b"\0", 1))
+            else:
+                text = (model / "images.txt").read_text()
+                first = sorted(p.name for p in (colmap / "images").iterdir())[0]
+                (model / "images.txt").write_text(text.replace(f" {first}\n", f" {value}\n", 1))
+            rc, _, err = run_cli("train", colmap, "--out", tmp_path / f"c-{binary}-{label}", *TINY)
+            assert_one_line_error(rc, err, model, "inside")
+            shutil.rmtree(colmap)
+            write_colmap(colmap, n=3, models=("PINHOLE",), binary=binary, n_points=20)
+
+
+def test_renders_with_the_same_stem_do_not_overwrite_each_other(tmp_path):
+    import json
+
+    from scene_fixtures import write_nerfstudio
+    from test_reliability import run_cli
+
+    data = tmp_path / "ns"
+    write_nerfstudio(data, n=4)
+    meta = json.loads((data / "transforms.json").read_text())
+    for k, frame in enumerate(meta["frames"]):  # images/frame_000.png -> cam0/frame.png, cam1/frame.png, ...
+        (data / f"cam{k}").mkdir()
+        (data / frame["file_path"]).rename(data / f"cam{k}" / "frame.png")
+        frame["file_path"] = f"cam{k}/frame.png"
+    meta["test_filenames"] = ["cam1/frame.png", "cam2/frame.png"]
+    (data / "transforms.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    rc, _, err = run_cli("train", data, "--out", run, "--steps", "2", "--init-points", "200", "--sh-degree", "0")
+    assert rc == 0, err
+    renders = sorted(p.name for p in (run / "renders").rglob("*.png"))
+    assert renders == ["cam1_frame_png.png", "cam2_frame_png.png"], renders

@@ -274,17 +274,18 @@ class BaseTrainer:
         if split != "test":
             out_dir = out_dir / split  # frame names repeat across splits (r_000.png)
         t0 = time.perf_counter()
+        indices = self.eval_indices(full, split)
+        names = render_names([self.data.frames[i].name for i in indices])
         # PNG encoding (~50 ms an image) overlaps the next image's render and metrics
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="splat-renders") as writer:
             writes = []
-            for index in self.eval_indices(full, split):
+            for index, name in zip(indices, names):
                 gt, mask = self.ground_truth(index, self.eval_background)
                 image = self.render_eval(index, self.eval_background).clamp(0, 1)
                 psnrs.append(losses.psnr(image, gt, mask))
                 ssims.append(float(losses.ssim(image, gt, mask)))
                 lpipss.append(None if lpips_net is None else lpips_net.distance(image, gt, mask))
                 if save:
-                    name = Path(self.data.frames[index].name).stem
                     side_by_side = torch.cat([gt, image], dim=1).cpu()
                     writes.append(writer.submit(write_image, out_dir / f"{name}.png", side_by_side))
             for w in writes:
@@ -370,6 +371,21 @@ class BaseTrainer:
             else:
                 old.unlink(missing_ok=True)
         return path
+
+
+def render_names(names: list[str]) -> list[str]:
+    """File names (no extension) for the renders of frames named `names`: each frame's stem, or,
+    where stems repeat (a/img.png and b/img.png, img.png and img.jpg), its whole name with every
+    character but letters, digits, '-' and '_' replaced by '_' (and its position where even those
+    repeat), so that no render overwrites another."""
+    import re
+    from collections import Counter
+
+    stems = [Path(n).stem for n in names]
+    repeated = Counter(stems)
+    out = [s if repeated[s] == 1 else re.sub(r"[^A-Za-z0-9_-]", "_", n) for s, n in zip(stems, names)]
+    repeated = Counter(out)
+    return [f"{o}-{k}" if repeated[o] > 1 else o for k, o in enumerate(out)]
 
 
 def tensor_bytes(obj) -> int:
