@@ -166,6 +166,10 @@ def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: st
         progress.close()
         if viewer is not None:
             viewer.close()
+    if getattr(trainer, "is_main_rank", True):
+        from splat.report import write_report
+
+        write_report(run_dir)  # also after an interruption: the run so far
     if trainer.interrupted:
         print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: splat train --resume {run_dir}")
         return None
@@ -268,12 +272,18 @@ def _train(args) -> int:
             raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
         note = f" ({trainer.init_note})" if trainer.init_note else ""
         print(f"{trainer.data.summary()}\n{trainer.model_text()} at the start{note} -> {run_dir}")
-    print(plan_line(trainer))
+    plan = plan_line(trainer)
+    print(plan)
+    if distributed.world()[0] == 0:
+        from splat.io_utils import atomic_path
+
+        with atomic_path(run_dir / "plan.txt") as tmp:  # for the run's report.html
+            tmp.write_text(plan + "\n")
     result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)
     if result is None:
         return 130
     _print_eval(result)
-    print(f"done: {run_dir}")
+    print(f"done: {run_dir} (report: {run_dir / 'report.html'})")
     return 0
 
 
@@ -315,6 +325,9 @@ def _cmd_eval(args) -> int:
     over = {"device": _device(args.device)} if args.device else {}
     trainer = restore_trainer(Path(args.run), over)
     _print_eval(trainer.evaluate(full=True, save_renders=not args.no_renders))
+    from splat.report import write_report
+
+    print(f"report: {write_report(Path(args.run))}")
     return 0
 
 

@@ -90,7 +90,7 @@ def run_demo(args) -> int:
     e = result["eval"]
     print(
         f"   test PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f} on {e['num_images']} held-out views "
-        f"({trainer.train_seconds:.0f} s of training, {trainer.model_text()})"
+        f"({trainer.train_seconds:.0f} s of training, {trainer.model_text()}); report: {run_dir / 'report.html'}"
     )
 
     if args.field:

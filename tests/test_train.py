@@ -291,7 +291,8 @@ def test_cli_train_eval_export(blender_scene, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "eval at step 20: PSNR" in r.stdout
-    assert {"config.json", "metrics.jsonl", "checkpoints", "renders"} <= {p.name for p in run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "checkpoints", "renders", "report.html"} <= {p.name for p in run.iterdir()}
+    assert (run / "plan.txt").read_text().startswith("plan: ") and "PSNR (dB)" in (run / "report.html").read_text()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in lines if "eval" in e] == [10, 20]
     renders = sorted((run / "renders" / "step_20").glob("*.png"))
