@@ -18,6 +18,7 @@ CONFIG_ONLY = {
     "test_every",
     "cache_gb",
     "init_time_scale",
+    "velocity_consistency",
     "sh_degree_interval",
     "init_opacity",
     "init_scale",
