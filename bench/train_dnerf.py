@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Monocular dynamic data: D-NeRF's lego (../shared/datasets/dnerf_lego_100, 100x100, RGB on
+black) trained with the defaults and with one piece of the 4D training switched on or off.
+
+    python bench/train_dnerf.py                                     # every variant, 2000 steps each
+    python bench/train_dnerf.py --variants defaults --seconds 300   # the 5-minute run by time
+
+Each variant is `splat train`'s configuration for this machine (preset auto) with a few fields
+changed (VARIANTS), trained for `--steps` steps (its schedule over those steps, densification
+stopping half-way, so that a machine shared with other work changes the time, not the result)
+or, with `--seconds`, for that much training time as `splat train` runs by default; also scored
+at step `--at-step`. Scores: PSNR on the val and test splits and on the training frames (the gap
+says how much the model memorised frames rather than learned motion). Results merge into
+bench/results/train_dnerf-<device>.json by variant name, each with the commit and date it ran
+at, so variants run at different times stay side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, cpu_steal_seconds, header, shared_data, write_result
+
+HERE = Path(__file__).resolve().parent
+
+# name -> TrainConfig fields changed from the defaults (what `splat train DATA` runs)
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "white": {"background": "white"},  # what --background auto picked before it read the images
+    "time_scale_0.05": {"init_time_scale": 0.05},  # about the frame spacing (0.02) x 2.5
+    "time_scale_0.5": {"init_time_scale": 0.5},
+    "time_scale_1": {"init_time_scale": 1.0},
+    "batch4": {"batch_size": 4},
+    "no_warmup": {"resolution_schedule": []},
+    "static_3d": {"model": "3d"},  # no time at all: what the moving parts cost a static model
+    "batch3": {"batch_size": 3},  # 4D-Rotor's frames per step
+    "velocity": {"velocity_consistency": 0.05},  # 4D-Rotor's weight
+    "lr_means_x5": {"lr_means": 8e-4, "lr_means_final": 8e-6},  # 4D-Rotor's D-NeRF position rate
+    "sh_degree_1": {"sh_degree": 1},  # less view-dependent colour to fit each frame's one view with
+    "sh_degree_0": {"sh_degree": 0},
+    "velocity_0.2": {"velocity_consistency": 0.2},
+    "velocity_1": {"velocity_consistency": 1.0},
+    "velocity_0.2+lr_means_x5": {"velocity_consistency": 0.2, "lr_means": 8e-4, "lr_means_final": 8e-6},
+    "velocity_0.2+time_scale_1": {"velocity_consistency": 0.2, "init_time_scale": 1.0},
+}
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def train_psnr(trainer) -> float:
+    """Mean PSNR over every training frame (rendered as evaluation renders them)."""
+    import torch
+
+    from splat.train.losses import psnr
+
+    values = []
+    with torch.no_grad():
+        for i in trainer.data.train_indices:
+            gt, mask = trainer.ground_truth(i, trainer.eval_background)
+            values.append(psnr(trainer.render_eval(i, trainer.eval_background).clamp(0, 1), gt, mask))
+    return sum(values) / len(values)
+
+
+def run_variant(name: str, overrides: dict, data: Path, budget: dict, at_step: int, out: Path) -> dict:
+    import shutil
+
+    from splat.train.config import preset_config
+    from splat.train.runs import new_trainer
+
+    run = out / name
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = preset_config("auto", **{**budget, **overrides})
+    cfg.eval_steps = [at_step]
+    cfg.save_renders = False
+    cfg.checkpoint_every = 10**9
+    cfg.checkpoint_minutes = 0.0
+    steal0, t0 = cpu_steal_seconds(), time.perf_counter()
+    trainer = new_trainer(str(data), run, cfg)
+    final = trainer.train()
+    wall = time.perf_counter() - t0
+    steal1 = cpu_steal_seconds()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval" in r]
+
+    def scores(r: dict) -> dict:
+        return {
+            "step": r["step"],
+            "train_seconds": r["train_seconds"],
+            "val_psnr": r["eval_val"]["psnr"],
+            "test_psnr": r["eval"]["psnr"],
+            "val_ssim": r["eval_val"]["ssim"],
+            "test_ssim": r["eval"]["ssim"],
+            "num_gaussians": r.get("num_gaussians"),
+        }
+
+    at = next((scores(r) for r in evals if r["step"] == at_step), None)
+    result = {
+        "overrides": overrides,
+        "commit": commit(),
+        "date": header("train_dnerf", cfg.device)["date"],
+        "model": trainer.cfg.model,
+        "background": trainer.background_mode,
+        "batch_size": trainer.cfg.batch_size,
+        "settings": {k: getattr(trainer.cfg, k) for k in ("velocity_consistency", "init_time_scale", "sh_degree")},
+        "wall_seconds": round(wall, 1),
+        "cpu_steal_seconds": None if steal0 is None else round(steal1 - steal0, 1),
+        "at_step": at,
+        "final": {**scores(final), "train_psnr": train_psnr(trainer)},
+    }
+    f = result["final"]
+    print(
+        f"{name:24s} step {f['step']:6,d} ({f['train_seconds']:.0f} s): val {f['val_psnr']:.2f}  "
+        f"test {f['test_psnr']:.2f}  train {f['train_psnr']:.2f} dB, {f['num_gaussians']:,} G"
+        + (f"; at step {at_step}: val {at['val_psnr']:.2f} test {at['test_psnr']:.2f}" if at else ""),
+        flush=True,
+    )
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of each variant")
+    p.add_argument("--seconds", type=float, help="train by time instead (the CPU preset's way), at most 30k steps")
+    p.add_argument("--at-step", type=int, default=1000, help="also score every variant at this step")
+    p.add_argument("--out", default=str(HERE.parent / "outputs" / "bench" / "train_dnerf"))
+    args = p.parse_args(argv)
+    data = shared_data("dnerf_lego_100")
+    if data is None:
+        return 1
+    names = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = RESULTS / f"train_dnerf-{device}.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    variants = previous.get("variants", {})
+    # by steps: densification stops half-way, as the CPU preset's time budget stops it (15k of its 30k)
+    budget = (
+        {"max_train_seconds": args.seconds}
+        if args.seconds
+        else {"max_train_seconds": 0.0, "steps": args.steps, "refine_stop": args.steps // 2}
+    )
+    for name in names:
+        key = f"{name}@{args.seconds:g}s" if args.seconds else name if args.steps == 2000 else f"{name}@{args.steps}"
+        variants[key] = {
+            "budget": budget,
+            **run_variant(name, VARIANTS[name], data, budget, args.at_step, Path(args.out)),
+        }
+        latest = json.loads(path.read_text()) if path.exists() else {}  # another sweep may have written meanwhile
+        variants = {**latest.get("variants", {}), key: variants[key]}
+        result = {
+            **header("train_dnerf", device),
+            "data": "dnerf_lego_100: 50 train / 11 val / 20 test frames at 100x100, RGB on black",
+            "notes": latest.get("notes", ""),
+            "variants": variants,
+        }
+        write_result(path, result)  # after every variant: an interrupted sweep keeps what it measured
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
