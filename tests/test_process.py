@@ -227,7 +227,7 @@ def test_train_on_photos_poses_them_once_and_says_so(photos, tmp_path):
     first = splat_cli("train", folder, "--steps", "20", "--out", tmp_path / "run1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     plan = [line for line in first.stdout.splitlines() if line.startswith("plan: pose")]
-    assert plan and "24 photos" in plan[0] and "exhaustive matching" in plan[0] and "min on" in plan[0], first.stdout
+    assert plan and "24 photos" in plan[0] and "sequential matching" in plan[0] and "min on" in plan[0], first.stdout
     data = tmp_path / default_output(folder)
     assert (data / "sparse" / "0" / "images.bin").exists()
     config = json.loads((tmp_path / "run1" / "config.json").read_text())

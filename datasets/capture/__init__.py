@@ -65,17 +65,17 @@ def plan_text(capture: Capture, num_frames: int = DEFAULT_NUM_FRAMES) -> str:
     n, width, height = frame_plan(capture, num_frames)
     side = min(sfm.MAX_FEATURE_SIDE, max(width, height))
     megapixels = width * height * (side / max(width, height)) ** 2 / 1e6
-    pairs = n * (n - 1) // 2 if n <= sfm.EXHAUSTIVE_MAX else n * (sfm.SEQUENTIAL_OVERLAP + sfm.RETRIEVAL_NEIGHBOURS)
-    matcher = "exhaustive" if n <= sfm.EXHAUSTIVE_MAX else "sequential + retrieval"
+    pairs = n * (sfm.SEQUENTIAL_OVERLAP + sfm.LOOP_NEIGHBOURS // 2)  # a walk's; at most all pairs otherwise
+    matcher = "sequential matching, loops by position (every pair if the names are not in capture order)"
     # measured on a 2-core CPU (bench/results/process-cpu.json): ~1 s per megapixel-image for SIFT,
-    # ~0.03 s per pair, ~0.15 s per image to map; video decoding ~0.02 s per source frame
+    # ~0.03 s per pair, ~0.15 s per image to map (twice for a walk); video decoding ~0.02 s a frame
     threads = sfm._threads()
-    seconds = (2.0 / threads) * (n * 1.0 * megapixels + pairs * 0.03 + n * 0.15)
+    seconds = (2.0 / threads) * (n * 1.0 * megapixels + pairs * 0.03 + n * 0.3)
     if capture.videos:
         seconds += sum(0.02 * _frames_in(v) for v in capture.videos)
     what = f"{n} frames of {capture.describe()}" if capture.videos else capture.describe()
     return (
-        f"pose {what} ({width}x{height}): SIFT at {side} px, {matcher} matching ({pairs:,} pairs), "
+        f"pose {what} ({width}x{height}): SIFT at {side} px, {matcher}, ~{pairs:,} pairs, "
         f"incremental mapping; about {max(1, round(seconds / 60))} min on {threads} CPU threads"
     )
 
@@ -133,22 +133,21 @@ def process_capture(
         _finish(work, "features", key, {})
     seconds["features"] = time.perf_counter() - t
 
-    key = {"features": key, "exhaustive_max": sfm.EXHAUSTIVE_MAX, "overlap": sfm.SEQUENTIAL_OVERLAP}
+    key = {"features": key, "exhaustive_max": sfm.EXHAUSTIVE_MAX, "overlap": sfm.SEQUENTIAL_OVERLAP, "loops": 1}
     t = time.perf_counter()
     matching = _finished(work, "matching", key)
     if matching is None:
         _clear(out, work, "matching")
         tmp = work / "matches.db.tmp"
         shutil.copyfile(work / "features.db", tmp)
-        pairs, how = sfm.choose_pairs(tmp, names)
-        with stage_bar("matching", len(pairs), "pairs", quiet) as update:
-            sfm.match_pairs(tmp, pairs, progress=update)
+        with stage_bar("matching", len(names) * sfm.SEQUENTIAL_OVERLAP, "pairs", quiet) as update:
+            how = sfm.match_capture(tmp, out / "images", names, work, progress=update)
         os.replace(tmp, work / "matches.db")
-        matching = {"matcher": how, "pairs": len(pairs)}
+        matching = {"matcher": how}
         _finish(work, "matching", key, matching)
     seconds["matching"] = time.perf_counter() - t
 
-    key = {"matching": key}
+    key = {"matching": key, "principal_point_gain": sfm.PRINCIPAL_POINT_GAIN}
     t = time.perf_counter()
     mapped = _finished(work, "mapping", key)
     if mapped is None:

@@ -1,14 +1,14 @@
 """Structure from motion with pycolmap: SIFT features, matching of chosen image pairs, mapping.
 
-Each step works in small batches (a few images, a few dozen pairs) so that progress and ETA
-update often and Ctrl-C is answered within a batch. Choices, measured on beer (71 phone photos)
-and Strecha's entry-P10 (surveyed cameras), bench/results/process-cpu.json:
+Each step works in batches (a few images, a few dozen pairs) so that progress and ETA update
+and Ctrl-C is answered within a batch. Choices, measured on beer (71 phone photos, a walk round a
+can) and Strecha's scenes (surveyed cameras), bench/results/process-cpu.json:
 - features: SIFT on the CPU at 1600 px at most (COLMAP's default is 3200: 4x the time);
-- pairs: every pair up to EXHAUSTIVE_MAX images; above, each image with its `SEQUENTIAL_OVERLAP`
-  successors in name order (video frames, photo series) plus its most similar images by a bag of
-  visual words (loops in a video, unordered photo sets): linear in the number of images;
-- mapping: COLMAP's incremental mapper, then one bundle adjustment that also refines the
-  principal point (a fixed image-centre principal point tilts every rotation by up to 0.5 deg).
+- pairs (`match_capture`): each image with its SEQUENTIAL_OVERLAP successors in name order; when
+  those match (a walk), loops are closed by position in a first map of the walk; otherwise every
+  pair up to EXHAUSTIVE_MAX images, above that the most similar images by a bag of visual words;
+- mapping: COLMAP's incremental mapper, then a bundle adjustment that also frees the principal
+  point, kept where it pays (`refine`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from splat.errors import InputError
 EXHAUSTIVE_MAX = 100
 SEQUENTIAL_OVERLAP = 10
 RETRIEVAL_NEIGHBOURS = 8
+MIN_STEP_INLIERS = 15  # verified matches between consecutive images that make them a step of a walk
+WALK_SHARE = 0.8  # of consecutive images: a walk when this many are steps
+LOOP_NEIGHBOURS = 10
+LOOP_MAX_ANGLE = 45.0  # degrees between optical axes for a loop pair
+PRINCIPAL_POINT_GAIN = 0.01  # refining the principal point must lower the reprojection error this much
 MAX_FEATURE_SIDE = 1600
 
 
@@ -121,16 +126,87 @@ def _run(work):
     return result["value"]
 
 
-def choose_pairs(database: Path, names: list[str]) -> tuple[list[tuple[str, str]], str]:
-    """(image pairs to match, how they were chosen): every pair for small sets; for larger ones
-    name-order neighbours plus visually similar images (a bag of visual words)."""
+def sequential_pairs(names: list[str], overlap: int = SEQUENTIAL_OVERLAP) -> list[tuple[str, str]]:
     n = len(names)
+    return [(names[i], names[j]) for i in range(n) for j in range(i + 1, min(n, i + 1 + overlap))]
+
+
+def is_walk(database: Path, names: list[str]) -> bool:
+    """True when consecutive images (in name order) match: a video, or photos taken walking."""
+    pycolmap = import_pycolmap()
+    with contextlib.closing(pycolmap.Database.open(database)) as db:
+        ids = {img.name: img.image_id for img in db.read_all_images()}
+        pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+    verified = {p: n for p, n in zip(pair_ids, inliers)}
+    steps = [
+        verified.get(pycolmap.image_pair_to_pair_id(ids[a], ids[b]), 0) >= MIN_STEP_INLIERS
+        for a, b in zip(names, names[1:])
+    ]
+    return len(steps) > 0 and sum(steps) >= WALK_SHARE * len(steps)
+
+
+def spatial_pairs(model, done: set, k: int = LOOP_NEIGHBOURS, max_angle: float = LOOP_MAX_ANGLE) -> list:
+    """Pairs of registered images whose cameras are near in `model` (each image's k nearest
+    centres), looking within `max_angle` degrees of each other, and not in `done`."""
+    images = [img for img in model.images.values() if img.has_pose]
+    names = [img.name for img in images]
+    c2w = [img.cam_from_world().inverse().matrix() for img in images]
+    centres = np.array([m[:, 3] for m in c2w])
+    axes = np.array([m[:, 2] for m in c2w])
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    cos = np.cos(np.radians(max_angle))
+    pairs = set()
+    for i in range(len(names)):
+        for j in np.argsort(dist[i])[:k]:
+            pair = tuple(sorted((names[i], names[int(j)])))
+            if axes[i] @ axes[j] >= cos and pair not in done:
+                pairs.add(pair)
+    return sorted(pairs)
+
+
+def match_capture(database: Path, image_dir: Path, names: list[str], work: Path, progress=None) -> str:
+    """Match the pairs of images worth matching; returns how they were chosen.
+
+    Each image is matched with its SEQUENTIAL_OVERLAP successors in name order first. When those
+    match (a walk: a video, photos taken walking), the walk is mapped once and loops are closed
+    by position: each image with its nearest cameras in that map looking the same way. A loop
+    found by appearance alone can join two sides of a symmetric object (a can's label repeats
+    half a turn round): those false pairs bent beer's reconstruction by ~3 degrees at three
+    places. Otherwise (names not in capture order): every pair up to EXHAUSTIVE_MAX images,
+    above that the most similar images by a bag of visual words."""
+    done = 0
+
+    def step(pairs: list, total: int) -> None:
+        nonlocal done
+        start = done
+        match_pairs(database, pairs, progress=lambda d, t: progress and progress(start + d, total))
+        done += len(pairs)
+
+    first = sequential_pairs(names)
+    n = len(names)
+    step(first, len(first) + n * LOOP_NEIGHBOURS // 2)
+    matched = set(first)
+    if is_walk(database, names):
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            walk = map_images(database, image_dir, Path(tmp), n, refine_intrinsics=False)
+        if walk is not None and 2 * walk.num_reg_images() >= n:
+            loops = spatial_pairs(walk, matched)
+            step(loops, done + len(loops))
+            return "sequential + loops by position"
     if n <= EXHAUSTIVE_MAX:
-        return [(names[i], names[j]) for i in range(n) for j in range(i + 1, n)], "exhaustive"
-    pairs = {(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + SEQUENTIAL_OVERLAP))}
-    for i, neighbours in enumerate(similar_images(database, names, RETRIEVAL_NEIGHBOURS)):
-        pairs.update((min(i, j), max(i, j)) for j in neighbours if j != i)
-    return [(names[i], names[j]) for i, j in sorted(pairs)], "sequential + retrieval"
+        rest = [(names[i], names[j]) for i in range(n) for j in range(i + 1, n)]
+        how = "exhaustive"
+    else:
+        index = {name: i for i, name in enumerate(names)}
+        rest = set()
+        for i, neighbours in enumerate(similar_images(database, names, RETRIEVAL_NEIGHBOURS)):
+            rest.update(tuple(sorted((names[i], names[int(j)]), key=index.get)) for j in neighbours if j != i)
+        rest = sorted(rest, key=lambda p: (index[p[0]], index[p[1]]))
+        how = "sequential + retrieval"
+    rest = [p for p in rest if p not in matched]
+    step(rest, done + len(rest))
+    return how
 
 
 def similar_images(database: Path, names: list[str], k: int, words: int = 512, per_image: int = 600, seed: int = 0):
@@ -193,7 +269,9 @@ def match_pairs(database: Path, pairs: list[tuple[str, str]], progress=None) -> 
                 progress(done, len(pairs))
 
 
-def map_images(database: Path, image_dir: Path, out_dir: Path, num_images: int, progress=None):
+def map_images(
+    database: Path, image_dir: Path, out_dir: Path, num_images: int, progress=None, refine_intrinsics: bool = True
+):
     """The largest model of COLMAP's incremental mapper, refined by one bundle adjustment that
     includes the principal point; None when no model was made. Ctrl-C cancels it."""
     pycolmap = import_pycolmap()
@@ -221,12 +299,26 @@ def map_images(database: Path, image_dir: Path, out_dir: Path, num_images: int, 
     if not models:
         return None
     best = max(models, key=lambda m: m.num_reg_images())
-    _run(lambda token: refine(best))
+    if refine_intrinsics:
+        refined = pycolmap.Reconstruction(best)
+        _run(lambda token: refine(refined))
+        if _reprojection_error(refined) <= (1.0 - PRINCIPAL_POINT_GAIN) * _reprojection_error(best):
+            return refined
     return best
 
 
+def _reprojection_error(model) -> float:
+    model.update_point_3d_errors()
+    return model.compute_mean_reprojection_error()
+
+
 def refine(model) -> None:
-    """Global bundle adjustment with the principal point free (COLMAP keeps it at the image centre)."""
+    """Global bundle adjustment with the principal point free (COLMAP keeps it at the image centre).
+
+    Kept only when it lowers the mean reprojection error by PRINCIPAL_POINT_GAIN: on Strecha's
+    entry-P10 (a principal point 16 px off centre) by 4%, on an orbit at one height by 0.06%:
+    there the principal point and the cameras' pitch trade off freely, and it drifted 12 px,
+    tilting every camera by 2.4 degrees."""
     pycolmap = import_pycolmap()
     options = pycolmap.BundleAdjustmentOptions()
     options.refine_principal_point = True
