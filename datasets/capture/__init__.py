@@ -65,7 +65,7 @@ def plan_text(capture: Capture, num_frames: int = DEFAULT_NUM_FRAMES) -> str:
     n, width, height = frame_plan(capture, num_frames)
     side = min(sfm.MAX_FEATURE_SIDE, max(width, height))
     megapixels = width * height * (side / max(width, height)) ** 2 / 1e6
-    pairs = n * (sfm.SEQUENTIAL_OVERLAP + sfm.LOOP_NEIGHBOURS // 2)  # a walk's; at most all pairs otherwise
+    pairs = min(n * (n - 1) // 2, n * (sfm.SEQUENTIAL_OVERLAP + sfm.LOOP_NEIGHBOURS // 2))  # a walk's
     matcher = "sequential matching, loops by position (every pair if the names are not in capture order)"
     # measured on a 2-core CPU (bench/results/process-cpu.json): ~1 s per megapixel-image for SIFT,
     # ~0.03 s per pair, ~0.15 s per image to map (twice for a walk); video decoding ~0.02 s a frame
