@@ -60,8 +60,10 @@ def _intrinsics(entry: dict, default: dict, where: str, image: Path):
     if model_name is None:  # instant-ngp: the lens follows from the coefficients present
         has_distortion = any(get(k) not in (None, 0, 0.0) for k in ("k1", "k2", "k3", "k4", "p1", "p2"))
         model_name = ("OPENCV_FISHEYE" if get("is_fisheye") else "OPENCV") if has_distortion else "PINHOLE"
-    if model_name not in CAMERA_MODELS:
-        raise DatasetError(f"{where}: camera_model {model_name!r} is not supported ({', '.join(CAMERA_MODELS)})")
+    if not isinstance(model_name, str) or model_name not in CAMERA_MODELS:
+        raise DatasetError(
+            f"{where}: camera_model {str(model_name)[:40]!r} is not supported ({', '.join(CAMERA_MODELS)})"
+        )
     model = CAMERA_MODELS[model_name]
     try:
         w, h = get("w"), get("h")

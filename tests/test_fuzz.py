@@ -84,9 +84,14 @@ def write_fixtures(root: Path) -> dict[str, Path]:
     write_blender(paths["blender"], n_train=3, n_test=1)
     write_nerfstudio(paths["nerfstudio"], n=3)
     write_colmap(paths["colmap"], n=3, models=("PINHOLE", "SIMPLE_RADIAL"), n_points=60)
+    paths["ply"].mkdir()
+    save_ply(paths["ply"] / "splats.ply", fuzz_splats())
+    return paths
+
+
+def fuzz_splats(n: int = 64) -> dict:
     g = torch.Generator().manual_seed(0)
-    n = 64
-    splats = {
+    return {
         "means": torch.randn(n, 3, generator=g) * 0.3,
         "scales": torch.full((n, 3), -3.0),
         "quats": torch.randn(n, 4, generator=g),
@@ -94,9 +99,6 @@ def write_fixtures(root: Path) -> dict[str, Path]:
         "sh0": torch.rand(n, 1, 3, generator=g),
         "shN": torch.zeros(n, 3, 3),
     }
-    paths["ply"].mkdir()
-    save_ply(paths["ply"] / "splats.ply", splats)
-    return paths
 
 
 def json_nodes(value, path=()):
@@ -224,10 +226,12 @@ class Worker:
         self.case = None
         self.deadline = 0.0
 
-    def send(self, case_id, argv, seconds):
+    def send(self, case_id, request, seconds):
+        """`request`: a CLI argv (list), or a reader request ({"read": ..., "path": ...})."""
         self.case = case_id
         self.deadline = time.monotonic() + seconds
-        self.proc.stdin.write(json.dumps({"id": case_id, "argv": argv}) + "\n")
+        payload = {"id": case_id, **request} if isinstance(request, dict) else {"id": case_id, "argv": request}
+        self.proc.stdin.write(json.dumps(payload) + "\n")
         self.proc.stdin.flush()
 
     def poll(self):
@@ -240,11 +244,18 @@ class Worker:
                     "rc": "died",
                     "err": f"worker exited with {self.proc.wait()}",
                     "peak_rss_mb": 0,
+                    "peak_delta_bytes": 0,
                 }
             if "RESULT:" in line:
                 return json.loads(line.split("RESULT:", 1)[1])
         if time.monotonic() > self.deadline:
-            return {"id": self.case, "rc": "hang", "err": f"no result within {CASE_SECONDS} s", "peak_rss_mb": 0}
+            return {
+                "id": self.case,
+                "rc": "hang",
+                "err": f"no result within {CASE_SECONDS} s",
+                "peak_rss_mb": 0,
+                "peak_delta_bytes": 0,
+            }
         return None
 
     def close(self):
@@ -253,9 +264,9 @@ class Worker:
         self.proc.wait()
 
 
-def run_all(requests: list[tuple], warm_up) -> list[dict]:
-    """Run (id, argv) requests on WORKERS workers; a worker that hangs or dies is replaced.
-    `warm_up(n)`: the argv of an unmutated case, run first by each new worker."""
+def run_all(requests: list[tuple], warm_up, fail=pytest.fail) -> list[dict]:
+    """Run (id, request) requests (Worker.send) on WORKERS workers; a worker that hangs or dies is
+    replaced. `warm_up(n)`: the request of an unmutated case, run first by each new worker."""
     pending = list(requests)
     results = []
     workers = []
@@ -275,7 +286,7 @@ def run_all(requests: list[tuple], warm_up) -> list[dict]:
             elif result["rc"] == 0:
                 print(f"fuzz: worker warmed up in {result.get('seconds')} s")
             else:
-                pytest.fail(f"the unmutated warm-up case failed: {result}")
+                fail(f"the unmutated warm-up case failed: {result}")
             if result["rc"] in ("hang", "died"):
                 w.close()
                 workers[i] = w = Worker()
@@ -331,3 +342,28 @@ def test_fuzzed_inputs_end_in_exit_0_or_one_line(tmp_path):
         f"{max(r['peak_rss_mb'] for r in results):.0f} MB"
     )
     assert not failures, f"{len(failures)} of {CASES} fuzzed inputs misbehaved:\n" + "\n".join(failures)
+
+
+READ_CASES = int(os.environ.get("FUZZ_READ_CASES", "210"))  # 15 per seed kind
+
+
+def test_fuzzed_files_are_read_or_refused_in_bounded_memory(tmp_path):
+    """Every reader on mutated files (tests/fuzz_files.py): a result or one of splat's errors,
+    never a traceback, within 64 x the mutated file + 200 MB of memory. FUZZ_READ_CASES=N runs N
+    cases; bench/fuzz_readers.py runs many more on real files."""
+    from fuzz_files import make_case, summary, synthetic_seeds, verdict, warm_up_request
+
+    seeds = synthetic_seeds(tmp_path / "seeds")
+    rng = random.Random(SEED)
+    requests, described, sizes = [], {}, {}
+    for k in range(READ_CASES):
+        request, what, sizes[k] = make_case(seeds[k % len(seeds)], tmp_path / "cases" / f"{k:03d}", rng)
+        described[k] = f"case {k} (FUZZ_SEED={SEED}): {what}"
+        requests.append((k, request))
+    t0 = time.monotonic()
+    results = run_all(requests, lambda n: warm_up_request(seeds))
+    numbers = summary(results, sizes)
+    print(f"fuzz (readers): {time.monotonic() - t0:.0f} s, {numbers}")
+    failures = [f"{described[r['id']]}\n    -> {v}" for r in results if (v := verdict(r, sizes[r["id"]]))]
+    assert sorted(r["id"] for r in results) == list(range(READ_CASES))
+    assert not failures, f"{len(failures)} of {READ_CASES} fuzzed files misbehaved:\n" + "\n".join(failures)

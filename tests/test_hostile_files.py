@@ -103,7 +103,9 @@ def test_an_image_too_large_is_refused_before_decoding(tmp_path):
 
 
 def test_bad_values_in_data_files_are_one_line(tmp_path):
-    from scene_fixtures import write_colmap, write_llff
+    import json
+
+    from scene_fixtures import write_colmap, write_llff, write_nerfstudio
     from test_reliability import TINY, assert_one_line_error, run_cli
 
     data = tmp_path / "colmap"
@@ -124,6 +126,14 @@ def test_bad_values_in_data_files_are_one_line(tmp_path):
     (llff / "poses_bounds.npy.npz").replace(llff / "poses_bounds.npy")
     rc, _, err = run_cli("train", llff, "--out", tmp_path / "run2", *TINY)
     assert_one_line_error(rc, err, llff / "poses_bounds.npy", "zip")
+
+    ns = tmp_path / "ns"  # found by bench/fuzz_readers.py: an unhashable camera_model
+    write_nerfstudio(ns, n=3)
+    meta = json.loads((ns / "transforms.json").read_text())
+    meta["camera_model"] = []
+    (ns / "transforms.json").write_text(json.dumps(meta))
+    rc, _, err = run_cli("train", ns, "--out", tmp_path / "run3", *TINY)
+    assert_one_line_error(rc, err, ns / "transforms.json", "camera_model")
 
 
 def test_ply_sh_properties(tmp_path):
