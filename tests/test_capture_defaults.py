@@ -282,7 +282,7 @@ def test_appearance_affine_is_identity_at_start_and_learns_exposure():
 
 def test_forward_facing_fixture_trains_to_the_bar(llff_fixture, tmp_path):
     """The procedural LLFF capture (no points, bounds only) with the CPU defaults: 400 steps at
-    96x72 reach 24 dB on the held-out views (measured: see the README's test overview)."""
+    96x72 reach 24 dB on the held-out views."""
     from splat.train.runs import new_trainer
 
     cfg = preset_config(

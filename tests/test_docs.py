@@ -2,7 +2,8 @@
 the demo scene (a command that names `outputs/demo...`), against short demo runs made by the
 docs' own `splat demo` commands; the pages type no measured number, date or issue number, and
 every `{{ bench: FILE path }}` names a value of its results file. (`make docs` builds the site
-with `mkdocs build --strict`, which checks links and the API reference.)
+with `mkdocs build --strict`, which checks links and the API reference.) README.md is held to the
+same rules, to at most 200 lines and to links that resolve; its blocks run like a page's.
 
 How the blocks run: in a scratch folder, page by page in the nav's order. The Python blocks of a
 page share one namespace, in order, as a reader runs them. `splat` commands run in this process
@@ -30,6 +31,7 @@ from chromium import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT / "bench"))
 
 import results_tables  # noqa: E402
@@ -51,13 +53,13 @@ def nav_pages() -> list[str]:
 PAGES = nav_pages()
 
 
-def blocks(page: str) -> list[tuple[str, str, int]]:
-    """(language, code, line number) of each fenced block of a page."""
+def blocks(page: str | Path) -> list[tuple[str, str, int]]:
+    """(language, code, line number) of each fenced block of a page (a docs page's name, or a path)."""
     text = (DOCS / page).read_text()
     return [(m.group(1), m.group(2), text[: m.start()].count("\n") + 2) for m in FENCE.finditer(text)]
 
 
-def prose(page: str) -> str:
+def prose(page: str | Path) -> str:
     """A page without its code blocks, inline code and `{{ bench: }}` references."""
     text = FENCE.sub("", (DOCS / page).read_text())
     return re.sub(r"`[^`\n]*`", "", BENCH.sub("", text))
@@ -151,13 +153,14 @@ def workspace(tmp_path_factory):
     return Workspace(tmp_path_factory.mktemp("docs"))
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_runs(page, workspace, monkeypatch, capsys):
+def run_blocks(page: str | Path, workspace, monkeypatch, capsys) -> int:
+    """Run a page's Python blocks (in one namespace, in order) and its `splat` commands on the demo
+    scene, in the workspace; the number of blocks and commands run."""
     from splat.viewer.app import Viewer
 
     monkeypatch.chdir(workspace.root)
     monkeypatch.setattr(Viewer, "wait", answer_then_close)
-    namespace = {"__name__": f"docs.{page}"}
+    namespace = {"__name__": f"docs.{Path(page).name}"}
     ran = 0
     for lang, code, line in blocks(page):
         if lang == "python":
@@ -173,6 +176,12 @@ def test_page_runs(page, workspace, monkeypatch, capsys):
                     workspace.need(" ".join(argv), capsys)
                     workspace.run(argv, capsys)
                 ran += 1
+    return ran
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_runs(page, workspace, monkeypatch, capsys):
+    ran = run_blocks(page, workspace, monkeypatch, capsys)
     if page in ("index.md", "training.md", "rendering.md", "formats.md", "viewer.md", "dynamic.md", "fields.md"):
         assert ran, f"{page}: no block ran (the pages that show the demo scene should be tested)"
 
@@ -187,16 +196,34 @@ def test_bench_references_name_values_of_results_files():
             results_tables.value(name, path)  # KeyError / FileNotFoundError name the reference
 
 
+MEASURED = re.compile(r"\d[\d,.]*\s*(dB|ms|FPS|fps|it/s|steps/s)\b|\d(\.\d+)?x (faster|slower)\b")
+DATED = re.compile(r"\b20\d\d-\d\d(-\d\d)?\b|\b\d\d-\d\d,? \d\d:\d\d\b|\b\d\d:\d\d UTC\b")
+ISSUE = re.compile(r"\b(issue|PR|pull request|ticket)\s*#?\d+|(?<![\w&])#\d+\b", re.IGNORECASE)
+TOOL = re.compile(r"\b(give_back|budget_left|device tool|files_at|remote GPU)\b", re.IGNORECASE)
+
+
+def assert_tells_the_present(page: str | Path) -> None:
+    """No typed measurement in the prose, and no date, issue number or internal tool anywhere."""
+    text, whole = prose(page), (DOCS / page).read_text()
+    assert not MEASURED.search(text), f"{page}: a typed measurement: {MEASURED.search(text).group(0)!r}"
+    assert not DATED.search(whole), f"{page}: a date: {DATED.search(whole).group(0)!r}"
+    assert not ISSUE.search(whole), f"{page}: an issue number: {ISSUE.search(whole).group(0)!r}"
+    assert not TOOL.search(whole), f"{page}: {TOOL.search(whole).group(0)!r}"
+
+
 def test_no_typed_measurements_dates_or_issue_numbers():
     """Measured numbers come from `{{ bench: }}`; the docs tell the present, not their history."""
-    measured = re.compile(r"\d[\d,.]*\s*(dB|ms|FPS|fps|it/s|steps/s)\b|\d(\.\d+)?x (faster|slower)\b")
-    dated = re.compile(r"\b20\d\d-\d\d(-\d\d)?\b|\b\d\d-\d\d,? \d\d:\d\d\b|\b\d\d:\d\d UTC\b")
-    issue = re.compile(r"\b(issue|PR|pull request|ticket)\s*#?\d+|(?<![\w&])#\d+\b", re.IGNORECASE)
-    tool = re.compile(r"\b(give_back|budget_left|device tool|files_at|remote GPU)\b", re.IGNORECASE)
     for page in PAGES:
-        text = prose(page)
-        whole = (DOCS / page).read_text()
-        assert not measured.search(text), f"{page}: a typed measurement: {measured.search(text).group(0)!r}"
-        assert not dated.search(whole), f"{page}: a date: {dated.search(whole).group(0)!r}"
-        assert not issue.search(whole), f"{page}: an issue number: {issue.search(whole).group(0)!r}"
-        assert not tool.search(whole), f"{page}: {tool.search(whole).group(0)!r}"
+        assert_tells_the_present(page)
+
+
+def test_readme(workspace, monkeypatch, capsys):
+    """README.md speaks to users: at most 200 lines, no typed measurement (numbers live on the
+    Benchmarks page, which reads them from bench/results), date, issue number or internal tool;
+    its links into the repository resolve, and its Python and demo-scene commands run."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200, f"README.md: {len(text.splitlines())} lines"
+    assert_tells_the_present(README)
+    for target in re.findall(r"\]\(([^):#]+)(?:#[^)]*)?\)", text):
+        assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
+    assert run_blocks(README, workspace, monkeypatch, capsys) >= 2, "README.md: its Python example should run"

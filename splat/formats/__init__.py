@@ -6,7 +6,7 @@ and SuperSplat / PlayCanvas compressed PLY.
 
 Splats are the pre-activation tensors `GaussianScene` holds: means (N, 3), log-scales (N, 3),
 wxyz quaternions (N, 4), opacity logits (N,), sh0 (N, 1, 3), shN (N, K-1, 3), in the PLY's frame.
-What each format keeps: see the module docstrings and the README's formats section.
+What each format keeps: see the module docstrings and the docs' Formats page (docs/formats.md).
 """
 
 from __future__ import annotations
