@@ -69,16 +69,6 @@ def pinhole_if_undistorted(lens: str, distortion: tuple) -> tuple[str, tuple]:
     return lens, tuple(distortion)
 
 
-def check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
-    K = np.asarray(K, dtype=np.float64)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise DatasetError(f"{where}: invalid intrinsics (focal lengths must be finite and positive)")
-    from .checks import check_image_size
-
-    check_image_size(width, height, where)
-    return K
-
-
 def intrinsic_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 

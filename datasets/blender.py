@@ -17,8 +17,8 @@ import numpy as np
 from splat.camera import Camera
 from splat.io_utils import read_json_object
 
-from .base import DatasetError, Frame, check_intrinsics, intrinsic_matrix, viewmat_from_c2w_opengl
-from .checks import inside, optional_time, relative_path
+from .base import DatasetError, Frame, intrinsic_matrix, viewmat_from_c2w_opengl
+from .checks import check_intrinsics, inside, optional_time, relative_path
 from .images import image_size
 
 

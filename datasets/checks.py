@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from splat.camera import MAX_SIDE  # larger than any camera's sensor (and JPEG's limit)
 
 from .base import DatasetError
@@ -81,3 +83,12 @@ def check_image_size(width, height, where: str) -> None:
             f"{where}: image size {width}x{height} is too large to load (at most {MAX_SIDE} pixels a side"
             f"{f' and {memory / 2**30:.0f} GiB of memory' if memory else ''})"
         )
+
+
+def check_intrinsics(K: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
+    """Finite, positive focal lengths and an image size that can be held in memory."""
+    K = np.asarray(K, dtype=np.float64)
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DatasetError(f"{where}: invalid intrinsics (focal lengths must be finite and positive)")
+    check_image_size(width, height, where)
+    return K

@@ -17,13 +17,12 @@ from splat.camera import Camera, quat_to_rotmat
 from .base import (
     DatasetError,
     Frame,
-    check_intrinsics,
     check_pose,
     every_nth_test_split,
     intrinsic_matrix,
     pinhole_if_undistorted,
 )
-from .checks import inside
+from .checks import check_intrinsics, inside
 
 # model id -> (name, number of params)
 MODELS = {

@@ -17,11 +17,11 @@ from splat.camera import Camera
 from .base import (
     DatasetError,
     Frame,
-    check_intrinsics,
     every_nth_test_split,
     intrinsic_matrix,
     viewmat_from_c2w_opengl,
 )
+from .checks import check_intrinsics
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}
 

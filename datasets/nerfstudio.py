@@ -29,7 +29,6 @@ from splat.camera import Camera
 from .base import (
     DatasetError,
     Frame,
-    check_intrinsics,
     every_nth_test_split,
     intrinsic_matrix,
     natural_key,
@@ -37,7 +36,7 @@ from .base import (
     viewmat_from_c2w_opengl,
 )
 from .blender import read_json
-from .checks import dataset_path, inside, name_list, optional_time, relative_path
+from .checks import check_intrinsics, dataset_path, inside, name_list, optional_time, relative_path
 from .images import image_size
 
 NGP_SCALE, NGP_OFFSET = 0.33, 0.5  # instant-ngp's defaults for `scale` and `offset`

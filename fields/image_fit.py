@@ -96,3 +96,19 @@ def load_image(path: str | Path) -> torch.Tensor:
 
     pixels = read_image(Path(path))
     return torch.from_numpy(pixels[..., :3].copy()).float() / 255.0
+
+
+def save_fit(image: torch.Tensor, history: list[dict], src: str | Path, out: str | Path | None = None) -> Path:
+    """Write `fit_image`'s reconstruction of the image at `src` (default: IMAGE_STEM.fit.png beside
+    it) and, beside it as .json, the image's size and the PSNR history; returns the image's path."""
+    import json
+
+    from splat.io_utils import atomic_path, write_image
+
+    src = Path(src)
+    out = Path(out) if out else src.with_name(src.stem + ".fit.png")
+    H, W = image.shape[:2]
+    write_image(out, image)
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"image": str(src), "width": W, "height": H, "history": history}, indent=1) + "\n")
+    return out

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from splat import __version__
+from splat import __version__, runner
 from splat.errors import InputError as UserError  # a bad flag: reported as one line, no traceback
 
 DATASET_FORMATS = ["blender", "nerfstudio", "colmap", "llff", "multiview"]
@@ -23,17 +23,6 @@ BUG_REPORT = "this is a bug in splat, not a problem with your input: please repo
 # ----------------------------------------------------------------------------------------------
 # train / eval / export
 # ----------------------------------------------------------------------------------------------
-
-
-def _device(name: str) -> str:
-    """The device to use: "auto" is CUDA where available, else the CPU."""
-    import torch
-
-    from splat.train.config import resolve_device
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-    return resolve_device(name)
 
 
 def _dest(f) -> str:
@@ -76,160 +65,8 @@ def _config_overrides(args) -> dict:
             continue  # the preset is the base, not an override; the device follows
         over[f.name] = parse(value) if parse else value
     if args.device is not None and not (args.resume and args.device == "auto"):
-        over["device"] = _device(args.device)
+        over["device"] = runner.device(args.device)
     return over
-
-
-def _eval_steps(args, steps: int, current: list) -> list:
-    if args.eval_every is not None:
-        if args.eval_every < 1:
-            raise UserError("--eval-every must be positive")
-        return list(range(args.eval_every, steps + 1, args.eval_every))
-    return [s for s in current if s <= steps]
-
-
-class _Progress:
-    """A rich progress bar with loss, PSNR, Gaussian count, steps/s and ETA (plain lines when the
-    output is not a terminal). The bar shows the run's completed fraction (by steps, or by
-    training time under a time budget), so its ETA holds for both."""
-
-    UNITS = 1000
-
-    def __init__(self, trainer, quiet: bool = False):
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
-        self.live = self.console.is_terminal and not quiet
-        self.quiet = quiet
-        self.total = trainer.cfg.steps
-        self.t0 = time.perf_counter()
-        self.start_step = trainer.step
-        self.start_fraction = trainer.progress(trainer.step)
-        self.last_print = 0.0
-        if self.live:
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.task = self.bar.add_task(
-                "train", total=self.UNITS, completed=self.UNITS * self.start_fraction, stats=""
-            )
-            self.bar.start()
-
-    def __call__(self, trainer, out) -> None:
-        if self.quiet:
-            return
-        step = trainer.step
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        rate = (step - self.start_step) / elapsed
-        fraction = trainer.progress(step)
-        stats = (
-            f"step {step:,}  loss {out['loss']:.4f}  psnr {out['psnr']:.2f}  {trainer.model_text()}  {rate:.2f} it/s"
-        )
-        if self.live:
-            self.bar.update(self.task, completed=self.UNITS * fraction, stats=stats)
-        elif time.perf_counter() - self.last_print > 10 or fraction >= 1.0:
-            self.last_print = time.perf_counter()
-            done = max(fraction - self.start_fraction, 1e-9)
-            eta = elapsed * (1.0 - fraction) / done
-            print(f"{stats}  {100 * fraction:.0f}%  eta {eta:.0f}s", flush=True)
-
-    def close(self) -> None:
-        if self.live:
-            self.bar.stop()
-
-
-def _run(trainer, run_dir: Path, viewer_port: int | None = None, viewer_host: str = "127.0.0.1") -> dict | None:
-    """Train with a progress bar (and a live viewer); None when interrupted (checkpoint saved)."""
-    progress = _Progress(trainer, quiet=not getattr(trainer, "is_main_rank", True))
-    hook = progress
-    viewer = None
-    if viewer_port is not None:
-        from splat.viewer.app import Viewer
-
-        live = trainer.live_run()
-        viewer = Viewer(live.scene, host=viewer_host, port=viewer_port, title=f"training {run_dir.name}", live=live)
-        print(f"live viewer at {viewer.url}")
-
-        def hook(tr, out):
-            progress(tr, out)
-            while live.paused and not tr.interrupted:
-                time.sleep(0.1)
-
-    try:
-        result = trainer.train(hook)
-    finally:
-        progress.close()
-        if viewer is not None:
-            viewer.close()
-    if getattr(trainer, "is_main_rank", True):
-        from splat.report import write_report
-
-        write_report(run_dir)  # also after an interruption: the run so far
-    if trainer.interrupted:
-        print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: splat train --resume {run_dir}")
-        return None
-    return result
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _eval_estimate(trainer) -> float:
-    """Seconds for the final evaluation, roughly: measured on a 2-core CPU, 1.5 s per
-    megapixel-image for Gaussians (SSIM, LPIPS and the PNG included; lego: 57 s for 200 images at
-    400x400), 5 s an image for a field; CUDA 10x less."""
-    cam = trainer.data.camera(trainer.data.train_indices[0])
-    n = _eval_count(trainer)
-    per_image = 5.0 if trainer.cfg.model == "field" else 1.5 * cam.width * cam.height / 1e6 + 0.05
-    return n * per_image / (10.0 if trainer.device.type == "cuda" else 1.0)
-
-
-def _eval_count(trainer) -> int:
-    """Images the final evaluation renders: every scored split (test, and val where there is one)."""
-    return sum(len(trainer.eval_indices(True, split)) for split in trainer.scored_splits())
-
-
-MODEL_TEXT = {
-    "3d": "3D Gaussians",
-    "4d": "4D Gaussians: frames carry a time",
-    "field": "neural field (Instant-NGP hash grid)",
-}
-
-
-def plan_line(trainer) -> str:
-    """One line on what will run: device, resolution, the model, preset, steps or time budget, and an ETA."""
-    c = trainer.cfg
-    cam = trainer.data.camera(trainer.data.train_indices[0])
-    n_eval = _eval_count(trainer)
-    if c.max_train_seconds > 0:
-        left = max(c.max_train_seconds - trainer.train_seconds, 0.0)
-        budget = f"{_duration(c.max_train_seconds)} of training (at most {c.steps:,} steps)"
-        eta = f"ETA about {_duration(left + _eval_estimate(trainer))}, evaluation included"
-    else:
-        budget = f"{c.steps:,} steps"
-        eta = "ETA from the progress bar after the first steps"
-    return (
-        f"plan: {trainer.device.type}, {cam.width}x{cam.height} images (downscale {c.downscale}), "
-        f"{MODEL_TEXT.get(c.model, c.model)}, preset {c.preset}: "
-        f"{budget}, evaluation on {n_eval} images at the end; {eta}"
-    )
-
-
-def _print_eval(result: dict) -> None:
-    """One line per scored split: test (or train where there is none), then val where there is one."""
-    if result:
-        for e in (result[k] for k in ("eval", "eval_val") if k in result):
-            lpips = "LPIPS n/a" if e.get("lpips") is None else f"LPIPS {e['lpips']:.4f}"
-            print(
-                f"eval at step {result['step']}: PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.4f}, {lpips} on "
-                f"{e['num_images']} {e['split']} images"
-            )
 
 
 def _cmd_train(args) -> int:
@@ -239,72 +76,24 @@ def _cmd_train(args) -> int:
 
 
 def _train(args) -> int:
-    from splat import distributed
     from splat.train.config import preset_config
-    from splat.train.run_lock import lock_run
-    from splat.train.runs import new_trainer, read_run_config, restore_trainer
 
     over = _config_overrides(args)
     if args.resume:
-        run_dir = Path(args.resume)
-        info = read_run_config(run_dir)
-        lock_run(run_dir)  # before reading the checkpoint: a second writer stops here (held until exit)
-        steps = over.get("steps", info["config"]["steps"])
-        over["eval_steps"] = _eval_steps(args, steps, info["config"]["eval_steps"])
-        trainer = restore_trainer(run_dir, over, data_path=args.data)
-        print(f"resuming {run_dir} at step {trainer.step} of {trainer.cfg.steps}")
+        trainer, run_dir = runner.resume_run(Path(args.resume), over, args.data, args.eval_every)
     else:
         if args.data is None:
             raise UserError("DATA is required (or --resume RUN)")
         cfg = preset_config(args.preset, **over)
-        cfg.eval_steps = _eval_steps(args, cfg.steps, cfg.eval_steps)
-        scene_name = _scene_name(args.data)
-        if distributed.world()[0] == 0:  # photos or a video: rank 0 poses them, the others wait
-            args.data = _pose_if_needed(args.data, args.num_frames)
-        args.data = distributed.same_everywhere(args.data)
-        run_dir = Path(args.out) if args.out else Path("outputs") / scene_name / time.strftime("%Y%m%d-%H%M%S")
-        run_dir = distributed.same_everywhere(run_dir)
-        if (run_dir / "config.json").exists():
-            raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
-        trainer = new_trainer(args.data, run_dir, cfg, fmt=args.format)  # checks the data, writes nothing
-        lock_run(run_dir)  # held until the process exits; then check again: a run may have started meanwhile
-        if (run_dir / "config.json").exists():
-            raise UserError(f"{run_dir}: already holds a run (resume it with --resume {run_dir}, or choose --out)")
-        note = f" ({trainer.init_note})" if trainer.init_note else ""
-        print(f"{trainer.data.summary()}\n{trainer.model_text()} at the start{note} -> {run_dir}")
-    plan = plan_line(trainer)
-    print(plan)
-    if distributed.world()[0] == 0:
-        from splat.io_utils import atomic_path
-
-        with atomic_path(run_dir / "plan.txt") as tmp:  # for the run's report.html
-            tmp.write_text(plan + "\n")
-    result = _run(trainer, run_dir, args.viewer_port if args.viewer else None)
+        cfg.eval_steps = runner.eval_steps(args.eval_every, cfg.steps, cfg.eval_steps)
+        trainer, run_dir = runner.new_run(args.data, args.out, cfg, args.format, args.num_frames)
+    runner.write_plan(trainer, run_dir)
+    result = runner.train(trainer, run_dir, args.viewer_port if args.viewer else None)
     if result is None:
         return 130
-    _print_eval(result)
+    runner.print_eval(result)
     print(f"done: {run_dir} (report: {run_dir / 'report.html'})")
     return 0
-
-
-def _scene_name(data: str) -> str:
-    from splat.datasets.capture import default_output, is_capture
-
-    return default_output(data).parent.name if is_capture(data) else Path(data).resolve().name
-
-
-def _pose_if_needed(data: str, num_frames: int) -> str:
-    """Photos or a video: posed first (kept in outputs/<name>/data, so the next run reuses them)."""
-    from splat.datasets.capture import default_output, find_capture, is_capture, plan_text, process_capture
-
-    if not is_capture(data):
-        return data
-    capture = find_capture(data)
-    out = default_output(data)
-    print(f"plan: {plan_text(capture, num_frames)} -> {out} (kept for later runs)", flush=True)
-    result = process_capture(data, out, num_frames=num_frames, capture=capture)
-    print(result.summary(), flush=True)
-    return str(out.resolve())  # the run's config names it wherever the run is resumed from
 
 
 def _cmd_process(args) -> int:
@@ -320,13 +109,12 @@ def _cmd_process(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from splat.report import write_report
     from splat.train.runs import restore_trainer
 
-    over = {"device": _device(args.device)} if args.device else {}
+    over = {"device": runner.device(args.device)} if args.device else {}
     trainer = restore_trainer(Path(args.run), over)
-    _print_eval(trainer.evaluate(full=True, save_renders=not args.no_renders))
-    from splat.report import write_report
-
+    runner.print_eval(trainer.evaluate(full=True, save_renders=not args.no_renders))
     print(f"report: {write_report(Path(args.run))}")
     return 0
 
@@ -352,20 +140,19 @@ def _cmd_render(args) -> int:
 
 def _render(args) -> int:
     from splat import distributed
-    from splat.render_dataset import as_tensor_background, build_trajectory, render_to_folder
+    from splat.render_dataset import as_tensor_background, build_trajectory, parse_times, render_to_folder
     from splat.scene import load
 
     if args.frames < 1:
         raise UserError("--frames must be positive")
-    scene = load(args.scene, device=_device(args.device))
+    scene = load(args.scene, device=runner.device(args.device))
     cameras = build_trajectory(scene, args.trajectory, args.frames, args.width, args.height)
     times = None
     if args.times:
         if not scene.is_dynamic:
             raise UserError(f"--times: {args.scene} is a static scene (3D Gaussians)")
-        t0, t1, n = _parse_times(args.times)
-        times = [t0 + (t1 - t0) * k / max(n - 1, 1) for k in range(n)]
-        cameras = [cameras[k * len(cameras) // n] for k in range(n)]
+        times = parse_times(args.times)
+        cameras = [cameras[k * len(cameras) // len(times)] for k in range(len(times))]
     out = Path(args.out)
     t_start = time.perf_counter()
     last = [0.0]
@@ -413,14 +200,6 @@ def _run_background(path: Path) -> str:
     return background if background in ("white", "black") else "white"
 
 
-def _parse_times(spec: str):
-    try:
-        t0, t1, n = spec.split(":")
-        return float(t0), float(t1), int(n)
-    except ValueError:
-        raise UserError(f"--times: expected START:END:COUNT, e.g. 0:1:120, got {spec!r}") from None
-
-
 def _cmd_view(args) -> int:
     from splat.viewer.security import is_loopback, resolve
 
@@ -429,7 +208,7 @@ def _cmd_view(args) -> int:
     from splat.scene import load
     from splat.viewer.app import Viewer
 
-    scene = load(args.scene, device=_device(args.device))
+    scene = load(args.scene, device=runner.device(args.device))
     viewer = Viewer(
         scene,
         host=args.host,
@@ -456,10 +235,7 @@ def _cmd_view(args) -> int:
 
 
 def _cmd_fit_image(args) -> int:
-    import json
-
-    from splat.fields.image_fit import fit_image, load_image, reconstruct
-    from splat.io_utils import atomic_path, write_image
+    from splat.fields.image_fit import fit_image, load_image, reconstruct, save_fit
 
     if args.steps < 1 or args.batch < 1:
         raise UserError("--steps and --batch must be positive")
@@ -476,19 +252,15 @@ def _cmd_fit_image(args) -> int:
         args.batch,
         log2_hashmap_size=args.log2_hashmap_size,
         progress=progress,
-        device=_device(args.device),
+        device=runner.device(args.device),
     )
-    src = Path(args.image)
-    out = Path(args.out) if args.out else src.with_name(src.stem + ".fit.png")
-    write_image(out, reconstruct(net, W, H).cpu())
-    with atomic_path(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"image": str(src), "width": W, "height": H, "history": history}, indent=1) + "\n")
+    out = save_fit(reconstruct(net, W, H).cpu(), history, args.image, args.out)
     print(f"PSNR {history[-1]['psnr']:.2f} dB after {history[-1]['seconds']:.1f} s -> {out}")
     return 0
 
 
 def _cmd_demo(args) -> int:
-    from splat.demo import run_demo  # imports splat.cli: loaded on use
+    from splat.demo import run_demo
 
     return run_demo(args)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splat.cli import _device, _run
+from splat import runner
 from splat.errors import InputError as UserError  # a bad flag: reported as one line, no traceback
 
 
@@ -62,7 +62,7 @@ def run_demo(args) -> int:
             model="field",
             steps=args.steps,
             eval_steps=[],
-            device=_device(args.device),
+            device=runner.device(args.device),
             log_every=100,
             field_bound=0.6,
             field_samples=1 << 16,
@@ -72,7 +72,7 @@ def run_demo(args) -> int:
             "fast",
             steps=args.steps,
             eval_steps=[],
-            device=_device(args.device),
+            device=runner.device(args.device),
             log_every=100,
             refine_start=200,
             resolution_schedule=[[0, 2], [args.steps // 3, 1]],
@@ -84,7 +84,7 @@ def run_demo(args) -> int:
     else:
         kind = f"{trainer.num_gaussians:,} random {'4D (XYZT)' if trainer.dynamic else '3D'} Gaussians"
     print(f"2/4 training {args.steps} steps from {kind} -> {run_dir}")
-    result = _run(trainer, run_dir)
+    result = runner.train(trainer, run_dir)
     if result is None:
         return 130
     e = result["eval"]

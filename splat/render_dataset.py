@@ -187,3 +187,13 @@ def as_tensor_background(spec: str) -> tuple[float, float, float]:
     if len(values) != 3 or not all(0 <= v <= 1 for v in values):
         raise InputError(f"--background: expected white, black or R,G,B in [0, 1], got {spec!r}")
     return values
+
+
+def parse_times(spec: str) -> list[float]:
+    """`--times START:END:COUNT`: COUNT times evenly spaced from START to END."""
+    try:
+        t0, t1, n = spec.split(":")
+        t0, t1, n = float(t0), float(t1), int(n)
+    except ValueError:
+        raise InputError(f"--times: expected START:END:COUNT, e.g. 0:1:120, got {spec!r}") from None
+    return [t0 + (t1 - t0) * k / max(n - 1, 1) for k in range(n)]

@@ -5,19 +5,28 @@ the lock the training steps run under, the step count, a pause switch and the cu
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from splat.scene_protocol import Scene
 
-    from .base import BaseTrainer
+    from .config import TrainConfig
+
+
+class Training(Protocol):
+    """What LiveRun reads of a trainer (train/base.py's BaseTrainer is one)."""
+
+    step: int
+    cfg: TrainConfig
+
+    def scene(self) -> Scene: ...
 
 
 class LiveRun:
-    def __init__(self, trainer: BaseTrainer):
+    def __init__(self, trainer: Training):
         self._trainer = trainer
         self.lock = threading.Lock()  # held during each training step; hold it to read the model
-        self.paused = False  # the run loop's hook waits while set (splat/cli.py)
+        self.paused = False  # the run loop's hook waits while set (splat/runner.py)
 
     @property
     def step(self) -> int:
