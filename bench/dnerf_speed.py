@@ -66,14 +66,13 @@ def main(argv=None) -> int:
     import torch
 
     import splat
-    from splat.datasets import load_run_dataset
     from splat.io_utils import read_json_object
     from splat.renderer.slicing import slice_gaussians
-    from splat.train.runs import newest_checkpoint
+    from splat.run_folder import read_newest_checkpoint, run_dataset
 
     info = read_json_object(run / "config.json", ValueError)
-    data = load_run_dataset(info)
-    _, state = newest_checkpoint(run, "benchmark")
+    data = run_dataset(info)
+    _, state = read_newest_checkpoint(run, "benchmark")
     params = state["params"]
     background = info["config"].get("background", "auto")
     rows = []

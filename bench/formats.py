@@ -35,10 +35,10 @@ VARIANTS = {"spz-v4": ("spz", {"version": 4}), "spz-reference-bits": ("spz", {"s
 
 def test_cameras(run: Path, scene, limit: int):
     """The run's held-out cameras (evenly thinned to `limit`), in the scene's frame."""
-    from splat.datasets import load_run_dataset
+    from splat.run_folder import run_dataset
 
     info = json.loads((run / "config.json").read_text())
-    data = load_run_dataset(info)
+    data = run_dataset(info)
     ids = data.test_indices
     ids = [ids[round(k * (len(ids) - 1) / max(limit - 1, 1))] for k in range(min(limit, len(ids)))]
     return [scene.cameras[i] for i in ids]

@@ -50,10 +50,10 @@ def rotated_about(point, centre, degrees: float):
 def test_cameras(run: Path):
     import json
 
-    from splat.datasets import load_run_dataset
+    from splat.run_folder import run_dataset
 
     info = json.loads((run / "config.json").read_text())
-    data = load_run_dataset(info)
+    data = run_dataset(info)
     return [data.normalization.camera_to_original(data.camera(i)) for i in data.test_indices]
 
 

@@ -440,14 +440,3 @@ def load_dataset(
         box=box,
         notes=tuple(notes),
     )
-
-
-def load_run_dataset(info: dict) -> SceneDataset:
-    """The dataset of a saved run (its config.json as a dict), read as the run trained on it."""
-    config = info["config"]
-    return load_dataset(
-        info["data"],
-        format=info.get("format"),
-        downscale=int(config.get("downscale", 1)),
-        repair_poses=config.get("pose_repair", "off") == "auto",  # older runs: the poses as given
-    )

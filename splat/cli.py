@@ -141,6 +141,7 @@ def _cmd_render(args) -> int:
 def _render(args) -> int:
     from splat import distributed
     from splat.render_dataset import as_tensor_background, build_trajectory, parse_times, render_to_folder
+    from splat.run_folder import run_background
     from splat.scene import load
 
     if args.frames < 1:
@@ -169,7 +170,7 @@ def _render(args) -> int:
         depth=args.depth,
         alpha=args.alpha,
         video=args.video,
-        background=as_tensor_background(args.background or _run_background(Path(args.scene))),
+        background=as_tensor_background(args.background or run_background(Path(args.scene))),
         times=times,
         progress=progress,
         shard=distributed.world(),
@@ -181,23 +182,6 @@ def _render(args) -> int:
         f"({transforms.name}{', video.mp4' if args.video else ''})"
     )
     return 0
-
-
-def _run_background(path: Path) -> str:
-    """The background a run folder trained on (config.json records it), else white."""
-    from splat.errors import is_user_error
-    from splat.io_utils import read_json_object
-
-    if not (path / "config.json").is_file():
-        return "white"
-    try:
-        config = read_json_object(path / "config.json").get("config")
-    except Exception as e:  # noqa: BLE001 - a bad config.json is reported by the scene loader
-        if not is_user_error(e):
-            raise
-        return "white"
-    background = config.get("background") if isinstance(config, dict) else None
-    return background if background in ("white", "black") else "white"
 
 
 def _cmd_view(args) -> int:

@@ -2,7 +2,7 @@
 to the disk (fsync), then renamed over the target and the rename itself flushed (the folder's
 fsync): an interrupted run, or a power loss, leaves the old file or the new one, never half of
 one. The file gets the mode the umask asks for (as `open` would give it). Checkpoints are read
-without running code; a damaged newest checkpoint gives way to the one before it."""
+without running code (`load_weights_only`; a run folder's checkpoints: splat/run_folder.py)."""
 
 from __future__ import annotations
 
@@ -167,47 +167,6 @@ class DamagedCheckpointError(InputError):
     """A checkpoint file that cannot be read at all (empty, truncated, not a zip archive)."""
 
 
-def read_newest_checkpoint(run_dir: str | os.PathLike, what: str = "read", set_aside: bool = False):
-    """(path, state) of a run folder's newest complete checkpoint (a step_N.pt file, or a
-    distributed run's complete step_N/ folder). A run training meanwhile may delete an old one as
-    it saves a new one: then the new one is read. A damaged newest checkpoint (empty or cut short,
-    as a power loss can leave one) gives way to the newest readable one before it, with a warning;
-    `set_aside` (the lock holder, resuming) renames the damaged ones `damaged-step_N...`, so that
-    new checkpoints are newer than anything left. A checkpoint refused for its contents (one that
-    asks to run code, say) is not skipped: it stops the command."""
-    import sys
-
-    from splat.train.base import checkpoint_paths
-
-    run_dir = Path(run_dir)
-    for _ in range(3):
-        paths = checkpoint_paths(run_dir)
-        if not paths:
-            raise InputError(f"{run_dir}: no checkpoint to {what} (checkpoints/ is empty)")
-        damaged: list[tuple[Path, InputError]] = []
-        for path in reversed(paths):
-            try:
-                state = read_checkpoint(path)
-            except InputError as e:
-                if not path.exists():
-                    break  # deleted by the run training meanwhile: list them again
-                if not isinstance(e, DamagedCheckpointError):
-                    raise
-                damaged.append((path, e))
-                continue
-            for bad, error in damaged:
-                note = ""
-                if set_aside:
-                    aside = bad.with_name(f"damaged-{bad.name}")
-                    os.replace(bad, aside)
-                    note = f" (renamed {aside.name})"
-                print(f"warning: {error}{note}; using {path.name}, the newest readable checkpoint", file=sys.stderr)
-            return path, state
-        else:
-            raise damaged[0][1]
-    raise InputError(f"{run_dir}: its checkpoints keep disappearing while being read")
-
-
 def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
     """torch.load with the weights-only unpickler: a file that asks for any other code or type (a
     crafted pickle) is refused with an InputError, not run."""
@@ -231,17 +190,3 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
                 "checkpoint never does (an untrusted or foreign file?)"
             ) from None
         raise DamagedCheckpointError(f"{path}: unreadable {what} ({e.__class__.__name__}: {text[:200]})") from None
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A splat checkpoint as a dict: a .pt file read weights-only (load_weights_only), or a
-    distributed run's step folder, its shards merged into one single-process state; its contents
-    checked before anything is built from them (splat.checkpoint_checks)."""
-    from .checkpoint_checks import check_state
-
-    path = Path(path)
-    if path.is_dir():
-        from splat.train import dist_checkpoint
-
-        return check_state(path, dist_checkpoint.merged_state(path))
-    return check_state(path, load_weights_only(path))

@@ -68,8 +68,9 @@ def eval_steps(every: int | None, steps: int, current: list) -> list:
 def resume_run(run_dir: Path, over: dict, data: str | None, eval_every: int | None):
     """(trainer, run folder) of the run in `run_dir` at its newest checkpoint, `over` applied and
     the folder locked before its checkpoint is read (a second writer stops here)."""
+    from splat.run_folder import read_run_config
     from splat.train.run_lock import lock_run
-    from splat.train.runs import read_run_config, restore_trainer
+    from splat.train.runs import restore_trainer
 
     info = read_run_config(run_dir)
     lock_run(run_dir)  # held until the process exits

@@ -151,10 +151,11 @@ class GaussianScene:
 
 def _training_cameras(run_info: dict) -> list[Camera]:
     """The run's dataset cameras in the original frame (empty when the data is not at hand)."""
-    from splat.datasets import DatasetError, load_run_dataset
+    from splat.datasets import DatasetError
+    from splat.run_folder import run_dataset
 
     try:
-        data = load_run_dataset(run_info)
+        data = run_dataset(run_info)
     except (DatasetError, OSError, KeyError):
         return []
     return [data.normalization.camera_to_original(f.camera) for f in data.frames]
@@ -166,7 +167,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     distributed run's step folder) or a run folder (its newest checkpoint, with the training
     cameras when its dataset is reachable). Gaussian runs and PLYs give a `GaussianScene`,
     neural-field runs a `FieldScene`; both render the same way."""
-    from splat.io_utils import read_checkpoint, read_json_object, read_newest_checkpoint
+    from splat.io_utils import read_json_object
+    from splat.run_folder import checkpoint_paths, read_checkpoint, read_newest_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -174,8 +176,6 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_cameras: boo
     if path.is_dir() and (path / "complete.json").is_file():  # a distributed run's checkpoint: one scene
         return _scene_from_checkpoint(path, read_checkpoint(path), device)
     if path.is_dir():
-        from splat.train.base import checkpoint_paths
-
         config = path / "config.json"
         if not config.is_file() or not checkpoint_paths(path):
             raise SceneLoadError(f"{path}: not a run folder with a checkpoint (config.json, checkpoints/step_*.pt)")

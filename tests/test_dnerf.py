@@ -98,10 +98,10 @@ def test_background_auto_reads_the_images(dnerf_scene, tmp_path, copy, expected)
     corner = gt[0, 0]
     assert torch.allclose(corner, trainer.eval_background, atol=2 / 255), corner
     # config.json records the choice; `splat render RUN` renders on it by default
-    from splat.cli import _run_background
+    from splat.run_folder import run_background
 
     trainer.train()
-    assert trainer.cfg.background == expected and _run_background(tmp_path / "run") == expected
+    assert trainer.cfg.background == expected and run_background(tmp_path / "run") == expected
 
 
 def test_background_auto_keeps_photographs_on_black(tmp_path):

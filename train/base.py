@@ -1,13 +1,5 @@
-"""What every trainer shares: the run folder, the training loop with Ctrl-C and time budgets,
-evaluation on the test split, logging and atomic checkpoints.
-
-Run folder:
-    config.json        resolved configuration, dataset, normalisation
-    metrics.jsonl      training log lines and evaluation results (one JSON object per line)
-    checkpoints/       step_NNNNNNN.pt (written then renamed; the newest few are kept), every
-                       `checkpoint_every` steps and `checkpoint_minutes` of training
-    .lock              the OS lock of the process training in the folder (run_lock.py)
-    renders/step_N/    test renders side by side with ground truth (ground truth | render)
+"""What every trainer shares: the run folder (its layout: splat/run_folder.py), the training
+loop with Ctrl-C and time budgets, evaluation on the test split, logging and atomic checkpoints.
 
 A trainer subclass provides `train_step()`, `render_eval(index, background)`, `scene()`,
 `model_stats()`, `model_text()`, `state_dict()` and `load_state_dict()`.
@@ -33,6 +25,7 @@ from splat.allocator import keep_freed_memory
 from splat.camera import Camera
 from splat.errors import DiskFullError, InputError, TrainingError, write_error  # noqa: F401 - TrainingError re-exported
 from splat.io_utils import atomic_path, open_in_place, write_image
+from splat.run_folder import checkpoint_paths
 
 from . import losses
 from .config import TrainConfig, resolve_model
@@ -45,19 +38,6 @@ if TYPE_CHECKING:
 
     from splat.datasets import SceneDataset
     from splat.scene_protocol import Scene
-
-
-def checkpoint_paths(run_dir: Path) -> list[Path]:
-    """step_N.pt files, and step_N/ folders of distributed runs once complete (dist_checkpoint.py)."""
-    folder = run_dir / "checkpoints"
-    return sorted(
-        [*folder.glob("step_*.pt"), *(p.parent for p in folder.glob("step_*/complete.json"))], key=lambda p: p.name
-    )
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    paths = checkpoint_paths(run_dir)
-    return paths[-1] if paths else None
 
 
 class BaseTrainer:

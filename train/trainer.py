@@ -20,7 +20,7 @@ from splat.scene import GaussianScene
 
 from . import dynamic, losses
 from .appearance import AppearanceCompensation
-from .base import BaseTrainer, TrainingError, checkpoint_paths, latest_checkpoint  # noqa: F401 - re-exported
+from .base import BaseTrainer, TrainingError  # noqa: F401 - re-exported
 from .config import TrainConfig
 from .model import background_fill, init_params, random_points
 from .strategies import STRATEGIES
