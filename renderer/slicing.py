@@ -24,7 +24,9 @@ Rotation parametrisation: a left/right pair of unit quaternions, R4 = L(q_l) R(q
 are the left- and right-isoclinic 4x4 matrices (Yang et al.). Every SO(4) rotation has this form,
 the constraint is just two independent quaternion normalisations (which the kernels apply, so the
 optimiser works on free 8-vectors, as for 3D quaternions), and q_l = q_r = (1, 0, 0, 0) is the
-identity: a static 3D splat is a 4D one with identity rotation and a huge time scale. The 4D rotor
+identity: a static 3D splat is a 4D one with identity rotation and a huge time scale (the torch
+forms of these rotations, their factorisation and the embedding of a 3D rotation: splat/rotation.py).
+The 4D rotor
 (Duan et al.) needs a projection onto its bivector constraint (s p - bxy bzw + bxz byw - bxw byz =
 0) before normalising, which couples all eight components in the backward pass for no gain in
 expressiveness.
@@ -34,6 +36,13 @@ from __future__ import annotations
 
 import torch
 import warp as wp
+
+from splat.rotation import (
+    covariance_axes,
+    embed_3d_rotation,  # noqa: F401 - re-exported, as are the next two
+    factor_rotation_4d,  # noqa: F401
+    scale_space_4d,  # noqa: F401
+)
 
 from . import warp_runtime
 
@@ -394,96 +403,6 @@ def slice_at_times(
     return _SliceAtTimes.apply(f(times), f(means), f(velocities), f(time_vars))
 
 
-def embed_3d_rotation(quats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left/right quaternions of the 4D rotation that applies the 3D rotation `quats` (N, 4) wxyz to
-    x, y, z and leaves t alone: with q = (w, x, y, z), q_l = (w, z, -y, x) and q_r = (w, z, -y, -x).
-    (x k^-1 moves the quaternion's real axis onto t; conjugating q x q^-1 by it gives this pair.)"""
-    w, x, y, z = quats.unbind(-1)
-    return torch.stack([w, z, -y, x], -1), torch.stack([w, z, -y, -x], -1)
-
-
-def _isoclinic_basis(dtype, device) -> torch.Tensor:
-    """B[i, j] = L(e_i) R(e_j): 16 mutually orthogonal 4x4 matrices (Frobenius norm^2 = 4) that
-    span all 4x4 matrices; a rotation L(a) R(b) has coordinates a_i b_j in this basis."""
-    from .torch_impl import left_isoclinic, right_isoclinic
-
-    eye = torch.eye(4, dtype=dtype, device=device)
-    return left_isoclinic(eye)[:, None] @ right_isoclinic(eye)[None, :]
-
-
-def factor_rotation_4d(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left/right unit quaternions (N, 4) with L(q_l) R(q_r) = R for rotations R (N, 4, 4) in
-    SO(4) (Van Elfrinkhof / Cayley factorisation: the associate matrix q_l q_r^T is rank one)."""
-    basis = _isoclinic_basis(R.dtype, R.device)
-    assoc = torch.einsum("nkl,ijkl->nij", R, basis) / 4.0  # (N, 4, 4) = a b^T
-    col = assoc.norm(dim=1).argmax(dim=-1)  # the strongest column is a multiple of a
-    a = torch.nn.functional.normalize(assoc.gather(2, col[:, None, None].expand(-1, 4, 1))[..., 0], dim=-1)
-    b = torch.nn.functional.normalize(torch.einsum("nij,ni->nj", assoc, a), dim=-1)
-    return a, b
-
-
-def scale_space_4d(
-    log_scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor, factor: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The 4D Gaussians whose covariance is D Sigma4 D with D = diag(f, f, f, 1): space scaled by
-    `factor`, time kept. (Scaling the spatial log-scales alone is exact only for rotations that do
-    not mix space and time.) Returns new (log_scales, q_left, q_right); means scale separately."""
-    from .torch_impl import rotation_4d
-
-    dt = torch.float64
-    M = rotation_4d(q_left.to(dt), q_right.to(dt)) * log_scales.to(dt).exp()[:, None, :]
-    M = torch.diag(torch.tensor([factor, factor, factor, 1.0], dtype=dt, device=M.device)) @ M
-    U, S, _ = torch.linalg.svd(M)  # D R S (D R S)^T = U S^2 U^T
-    flip = torch.linalg.det(U) < 0
-    U[flip, :, 3] = -U[flip, :, 3]  # a proper rotation (the sign of an axis does not matter)
-    q_l, q_r = factor_rotation_4d(U)
-    f = log_scales.dtype
-    return S.clamp(min=1e-30).log().to(f), q_l.to(f), q_r.to(f)
-
-
-def rotmats_to_quats(R: torch.Tensor) -> torch.Tensor:
-    """wxyz unit quaternions (N, 4), w >= 0, of rotation matrices (N, 3, 3) (Shepperd's method:
-    pivot on the largest of w, x, y, z so it stays accurate near 180-degree rotations)."""
-    m = R
-    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    cand = torch.stack(
-        [
-            torch.stack([1 + tr, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1),
-            torch.stack(
-                [
-                    m[:, 2, 1] - m[:, 1, 2],
-                    1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
-                    m[:, 0, 1] + m[:, 1, 0],
-                    m[:, 0, 2] + m[:, 2, 0],
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    m[:, 0, 2] - m[:, 2, 0],
-                    m[:, 0, 1] + m[:, 1, 0],
-                    1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
-                    m[:, 1, 2] + m[:, 2, 1],
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    m[:, 1, 0] - m[:, 0, 1],
-                    m[:, 0, 2] + m[:, 2, 0],
-                    m[:, 1, 2] + m[:, 2, 1],
-                    1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2],
-                ],
-                -1,
-            ),
-        ],
-        1,
-    )  # row k is 4 q_k q (so its k-th entry is 4 q_k^2)
-    k = torch.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], -1).argmax(-1)
-    q = torch.nn.functional.normalize(cand[torch.arange(len(m)), k], dim=-1)
-    return torch.where(q[:, :1] < 0, -q, q)
-
-
 def slice_gaussians(
     splats: dict[str, torch.Tensor], time: float, min_visible: float | None = None
 ) -> dict[str, torch.Tensor]:
@@ -501,13 +420,12 @@ def slice_gaussians(
         means3, weights = slice_at_times(t, splats["means"], velocities, time_vars)
         visible = torch.sigmoid(splats["opacities"].float()) * weights[0]
         keep = (visible >= min_visible).nonzero().flatten()
-        evals, evecs = torch.linalg.eigh(covars3[keep].double())
-        evecs[torch.linalg.det(evecs) < 0, :, 2] *= -1  # a proper rotation
+        log_scales, quats = covariance_axes(covars3[keep])
         opac = visible[keep].double().clamp(1e-7, 1 - 1e-7)
         return {
             "means": means3[0][keep].float(),
-            "scales": (0.5 * evals.clamp(min=1e-30).log()).float(),
-            "quats": rotmats_to_quats(evecs).float(),
+            "scales": log_scales.float(),
+            "quats": quats.float(),
             "opacities": (opac / (1 - opac)).log().float(),
             "sh0": splats["sh0"][keep],
             "shN": splats["shN"][keep],

@@ -11,30 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from splat.rotation import left_isoclinic, quat_to_rotmat, right_isoclinic, rotation_4d  # noqa: F401 - twins
+
 from .constants import ALPHA_MAX, ALPHA_THRESHOLD, MAX_EXTENT_SIGMAS, SH_C0, TRANSMITTANCE_MIN  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # Projection
 # ---------------------------------------------------------------------------------------------
-
-
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return R.reshape(quats.shape[:-1] + (3, 3))
 
 
 def covar_from_quat_scale(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -365,22 +348,6 @@ def rasterize_torch(
 # ---------------------------------------------------------------------------------------------
 # 4D slicing (twins of renderer/slicing.py)
 # ---------------------------------------------------------------------------------------------
-
-
-def left_isoclinic(q: torch.Tensor) -> torch.Tensor:
-    a, b, c, d = q.unbind(-1)
-    rows = [a, -b, -c, -d, b, a, -d, c, c, d, a, -b, d, -c, b, a]
-    return torch.stack(rows, -1).reshape(q.shape[:-1] + (4, 4))
-
-
-def right_isoclinic(q: torch.Tensor) -> torch.Tensor:
-    p, r, s, u = q.unbind(-1)
-    rows = [p, -r, -s, -u, r, p, u, -s, s, -u, p, r, u, s, -r, p]
-    return torch.stack(rows, -1).reshape(q.shape[:-1] + (4, 4))
-
-
-def rotation_4d(q_left: torch.Tensor, q_right: torch.Tensor) -> torch.Tensor:
-    return left_isoclinic(F.normalize(q_left, dim=-1)) @ right_isoclinic(F.normalize(q_right, dim=-1))
 
 
 def covariance_4d(scales: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor, min_time_var: float = 1e-12):

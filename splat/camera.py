@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import rotation
 from .errors import InputError
 
 MAX_SIDE = 1 << 16  # pixels a side of a rendered image
@@ -39,38 +40,15 @@ def focal_length(width: int, fov_x_degrees: float) -> float:
 
 
 def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """wxyz unit quaternion of a 3x3 rotation matrix (Shepperd: pivot on the largest component,
-    so it stays exact near 180-degree rotations where w is ~0)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = R[0, 0] + R[1, 1] + R[2, 2]
-    k = int(np.argmax([tr, R[0, 0], R[1, 1], R[2, 2]]))
-    if k == 0:
-        s = 2 * math.sqrt(1 + tr)
-        q = [s / 4, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    elif k == 1:
-        s = 2 * math.sqrt(1 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = [(R[2, 1] - R[1, 2]) / s, s / 4, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
-    elif k == 2:
-        s = 2 * math.sqrt(1 - R[0, 0] + R[1, 1] - R[2, 2])
-        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, s / 4, (R[1, 2] + R[2, 1]) / s]
-    else:
-        s = 2 * math.sqrt(1 - R[0, 0] - R[1, 1] + R[2, 2])
-        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, s / 4]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
+    """wxyz unit quaternion (w >= 0) of a 3x3 rotation matrix (splat.rotation.rotmats_to_quats)."""
+    R = torch.from_numpy(np.asarray(R, dtype=np.float64).reshape(1, 3, 3))
+    return rotation.rotmats_to_quats(R)[0].numpy()
 
 
 def quat_to_rotmat(q) -> np.ndarray:
-    """3x3 rotation matrix of a (not necessarily unit) wxyz quaternion."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    """3x3 rotation matrix of a (not necessarily unit) wxyz quaternion (splat.rotation.quat_to_rotmat)."""
+    q = np.asarray(q, dtype=np.float64)
+    return rotation.quat_to_rotmat(torch.from_numpy(q / np.linalg.norm(q))).numpy()
 
 
 def _as_matrix(m, shape=(4, 4)) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from splat.renderer.torch_impl import quat_to_rotmat, rotation_4d
+from splat.rotation import quat_to_rotmat, rotation_4d
 
 # The Gaussians' parameters by name (means, scales, quats, opacities, sh0, shN, ...), and one
 # Adam optimiser per parameter, whose moment estimates the ops keep row for row in step.
