@@ -1,17 +1,10 @@
 """`splat view`: a viser web viewer, drawing in the browser or rendering exactly on the server.
 
 Two renderers, chosen per browser in its GUI ("Renderer"):
-- **browser** (the default when the scene fits `max_splats`): the Gaussians are sent once
-  (viser's `add_gaussian_splats`: 32 bytes a splat) and the browser sorts and draws them at its
-  own frame rate; the server is idle while the camera moves. viser has no spherical harmonics, so
-  colours are evaluated here for the current viewpoint and re-sent when the camera settles
-  somewhere new (or has swung more than RECOLOUR_DEGREES while moving, at most once a second).
-  Scenes larger than the budget send the `max_splats` Gaussians that contribute most
-  (viewer/client_splats.py). Live training and 4D playback re-send at a bounded rate.
-- **server**: today's exact path, splat's rasterizer with all SH bands: while the camera moves,
-  frames at reduced resolution; once it rests, one at full resolution (progressive scenes refine
-  in steps). Frames travel as JPEG background images. Neural fields always use this renderer, as
-  do the depth and alpha modes.
+- **browser** (the default when the scene fits `max_splats`; viewer/browser_renderer.py): the
+  browser draws the Gaussians it was sent, with colours baked here for its viewpoint.
+- **server** (viewer/server_renderer.py): exact frames from splat's rasterizer, sent as JPEG
+  images. Neural fields always use this renderer, as do the depth and alpha modes.
 
 Every browser has its own controls and state (viewer/client_gui.py clamps what it sends); one that
 disconnects, even mid-frame, only ends its own loop; any other failure while serving a browser is a
@@ -27,8 +20,6 @@ sent while no browser is connected.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
 import threading
 import time
@@ -37,15 +28,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from splat.camera import Camera, quat_to_rotmat
 from splat.errors import InputError
 
+from .browser_renderer import (  # the rates re-exported
+    LIVE_PUSH_SECONDS,  # noqa: F401
+    PLAY_PUSH_SECONDS,  # noqa: F401
+    RECOLOUR_DEGREES,  # noqa: F401
+    BrowserRenderer,
+)
 from .cameras import set_initial_view, show_frustums
-from .client_gui import RENDERERS, ClientGui, Settings, camera_pose
-from .client_splats import DEFAULT_MAX_SPLATS, BrowserSplats, browser_splats
-from .colormap import colorize_depth
+from .client_gui import RENDERERS, ClientGui, Settings
+from .client_splats import DEFAULT_MAX_SPLATS, BrowserSplats
+from .client_state import REST_SECONDS, _ClientState  # noqa: F401 - REST_SECONDS re-exported
 from .screenshots import Screenshots
 from .security import (
     ConnectionGuard,
@@ -57,43 +52,17 @@ from .security import (
     share_url,
     viewer_url,
 )
+from .server_renderer import ServerRenderer
 
 if TYPE_CHECKING:
     from splat.scene_protocol import Scene
     from splat.train.live import LiveRun
 
-REST_SECONDS = 0.25  # camera unchanged this long -> at rest (sharp server frame, colours re-baked)
-RECOLOUR_DEGREES = 20.0  # a moving camera whose view direction turned this far gets new colours...
-RECOLOUR_SECONDS = 1.0  # ...at most this often
-LIVE_PUSH_SECONDS = 2.0  # live training: re-send the Gaussians at most this often
-PLAY_PUSH_SECONDS = 0.25  # 4D playback / time slider: re-send the sliced Gaussians at most this often
 PLAY_SPEED = 0.1  # 4D playback: scene time per second (a 10 s loop)
 RETRY_SECONDS = 2.0  # a browser whose frame failed waits this long before the next try
 
 
-@dataclasses.dataclass
-class _ClientState:
-    client: object
-    gui: ClientGui | None = None
-    moved_at: float = 0.0
-    rendered_at: float = -1.0
-    level: int = -1  # finest server quality level shown since the camera last moved (-1: none)
-    alive: bool = True
-    frustums: list = dataclasses.field(default_factory=list)
-    # browser renderer
-    splats_handle: object = None
-    splats: BrowserSplats | None = None
-    splats_key: object = None  # which scene state / time the browser holds
-    pushed_at: float = -1e9
-    colours_from: np.ndarray | None = None  # camera position the colours were baked for
-    colours_at: float = -1e9
-    backdrop: object = None  # what background the browser shows: ("solid", rgb) or "frame"
-    played_at: float | None = None
-    stats_text: str = ""
-    failed_at: float = -1e9  # when serving this browser last raised (a bug, reported)
-
-
-class Viewer:
+class Viewer(ServerRenderer, BrowserRenderer):
     """Serve `source` (a `Scene`, or a callable returning one, e.g. `LiveRun.scene`) at `url`.
     `live`: the training run shown (its step, pause switch and step lock); `max_splats`: the
     browser renderer's budget; `renderer`: "auto" (browser when the scene fits the budget),
@@ -251,157 +220,6 @@ class Viewer:
         settings = state.gui.settings()
         cam = self._camera_of(state.client, settings, 1.0)
         return None if cam is None else self._render(cam, settings)
-
-    # ---- server renderer ------------------------------------------------------------------------
-
-    def _levels(self, settings: Settings) -> list[float]:
-        """Resolution factors: moving quality, then (progressive scenes) half, then full."""
-        moving = settings.moving_scale
-        if self.scene.progressive and moving < 0.5:
-            return [moving, 0.5, 1.0]
-        return [moving, 1.0]
-
-    def _camera_of(self, client, settings: Settings, factor: float) -> Camera | None:
-        """The client's camera at `factor` of its canvas, at most `settings.max_resolution`
-        pixels on the long side (all client values clamped)."""
-        pose = camera_pose(client.camera)
-        if pose is None:
-            return None
-        wxyz, position, fov, W, H = pose
-        scale = min(1.0, settings.max_resolution / max(W, H)) * factor
-        w, h = max(16, int(W * scale)), max(16, int(H * scale))
-        fy = 0.5 * h / math.tan(fov / 2)
-        c2w = np.eye(4)
-        c2w[:3, :3] = quat_to_rotmat(wxyz)
-        c2w[:3, 3] = position
-        return Camera(w, h, fy, fy, w / 2, h / 2, np.linalg.inv(c2w))
-
-    def _render(self, cam: Camera, settings: Settings | None = None) -> np.ndarray:
-        settings = Settings() if settings is None else settings
-        mode = settings.mode
-        bg = np.asarray(settings.background, dtype=np.float32)
-        with self.lock:
-            scene = self.scene
-            t = settings.time if scene.is_dynamic else None
-            out = scene.render(cam, outputs=(mode,) if mode != "depth" else ("depth", "alpha"), background=bg, time=t)
-        if mode == "rgb":
-            img = out["rgb"]
-        elif mode == "alpha":
-            img = out["alpha"].expand(-1, -1, 3)
-        else:
-            img = torch.from_numpy(
-                colorize_depth(out["depth"][..., 0].cpu().numpy(), out["alpha"][..., 0].cpu().numpy(), bg)
-            )
-        return img.cpu().numpy() if torch.is_tensor(img) else img
-
-    def _serve_frame(self, state: _ClientState, settings: Settings) -> bool:
-        """One server-rendered frame for `state` if it needs one; True when one was sent."""
-        if state.splats_handle is not None and state.splats_handle.visible:
-            state.splats_handle.visible = False
-        levels = self._levels(settings)
-        moving = time.monotonic() - state.moved_at < REST_SECONDS
-        if moving and state.level >= 0:
-            return False  # this pose is already on screen at moving quality
-        if not moving and state.level == len(levels) - 1:
-            return False  # at rest and already sharp
-        level = 0 if moving else max(state.level + 1, 1)
-        moved_at = state.moved_at
-        cam = self._camera_of(state.client, settings, levels[level])
-        if cam is None:
-            return False
-        t0 = time.perf_counter()
-        image = self._render(cam, settings)
-        self.last_frame_ms = 1000 * (time.perf_counter() - t0)
-        if not state.alive:
-            return False
-        state.client.scene.set_background_image(
-            (np.clip(image, 0, 1) * 255).astype(np.uint8), format="jpeg", jpeg_quality=settings.jpeg_quality
-        )
-        state.backdrop = "frame"
-        state.rendered_at = time.monotonic()
-        if state.moved_at == moved_at:  # the camera did not move meanwhile
-            state.level = level
-        self.frames_rendered += 1
-        return True
-
-    # ---- browser renderer -----------------------------------------------------------------------
-
-    def _scene_key(self, settings: Settings):
-        """What the browser's Gaussians depend on: the training step and the time slice."""
-        step = self.live.step if self.live is not None else None
-        return step, (round(settings.time, 4) if settings.time is not None else None)
-
-    def _browser_splats(self, key, settings: Settings) -> BrowserSplats:
-        if key not in self._splats_cache:
-            with self.lock:
-                splats = browser_splats(self.scene, self.max_splats, time=settings.time)
-            if len(self._splats_cache) >= 4:
-                self._splats_cache.pop(next(iter(self._splats_cache)))
-            self._splats_cache[key] = splats
-        return self._splats_cache[key]
-
-    def _serve_splats(self, state: _ClientState, settings: Settings) -> bool:
-        """Send or update the Gaussians the browser draws; True when something was sent."""
-        now = time.monotonic()
-        client = state.client
-        sent = False
-        bg = ("solid", tuple(settings.background_u8.tolist()))
-        if state.backdrop != bg:
-            client.scene.set_background_image(np.broadcast_to(settings.background_u8, (4, 4, 3)).copy(), format="png")
-            state.backdrop = bg
-        key = self._scene_key(settings)
-        if state.splats_key != key:
-            # bounded rates: live training LIVE_PUSH_SECONDS, 4D time changes PLAY_PUSH_SECONDS
-            wait = (
-                LIVE_PUSH_SECONDS
-                if state.splats_key is not None and key[0] != state.splats_key[0]
-                else PLAY_PUSH_SECONDS
-            )
-            if state.splats_handle is None or now - state.pushed_at >= wait:
-                splats = self._browser_splats(key, settings)
-                pose = camera_pose(client.camera)
-                campos = pose[1] if pose is not None else None
-                colours = splats.colors(campos)
-                if state.splats_handle is None:
-                    state.splats_handle = client.scene.add_gaussian_splats(
-                        "/splats", splats.centers, splats.covariances, colours, splats.opacities
-                    )
-                else:
-                    state.splats_handle.set_gaussians(splats.centers, splats.covariances, colours, splats.opacities)
-                state.splats, state.splats_key, state.pushed_at = splats, key, now
-                state.colours_from, state.colours_at = campos, now
-                self.splat_pushes += 1
-                sent = True
-        if not state.splats_handle.visible:
-            state.splats_handle.visible = True
-        if state.splats is not None and state.splats.sh_degree > 0 and self._needs_colours(state, now):
-            pose = camera_pose(client.camera)
-            if pose is not None:
-                state.splats_handle.rgbs = state.splats.colors(pose[1])
-                state.colours_from, state.colours_at = pose[1], now
-                self.splat_pushes += 1
-                sent = True
-        return sent
-
-    def _needs_colours(self, state: _ClientState, now: float) -> bool:
-        """View-baked colours are stale: the camera rests somewhere else than where they were
-        baked, or is moving and has turned more than RECOLOUR_DEGREES (at most once a second)."""
-        pose = camera_pose(state.client.camera)
-        if pose is None:
-            return False
-        position = pose[1]
-        if state.colours_from is None:
-            return True
-        if np.allclose(position, state.colours_from, atol=1e-6):
-            return False
-        resting = now - state.moved_at >= REST_SECONDS
-        if resting:
-            return True
-        if now - state.colours_at < RECOLOUR_SECONDS:
-            return False
-        a, b = state.colours_from - state.splats.centre, position - state.splats.centre
-        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-        return math.degrees(math.acos(min(max(cos, -1.0), 1.0))) > RECOLOUR_DEGREES
 
     # ---- loop -----------------------------------------------------------------------------------
 
