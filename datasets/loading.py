@@ -1,0 +1,167 @@
+"""`load_dataset`: detect a dataset's format, read it with its loader, choose a downscale, check
+the camera path, and build the `SceneDataset`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .base import DatasetError, Frame, natural_key
+from .blender import load_blender
+from .capture_path import check_capture_path
+from .colmap import find_model_dir, load_colmap
+from .llff import load_llff
+from .multiview import load_multiview, looks_like_multiview
+from .nerfstudio import load_nerfstudio
+from .scene_dataset import SceneDataset
+
+FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")
+
+
+def detect_format(root: str | Path) -> str:
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory")
+    if (root / "transforms_train.json").exists():
+        return "blender"
+    if (root / "transforms.json").exists():
+        return "multiview" if looks_like_multiview(root) else "nerfstudio"
+    if (root / "poses_bounds.npy").exists():
+        return "llff"
+    if find_model_dir(root) is not None:
+        return "colmap"
+    raise DatasetError(
+        f"{root}: unknown dataset format (expected transforms_train.json, transforms.json, "
+        "poses_bounds.npy or a COLMAP sparse/0 model)"
+    )
+
+
+def _images_dir(root: Path, downscale: int) -> Path:
+    """`images_N/` when it exists for the requested downscale, else `images/`. Cameras always
+    describe the full-resolution images; the dataset scales them to the downscaled size."""
+    if downscale > 1 and (root / f"images_{downscale}").is_dir():
+        return root / f"images_{downscale}"
+    return root / "images"
+
+
+def _downscaled_folders(root: Path) -> list[int]:
+    return sorted(
+        int(p.name[7:]) for p in root.glob("images_*") if p.is_dir() and p.name[7:].isdigit() and int(p.name[7:]) > 1
+    )
+
+
+def _true_downscaled_folders(root: Path, frames: list[Frame]) -> list[int]:
+    """The `images_N/` folders whose images are 1/N of their cameras' size (checked on the first
+    image of each, matched to its frame by name where it can be): a folder holding anything else
+    would be stretched, or shrunk twice."""
+    from .images import image_size
+
+    by_stem = {Path(f.name).stem: f.camera for f in frames}
+    good = []
+    for n in _downscaled_folders(root):
+        files = sorted((p for p in (root / f"images_{n}").iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
+        if not files:
+            continue
+        cam = by_stem.get(files[0].stem, frames[0].camera)
+        try:
+            width, height = image_size(files[0])
+        except DatasetError:
+            continue
+        if abs(width - cam.width / n) <= 1 and abs(height - cam.height / n) <= 1:
+            good.append(n)
+    return good
+
+
+def auto_downscale(width: int, height: int, max_side: int, available: list[int] = ()) -> int:
+    """The integer downscale that brings the longer image side to at most `max_side` pixels;
+    the smallest pre-downscaled `images_N/` folder at least that large is preferred (LLFF
+    captures ship images_4 / images_8 and a full-size folder that is slow to decode)."""
+    need = max(1, math.ceil(max(width, height) / max_side))
+    if need > 1:
+        for n in sorted(available):
+            if need <= n <= 2 * need:
+                return n
+    return need
+
+
+def load_dataset(
+    root: str | Path,
+    format: str | None = None,
+    downscale: int = 1,
+    normalize: bool = True,
+    background=(1.0, 1.0, 1.0),
+    test_every: int = 8,
+    cache_bytes: int = 4 << 30,
+    max_side: int = 1600,
+    repair_poses: bool = True,
+) -> SceneDataset:
+    """Load a posed-image scene. Raises DatasetError (one line naming the file) on bad input.
+
+    downscale 0 chooses one: the longer image side is brought to at most `max_side` pixels
+    (`SceneDataset.downscale` and `.notes` say what was chosen). `repair_poses`: undo a fold of
+    the camera path (capture_path.py) when one is found; a jumping path is reported either way."""
+    root = Path(root)
+    fmt = format or detect_format(root)
+    if fmt not in FORMATS:
+        raise DatasetError(f"{root}: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if not isinstance(downscale, int) or downscale < 0:
+        raise DatasetError(f"{root}: downscale must be a positive integer (or 0: automatic), got {downscale!r}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such directory")
+    notes: list[str] = []
+    auto = downscale == 0
+    if auto and fmt in ("colmap", "llff") and not (root / "images").is_dir() and _downscaled_folders(root):
+        downscale = _downscaled_folders(root)[0]  # only pre-downscaled folders: start from the largest
+    box = observers = None
+    for attempt in range(2):
+        images_dir = _images_dir(root, max(downscale, 1))
+        if fmt == "blender":
+            frames, points = load_blender(root)
+        elif fmt == "nerfstudio":
+            frames, points, extras = load_nerfstudio(root, test_every=test_every)
+            box = extras["box"]
+            if extras["dropped"] and attempt == 0:
+                notes.append(
+                    f"dropped {extras['dropped']} frame(s) of transforms.json: image missing or blurrier "
+                    "than their neighbours (instant-ngp's sharpness rule)"
+                )
+        elif fmt == "multiview":
+            frames, points = load_multiview(root)
+        elif fmt == "colmap":
+            frames, points, observers = load_colmap(root, images_dir, test_every=test_every)
+        else:
+            frames, points = load_llff(root, images_dir, test_every=test_every)
+        if not auto:
+            break
+        auto = False
+        width = max(f.camera.width for f in frames)
+        height = max(f.camera.height for f in frames)
+        # only the formats whose loaders read images_N/ prefer it (nerfstudio and Blender name their files)
+        folders = _true_downscaled_folders(root, frames) if fmt in ("colmap", "llff") else []
+        chosen = max(downscale, auto_downscale(width, height, max_side, folders))
+        if chosen > 1:
+            notes.append(
+                f"downscale {chosen} chosen automatically: {width}x{height} images, at most {max_side} px "
+                f"a side on this device (--downscale 1 keeps the full size)"
+            )
+        if _images_dir(root, chosen) == images_dir or fmt not in ("colmap", "llff"):
+            downscale = chosen
+            break
+        downscale = chosen  # read the images_N folder that matches instead
+    if not any(f.camera.time is not None for f in frames):  # a dynamic scene's cameras need not walk
+        frames, points, path_notes = check_capture_path(frames, points, observers, repair=repair_poses)
+        notes += path_notes
+    return SceneDataset(
+        root,
+        fmt,
+        frames,
+        points,
+        downscale=max(downscale, 1),
+        normalize=normalize,
+        background=background,
+        cache_bytes=cache_bytes,
+        box=box,
+        notes=tuple(notes),
+    )
