@@ -41,8 +41,8 @@ def colmap_poses(root: Path, repair: bool = True) -> tuple[dict, tuple | None]:
     from splat.datasets.capture_path import check_capture_path
     from splat.datasets.colmap import load_colmap
 
-    frames, points, observers = load_colmap(root, root / "images")
-    frames, points, _ = check_capture_path(frames, points, observers, repair=repair)
+    loaded = load_colmap(root, root / "images")
+    frames, points, _ = check_capture_path(loaded.frames, loaded.points, loaded.observers, repair=repair)
     return {f.name: f.camera.c2w for f in frames}, points
 
 

@@ -1,10 +1,10 @@
 """The common in-memory form of every posed-image dataset.
 
-Every loader turns its format into `Frame`s (one image, its `splat.Camera`, its split) plus optional
-sparse points. Cameras are stored the renderer's way: world-to-camera 4x4 with OpenCV axes (x right,
-y down, z forward) and pixel intrinsics whose pixel centres sit at integer + 0.5; the lens
-distortion of the image file (`Camera.lens`, `Camera.distortion`) and, for dynamic scenes, the
-frame's `time` ride along.
+Every loader turns its format into a `LoadedScene`: `Frame`s (one image, its `splat.Camera`, its
+split) plus optional sparse points, which images saw each point, a scene box and notes. Cameras are
+stored the renderer's way: world-to-camera 4x4 with OpenCV axes (x right, y down, z forward) and
+pixel intrinsics whose pixel centres sit at integer + 0.5; the lens distortion of the image file
+(`Camera.lens`, `Camera.distortion`) and, for dynamic scenes, the frame's `time` ride along.
 """
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ class Frame:
     depth_path: Path | None = None
     near: float | None = None  # depth range of the content seen by this frame (LLFF bounds), dataset units
     far: float | None = None
+
+
+@dataclasses.dataclass
+class LoadedScene:
+    """What a format's loader read (datasets/loading.py makes the `SceneDataset` of it)."""
+
+    frames: list[Frame]
+    points: tuple[np.ndarray, np.ndarray] | None = None  # sparse points: xyz (P, 3), uint8 rgb (P, 3)
+    observers: list[list[int]] | None = None  # per point, the frames that saw it (COLMAP tracks)
+    bounds: dict | None = None  # a box that holds the content (instant-ngp's aabb: scene_bounds.py)
+    notes: tuple[str, ...] = ()  # what the loader chose or dropped, for the start-up summary
 
 
 def check_pose(pose: np.ndarray, where: str) -> np.ndarray:

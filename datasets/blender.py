@@ -17,7 +17,7 @@ import numpy as np
 from splat.camera import Camera
 from splat.io_utils import read_json_object
 
-from .base import DatasetError, Frame, intrinsic_matrix, viewmat_from_c2w_opengl
+from .base import DatasetError, Frame, LoadedScene, intrinsic_matrix, viewmat_from_c2w_opengl
 from .checks import check_intrinsics, inside, optional_time, relative_path
 from .images import image_size
 
@@ -34,7 +34,7 @@ def resolve_image(root: Path, file_path: str, where: str = "", default_ext: str 
     return p
 
 
-def load_blender(root: Path):
+def load_blender(root: Path) -> LoadedScene:
     frames = []
     size_cache: dict[Path, tuple[int, int]] = {}
     for split_name, split in (("train", "train"), ("val", "val"), ("test", "test")):
@@ -74,4 +74,4 @@ def load_blender(root: Path):
             frames.append(Frame(name=f"{split}/{image_path.name}", image_path=image_path, camera=cam, split=split))
     if not frames:
         raise DatasetError(f"{root}: no frames in transforms_train.json")
-    return frames, None
+    return LoadedScene(frames)

@@ -17,6 +17,7 @@ from splat.camera import Camera, quat_to_rotmat
 from .base import (
     DatasetError,
     Frame,
+    LoadedScene,
     check_pose,
     every_nth_test_split,
     intrinsic_matrix,
@@ -224,9 +225,9 @@ def read_points(model_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
     return xyz_arr[keep], rgb_arr[keep], [t for t, k in zip(tracks, keep) if k]
 
 
-def load_colmap(root: Path, images_dir: Path, test_every: int = 8):
-    """(frames, points, observers) of a COLMAP model under `root`, images read from `images_dir`:
-    observers[p] are the indices (into frames) of the images that saw sparse point p."""
+def load_colmap(root: Path, images_dir: Path, test_every: int = 8) -> LoadedScene:
+    """The frames, sparse points and observers of a COLMAP model under `root`, images read from
+    `images_dir`: observers[p] are the indices (into frames) of the images that saw sparse point p."""
     model_dir = find_model_dir(root)
     if model_dir is None:
         raise DatasetError(f"{root}: no COLMAP model (sparse/0/cameras.bin or .txt)")
@@ -249,8 +250,8 @@ def load_colmap(root: Path, images_dir: Path, test_every: int = 8):
         frames.append(Frame(name=name, image_path=image_path, camera=cam, split=part))
     sparse = read_points(model_dir)
     if sparse is None:
-        return frames, None, None
+        return LoadedScene(frames)
     xyz, rgb, tracks = sparse
     index = {image_id: k for k, (*_, image_id) in enumerate(images)}
     observers = [[index[i] for i in track.tolist() if i in index] for track in tracks]
-    return frames, (xyz, rgb), observers
+    return LoadedScene(frames, (xyz, rgb), observers)

@@ -17,6 +17,7 @@ from splat.camera import Camera
 from .base import (
     DatasetError,
     Frame,
+    LoadedScene,
     every_nth_test_split,
     intrinsic_matrix,
     viewmat_from_c2w_opengl,
@@ -26,7 +27,7 @@ from .checks import check_intrinsics
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}
 
 
-def load_llff(root: Path, images_dir: Path, test_every: int = 8):
+def load_llff(root: Path, images_dir: Path, test_every: int = 8) -> LoadedScene:
     path = root / "poses_bounds.npy"
     arr = read_poses_bounds(path)
     if not np.isfinite(arr).all():
@@ -47,7 +48,7 @@ def load_llff(root: Path, images_dir: Path, test_every: int = 8):
         near, far = float(arr[k, 15]), float(arr[k, 16])
         bounds = (near, far) if 0 < near < far else (None, None)  # some tools write zeros: no bounds
         frames.append(Frame(name=image.name, image_path=image, camera=cam, split=part, near=bounds[0], far=bounds[1]))
-    return frames, None
+    return LoadedScene(frames)
 
 
 def read_poses_bounds(path: Path) -> np.ndarray:

@@ -1,12 +1,14 @@
-"""`load_dataset`: detect a dataset's format, read it with its loader, choose a downscale, check
-the camera path, and build the `SceneDataset`."""
+"""`load_dataset`: detect a dataset's format, read it with its loader (the `FORMAT_LOADERS`
+registry), choose a downscale, check the camera path, and build the `SceneDataset`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-from .base import DatasetError, Frame, natural_key
+from .base import DatasetError, Frame, LoadedScene, natural_key
 from .blender import load_blender
 from .capture_path import check_capture_path
 from .colmap import find_model_dir, load_colmap
@@ -15,7 +17,34 @@ from .multiview import load_multiview, looks_like_multiview
 from .nerfstudio import load_nerfstudio
 from .scene_dataset import SceneDataset
 
-FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFormat:
+    """A format: whether a folder holds it, and its loader, called as load(root, images_dir, test_every)."""
+
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, Path, int], LoadedScene]
+    images_n: bool = False  # reads images_N/ (pre-downscaled copies), so a downscale chooses the folder
+
+
+# Detection tries them in this order (a multi-view folder is a transforms.json that lists cameras).
+FORMAT_LOADERS: dict[str, DatasetFormat] = {
+    "blender": DatasetFormat(
+        lambda root: (root / "transforms_train.json").exists(),
+        lambda root, images_dir, test_every: load_blender(root),
+    ),
+    "multiview": DatasetFormat(
+        lambda root: (root / "transforms.json").exists() and looks_like_multiview(root),
+        lambda root, images_dir, test_every: load_multiview(root),
+    ),
+    "nerfstudio": DatasetFormat(
+        lambda root: (root / "transforms.json").exists(),
+        lambda root, images_dir, test_every: load_nerfstudio(root, test_every=test_every),
+    ),
+    "llff": DatasetFormat(lambda root: (root / "poses_bounds.npy").exists(), load_llff, images_n=True),
+    "colmap": DatasetFormat(lambda root: find_model_dir(root) is not None, load_colmap, images_n=True),
+}
+FORMATS = ("blender", "nerfstudio", "multiview", "colmap", "llff")  # FORMAT_LOADERS, in the order messages list them
 
 
 def detect_format(root: str | Path) -> str:
@@ -24,14 +53,9 @@ def detect_format(root: str | Path) -> str:
         raise DatasetError(f"{root}: no such directory")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a directory")
-    if (root / "transforms_train.json").exists():
-        return "blender"
-    if (root / "transforms.json").exists():
-        return "multiview" if looks_like_multiview(root) else "nerfstudio"
-    if (root / "poses_bounds.npy").exists():
-        return "llff"
-    if find_model_dir(root) is not None:
-        return "colmap"
+    for name, fmt in FORMAT_LOADERS.items():
+        if fmt.detect(root):
+            return name
     raise DatasetError(
         f"{root}: unknown dataset format (expected transforms_train.json, transforms.json, "
         "poses_bounds.npy or a COLMAP sparse/0 model)"
@@ -110,48 +134,34 @@ def load_dataset(
         raise DatasetError(f"{root}: downscale must be a positive integer (or 0: automatic), got {downscale!r}")
     if not root.is_dir():
         raise DatasetError(f"{root}: no such directory")
+    loader = FORMAT_LOADERS[fmt]
     notes: list[str] = []
     auto = downscale == 0
-    if auto and fmt in ("colmap", "llff") and not (root / "images").is_dir() and _downscaled_folders(root):
+    if auto and loader.images_n and not (root / "images").is_dir() and _downscaled_folders(root):
         downscale = _downscaled_folders(root)[0]  # only pre-downscaled folders: start from the largest
-    box = observers = None
-    for attempt in range(2):
+    for _ in range(2):
         images_dir = _images_dir(root, max(downscale, 1))
-        if fmt == "blender":
-            frames, points = load_blender(root)
-        elif fmt == "nerfstudio":
-            frames, points, extras = load_nerfstudio(root, test_every=test_every)
-            box = extras["box"]
-            if extras["dropped"] and attempt == 0:
-                notes.append(
-                    f"dropped {extras['dropped']} frame(s) of transforms.json: image missing or blurrier "
-                    "than their neighbours (instant-ngp's sharpness rule)"
-                )
-        elif fmt == "multiview":
-            frames, points = load_multiview(root)
-        elif fmt == "colmap":
-            frames, points, observers = load_colmap(root, images_dir, test_every=test_every)
-        else:
-            frames, points = load_llff(root, images_dir, test_every=test_every)
+        loaded = loader.load(root, images_dir, test_every)
         if not auto:
             break
         auto = False
-        width = max(f.camera.width for f in frames)
-        height = max(f.camera.height for f in frames)
+        width = max(f.camera.width for f in loaded.frames)
+        height = max(f.camera.height for f in loaded.frames)
         # only the formats whose loaders read images_N/ prefer it (nerfstudio and Blender name their files)
-        folders = _true_downscaled_folders(root, frames) if fmt in ("colmap", "llff") else []
+        folders = _true_downscaled_folders(root, loaded.frames) if loader.images_n else []
         chosen = max(downscale, auto_downscale(width, height, max_side, folders))
         if chosen > 1:
             notes.append(
                 f"downscale {chosen} chosen automatically: {width}x{height} images, at most {max_side} px "
                 f"a side on this device (--downscale 1 keeps the full size)"
             )
-        if _images_dir(root, chosen) == images_dir or fmt not in ("colmap", "llff"):
+        if _images_dir(root, chosen) == images_dir or not loader.images_n:
             downscale = chosen
             break
         downscale = chosen  # read the images_N folder that matches instead
+    frames, points, notes = loaded.frames, loaded.points, [*loaded.notes, *notes]
     if not any(f.camera.time is not None for f in frames):  # a dynamic scene's cameras need not walk
-        frames, points, path_notes = check_capture_path(frames, points, observers, repair=repair_poses)
+        frames, points, path_notes = check_capture_path(frames, points, loaded.observers, repair=repair_poses)
         notes += path_notes
     return SceneDataset(
         root,
@@ -162,6 +172,6 @@ def load_dataset(
         normalize=normalize,
         background=background,
         cache_bytes=cache_bytes,
-        box=box,
+        box=loaded.bounds,
         notes=tuple(notes),
     )

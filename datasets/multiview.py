@@ -25,7 +25,7 @@ import numpy as np
 
 from splat.camera import Camera
 
-from .base import DatasetError, Frame, viewmat_from_c2w_opengl
+from .base import DatasetError, Frame, LoadedScene, viewmat_from_c2w_opengl
 from .blender import read_json
 from .checks import dataset_path, inside
 from .nerfstudio import _intrinsics, _read_points_ply
@@ -61,7 +61,7 @@ def _camera_images(folder: Path) -> dict[str, Path]:
     return images
 
 
-def load_multiview(root: Path):
+def load_multiview(root: Path) -> LoadedScene:
     path = root / "transforms.json"
     meta = read_json(path)
     entries = meta.get("cameras")
@@ -122,4 +122,4 @@ def load_multiview(root: Path):
             )
     ply_path = dataset_path(meta, "ply_file_path", root, str(path))
     points = _read_points_ply(ply_path) if ply_path else None
-    return frames, points
+    return LoadedScene(frames, points)

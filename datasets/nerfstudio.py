@@ -29,6 +29,7 @@ from splat.camera import Camera
 from .base import (
     DatasetError,
     Frame,
+    LoadedScene,
     every_nth_test_split,
     intrinsic_matrix,
     natural_key,
@@ -175,9 +176,9 @@ def _read_points_ply(path: Path):
     return xyz[keep], rgb[keep]
 
 
-def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int = 8):
-    """(frames, points or None, extras): extras holds the instant-ngp scene box ("box") and the
-    number of frames dropped for sharpness or missing images ("dropped")."""
+def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int = 8) -> LoadedScene:
+    """The frames, the points of `ply_file_path` and the instant-ngp scene box; a note says how many
+    frames were dropped for sharpness or missing images."""
     path = json_path or root / "transforms.json"
     meta = read_json(path)
     raw_frames = meta.get("frames")
@@ -229,4 +230,8 @@ def load_nerfstudio(root: Path, json_path: Path | None = None, test_every: int =
             f.split = part
     ply_path = dataset_path(meta, "ply_file_path", root, str(path))
     points = _read_points_ply(ply_path) if ply_path else None
-    return frames, points, {"box": scene_box(meta, path), "dropped": dropped}
+    notes = (
+        f"dropped {dropped} frame(s) of transforms.json: image missing or blurrier than their neighbours "
+        "(instant-ngp's sharpness rule)",
+    )
+    return LoadedScene(frames, points, bounds=scene_box(meta, path), notes=notes if dropped else ())

@@ -79,7 +79,7 @@ def posed(photos, tmp_path_factory):
 
 
 def recovered(out: Path) -> dict:
-    frames, _, _ = load_colmap(out, out / "images")
+    frames = load_colmap(out, out / "images").frames
     return {f.name: f.camera.c2w for f in frames}
 
 
