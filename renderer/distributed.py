@@ -26,9 +26,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .projection import CAMERA_MODELS
 from .rasterization import _TRIU, _f32, composite, project
-from .validation import check_rasterize_inputs
+from .validation import CameraModel, RasterizeMode, RenderMode, checks_rasterize_inputs
 
 # Off-rank bytes handed to all_to_all since the last reset, forward and backward (for the benchmark).
 EXCHANGE_STATS = {"forward_bytes": 0, "backward_bytes": 0, "calls": 0}
@@ -86,6 +85,7 @@ def exchange_bytes_bound(n_gaussians: int, cameras_per_rank: int, ranks: int, fe
     return (ranks - 1) * cameras_per_rank * n_gaussians * 4 * (9 + feature_dim)
 
 
+@checks_rasterize_inputs
 def rasterize_distributed(
     means: torch.Tensor,
     quats: torch.Tensor | None,
@@ -101,9 +101,9 @@ def rasterize_distributed(
     eps2d: float = 0.3,
     sh_degree: int | None = None,
     backgrounds: torch.Tensor | None = None,
-    render_mode: str = "RGB",
-    rasterize_mode: str = "classic",
-    camera_model: str = "pinhole",
+    render_mode: RenderMode = "RGB",
+    rasterize_mode: RasterizeMode = "classic",
+    camera_model: CameraModel = "pinhole",
     tile_size: int = 16,
     covars: torch.Tensor | None = None,
     radius_clip: float = 0.0,
@@ -119,29 +119,6 @@ def rasterize_distributed(
     "n_cameras_world" (R*C), "n_gaussians_world" (sum of N_local) and "sent_rows" (Gaussians sent
     to each rank). Per-pixel absgrad is not available (it would live on the destination rank).
     """
-    check_rasterize_inputs(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors,
-        viewmats,
-        Ks,
-        width,
-        height,
-        near_plane,
-        far_plane,
-        eps2d,
-        sh_degree,
-        backgrounds,
-        render_mode,
-        rasterize_mode,
-        camera_model,
-        tile_size,
-        covars,
-        radius_clip,
-        CAMERA_MODELS,
-    )
     world = dist.get_world_size(group)
     C, N = viewmats.shape[0], means.shape[0]
     device = means.device

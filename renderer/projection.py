@@ -30,10 +30,11 @@ from .gaussian_math import (
     view_rotation,
     view_translation,
 )
+from .validation import CAMERA_MODEL_NAMES, CameraModel
 
 wp.set_module_options(warp_runtime.KERNEL_OPTIONS)
 
-CAMERA_MODELS = {"pinhole": 0, "ortho": 1}
+CAMERA_MODELS = {name: k for k, name in enumerate(CAMERA_MODEL_NAMES)}  # the kernels' camera model ids
 
 
 @wp.struct
@@ -325,7 +326,7 @@ def fully_fused_projection(
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
     calc_compensations: bool = False,
-    camera_model: str = "pinhole",
+    camera_model: CameraModel = "pinhole",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Project N Gaussians into C cameras (float32, contiguous inputs on one device).
 

@@ -10,9 +10,9 @@ import torch
 
 from .binning import isect_offset_encode, isect_tiles, tile_grid
 from .compositing import rasterize_to_pixels
-from .projection import CAMERA_MODELS, fully_fused_projection
+from .projection import fully_fused_projection
 from .spherical_harmonics import sh_colors
-from .validation import check_rasterize_inputs
+from .validation import CameraModel, RasterizeMode, RenderMode, checks_rasterize_inputs
 
 _TRIU = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
 
@@ -28,6 +28,7 @@ def camera_centers(viewmats: torch.Tensor) -> torch.Tensor:
     return -(R.transpose(1, 2) @ t)[..., 0]
 
 
+@checks_rasterize_inputs
 def rasterize(
     means: torch.Tensor,
     quats: torch.Tensor | None,
@@ -43,9 +44,9 @@ def rasterize(
     eps2d: float = 0.3,
     sh_degree: int | None = None,
     backgrounds: torch.Tensor | None = None,
-    render_mode: str = "RGB",
-    rasterize_mode: str = "classic",
-    camera_model: str = "pinhole",
+    render_mode: RenderMode = "RGB",
+    rasterize_mode: RasterizeMode = "classic",
+    camera_model: CameraModel = "pinhole",
     tile_size: int = 16,
     covars: torch.Tensor | None = None,
     absgrad: bool = False,
@@ -91,29 +92,6 @@ def rasterize(
     Differentiable w.r.t. means, quats, scales, covars, opacities, colors and backgrounds
     (not viewmats or Ks).
     """
-    check_rasterize_inputs(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors,
-        viewmats,
-        Ks,
-        width,
-        height,
-        near_plane,
-        far_plane,
-        eps2d,
-        sh_degree,
-        backgrounds,
-        render_mode,
-        rasterize_mode,
-        camera_model,
-        tile_size,
-        covars,
-        radius_clip,
-        CAMERA_MODELS,
-    )
     if packed:
         raise ValueError("packed: only packed=False is supported (per-camera (C, N) layouts)")
     means, opacities, viewmats, Ks = _f32(means), _f32(opacities), _f32(viewmats), _f32(Ks)

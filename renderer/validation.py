@@ -1,15 +1,24 @@
 """Input checks for the public rasterizer: every bad input becomes a ValueError naming the argument,
-never a crash (or silent garbage) inside a kernel."""
+never a crash (or silent garbage) inside a kernel. The rasterizer's options as `Literal` types, and
+`checks_rasterize_inputs`, the one place the entries (`rasterize`, `rasterize_distributed`) are
+checked."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from numbers import Integral, Real
+from typing import Literal, get_args
 
 import torch
 
-RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
-RASTERIZE_MODES = ("classic", "antialiased")
+RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
+RasterizeMode = Literal["classic", "antialiased"]
+CameraModel = Literal["pinhole", "ortho"]
+RENDER_MODES: tuple[str, ...] = get_args(RenderMode)
+RASTERIZE_MODES: tuple[str, ...] = get_args(RasterizeMode)
+CAMERA_MODEL_NAMES: tuple[str, ...] = get_args(CameraModel)
 MAX_TILE_SIZE = 32  # 32 x 32 = 1024 pixels, one CUDA block per tile
 
 
@@ -64,6 +73,7 @@ def _check_sh_pair(colors, sh_degree, N: int, C: int, named: dict) -> None:
 
 
 def check_rasterize_inputs(
+    *,
     means,
     quats,
     scales,
@@ -84,7 +94,6 @@ def check_rasterize_inputs(
     tile_size,
     covars,
     radius_clip,
-    camera_models,
 ) -> None:
     """Raise ValueError naming the first bad argument of `rasterize`."""
     _require_tensor("means", means, 2)
@@ -155,8 +164,8 @@ def check_rasterize_inputs(
         raise ValueError(f"render_mode: expected one of {RENDER_MODES}, got {render_mode!r}")
     if rasterize_mode not in RASTERIZE_MODES:
         raise ValueError(f"rasterize_mode: expected one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
-    if camera_model not in camera_models:
-        raise ValueError(f"camera_model: expected one of {tuple(camera_models)}, got {camera_model!r}")
+    if camera_model not in CAMERA_MODEL_NAMES:
+        raise ValueError(f"camera_model: expected one of {CAMERA_MODEL_NAMES}, got {camera_model!r}")
 
     if backgrounds is not None:
         _require_tensor("backgrounds", backgrounds)
@@ -183,3 +192,21 @@ def check_rasterize_inputs(
             raise ValueError(f"{name}: contains NaN or Inf")
     if covars is None and not flags[-1]:
         raise ValueError("quats: contains an all-zero quaternion (no rotation can be derived from it)")
+
+
+CHECKED = tuple(inspect.signature(check_rasterize_inputs).parameters)
+
+
+def checks_rasterize_inputs(fn):
+    """Decorate a rasterizer entry taking `rasterize`'s arguments (by these names): each call is
+    checked by `check_rasterize_inputs` before the entry runs."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        check_rasterize_inputs(**{name: bound.arguments[name] for name in CHECKED})
+        return fn(*args, **kwargs)
+
+    return checked
