@@ -86,6 +86,12 @@ class SceneDataset:
         return any(f.camera.time is not None for f in self.frames)
 
     @property
+    def is_monocular(self) -> bool:
+        """A dynamic scene filmed by one moving camera (D-NeRF): no two training frames share a time."""
+        times = [self.frames[i].camera.time for i in self.train_indices]
+        return self.is_dynamic and len(set(times)) == len(times)
+
+    @property
     def kind(self) -> str:
         """What the scene is, for messages: "D-NeRF" for a Blender layout whose frames carry a time."""
         return "D-NeRF" if self.format == "blender" and self.is_dynamic else self.format

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from splat.rotation import quat_multiply
+
 from .dataset import c2w_opengl, dome_cameras, render_rgba, write_png
 from .still_life import _cube, _floor, _sphere, _torus
 
@@ -40,21 +42,6 @@ _DISAPPEAR = (0.4, 0.75)  # opacity ramps 1 -> 0 over this time interval
 _OPACITY = 0.95
 
 
-def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product of wxyz quaternions (broadcasting): the rotation b followed by a."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
-
-
 def _rotate_z(means: torch.Tensor, quats: torch.Tensor, center, angle: float):
     """Rotate Gaussians rigidly by `angle` (radians) about the vertical axis through `center`:
     positions turn about the centre and the rotation is composed into each orientation."""
@@ -62,7 +49,7 @@ def _rotate_z(means: torch.Tensor, quats: torch.Tensor, center, angle: float):
     R = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=means.dtype)
     center = torch.as_tensor(center, dtype=means.dtype)
     q = torch.tensor([math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2)], dtype=quats.dtype)
-    return (means - center) @ R.T + center, _quat_mul(q, quats)
+    return (means - center) @ R.T + center, quat_multiply(q, quats)
 
 
 def _ease(u: float) -> float:

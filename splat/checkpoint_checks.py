@@ -62,6 +62,7 @@ def check_state(path, state) -> dict:
         ):
             raise _fail(path, "'params' lacks the Gaussian tensors")
         check_gaussians(path, params)
+        check_bases(path, state.get("bases"), params)
     check_normalization(path, state["normalization"])
     return state
 
@@ -99,6 +100,38 @@ def check_gaussians(path, params: dict) -> None:
             raise _fail(path, f"'shN' must be a tensor of shape ({n}, K, 3)")
         if shN.shape[1] not in (0, 3, 8, 15):
             raise _fail(path, f"'shN' holds {shN.shape[1]} SH coefficients per channel, not those of degree 1-3")
+
+
+MAX_BASES, MAX_KNOTS = 256, 4096  # shared motions (splat/motion.py): far above what training makes
+
+
+def check_bases(path, bases, params: dict) -> None:
+    """Shared motions: rotations (K, T, 4), translations (K, T, 3) and pivots (K, 3), finite, with blend logits
+    (N, K) among the params; neither without the other."""
+    logits = params.get("motion")
+    if bases is None and logits is None:
+        return
+    if not isinstance(bases, dict) or not isinstance(logits, torch.Tensor):
+        raise _fail(path, "shared motions need both 'bases' and the 'motion' blend logits")
+    rotations, translations = bases.get("rotations"), bases.get("translations")
+    if not isinstance(rotations, torch.Tensor) or rotations.ndim != 3 or rotations.shape[2] != 4:
+        raise _fail(path, "'bases' rotations must be a tensor of shape (K, T, 4)")
+    if not rotations.is_floating_point():
+        raise _fail(path, "'bases' rotations must be a tensor of shape (K, T, 4)")
+    k, t = rotations.shape[:2]
+    if not (1 <= k <= MAX_BASES and 1 <= t <= MAX_KNOTS):
+        raise _fail(path, f"'bases' holds {k} motions of {t} knots (at most {MAX_BASES} of {MAX_KNOTS})")
+    for name, tensor, shape in (
+        ("bases translations", translations, (k, t, 3)),
+        ("bases pivots", bases.get("pivots"), (k, 3)),
+        ("motion", logits, (params["means"].shape[0], k)),
+    ):
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or not tensor.is_floating_point():
+            raise _fail(path, f"'{name}' must be a float tensor of shape {shape}")
+    if not all(bool(torch.isfinite(bases[name]).all()) for name in ("rotations", "translations", "pivots")):
+        raise _fail(path, "'bases' holds values that are not finite")
+    if bool((rotations.norm(dim=-1) == 0).any()):
+        raise _fail(path, "'bases' holds a zero quaternion")
 
 
 def check_field_spec(path, spec) -> dict:
@@ -200,15 +233,21 @@ def _fits(template, state, path, at: str, any_count: bool) -> None:
 
 
 def _check_moments(state: dict, path) -> None:
-    """Each Gaussian parameter's Adam moments have the parameter's shape."""
+    """Each Gaussian parameter's Adam moments have the parameter's shape (the shared motions'
+    optimiser: rotations, then translations)."""
     params, optimizers = state.get("params"), state.get("optimizers")
     if not isinstance(params, dict) or not isinstance(optimizers, dict):
         return
+    bases = state.get("bases") if isinstance(state.get("bases"), dict) else {}
     for name, opt in optimizers.items():
         moments = opt.get("state", {}) if isinstance(opt, dict) else {}
-        for entry in moments.values() if isinstance(moments, dict) else ():
+        for index, entry in moments.items() if isinstance(moments, dict) else ():
+            if name == "bases":
+                p = bases.get({0: "rotations", 1: "translations"}.get(index, ""))
+            else:
+                p = params.get(name)
             for key in ("exp_avg", "exp_avg_sq"):
-                m, p = entry.get(key) if isinstance(entry, dict) else None, params.get(name)
+                m = entry.get(key) if isinstance(entry, dict) else None
                 if m is None:
                     continue
                 if not isinstance(m, torch.Tensor) or not isinstance(p, torch.Tensor) or m.shape != p.shape:

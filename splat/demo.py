@@ -82,7 +82,8 @@ def run_demo(args) -> int:
     if args.field:
         kind = "a hash-grid field"
     else:
-        kind = f"{trainer.num_gaussians:,} random {'4D (XYZT)' if trainer.dynamic else '3D'} Gaussians"
+        what = "4D (XYZT)" if trainer.xyzt else "moving 3D" if trainer.moving else "3D"
+        kind = f"{trainer.num_gaussians:,} random {what} Gaussians"
     print(f"2/4 training {args.steps} steps from {kind} -> {run_dir}")
     result = runner.train(trainer, run_dir)
     if result is None:

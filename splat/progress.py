@@ -127,6 +127,7 @@ def eval_count(trainer) -> int:
 
 MODEL_TEXT = {
     "3d": "3D Gaussians",
+    "motion": "3D Gaussians moved by shared motions: frames carry a time",
     "4d": "4D Gaussians: frames carry a time",
     "field": "neural field (Instant-NGP hash grid)",
 }

@@ -37,6 +37,21 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     return R.reshape(quats.shape[:-1] + (3, 3))
 
 
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of wxyz quaternions (broadcasting): the rotation b followed by a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
 def rotmats_to_quats(R: torch.Tensor) -> torch.Tensor:
     """wxyz unit quaternions (N, 4), w >= 0, of rotation matrices (N, 3, 3) (Shepperd's method:
     pivot on the largest of w, x, y, z so it stays accurate near 180-degree rotations)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import motion
 from .camera import Camera
 from .errors import InputError
 from .field_scene import FieldScene
@@ -31,8 +32,10 @@ class GaussianScene:
     """3D Gaussians as pre-activation tensors (the PLY layout, splat/gaussians.py): means,
     log-scales, wxyz quats, opacity logits, SH DC (N,1,3) and higher bands (N,K-1,3). Dynamic
     scenes hold 4D Gaussians: means and log-scales (N,4) with time last, and `quats_right`
-    (renderer/slicing.py). The tensors are kept, not copied (a training run's scene shows its
-    live parameters); `sh_degree` limits the bands rendered (a run's current degree)."""
+    (renderer/slicing.py); or 3D Gaussians with blend logits (`splats["motion"]`) and the shared
+    motions `bases` that move them (splat/motion.py). The tensors are kept, not copied (a training
+    run's scene shows its live parameters); `sh_degree` limits the bands rendered (a run's current
+    degree)."""
 
     progressive = False
 
@@ -42,8 +45,12 @@ class GaussianScene:
         cameras: list[Camera] | None = None,
         source: str = "",
         sh_degree: int | None = None,
+        bases: dict[str, torch.Tensor] | None = None,
     ):
         self.splats = {k: v.detach() for k, v in splats.items()}
+        self.bases = {k: v.detach() for k, v in bases.items()} if bases is not None else None
+        if (self.bases is None) != (motion.MOTION_KEY not in self.splats):
+            raise InputError("splats: blend logits ('motion') and shared motions (bases) come together")
         if self.splats.get("shN") is None:
             self.splats["shN"] = self.splats["sh0"].new_zeros(self.num_gaussians, 0, 3)
         self.cameras = cameras or []
@@ -56,7 +63,8 @@ class GaussianScene:
 
     @property
     def summary(self) -> str:
-        return f"{self.num_gaussians:,} {'4D ' if self.is_dynamic else ''}Gaussians"
+        kind = "moving " if self.bases is not None else "4D " if self.is_dynamic else ""
+        return f"{self.num_gaussians:,} {kind}Gaussians"
 
     @property
     def num_primitives(self) -> int:
@@ -73,7 +81,8 @@ class GaussianScene:
 
     @property
     def is_dynamic(self) -> bool:
-        return is_dynamic(self.splats)
+        """4D Gaussians, or 3D ones moved by shared motions: the scene changes with time."""
+        return self.bases is not None or is_dynamic(self.splats)
 
     @property
     def time_range(self) -> tuple[float, float] | None:
@@ -81,7 +90,11 @@ class GaussianScene:
 
     def to(self, device: str | torch.device) -> GaussianScene:
         return GaussianScene(
-            {k: v.to(device) for k, v in self.splats.items()}, self.cameras, self.source, self._sh_degree
+            {k: v.to(device) for k, v in self.splats.items()},
+            self.cameras,
+            self.source,
+            self._sh_degree,
+            {k: v.to(device) for k, v in self.bases.items()} if self.bases is not None else None,
         )
 
     def at_time(self, time: float) -> GaussianScene:
@@ -91,7 +104,11 @@ class GaussianScene:
 
         if not self.is_dynamic:
             raise InputError("time: this scene is static (3D Gaussians); it has no time to slice")
-        return GaussianScene(slice_gaussians(self.splats, time), self.cameras, f"{self.source}@t={time:g}")
+        if self.bases is not None:
+            splats = motion.deform(self.splats, self.bases, time)
+        else:
+            splats = slice_gaussians(self.splats, time)
+        return GaussianScene(splats, self.cameras, f"{self.source}@t={time:g}", self._sh_degree)
 
     def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
         """Robust axis-aligned bounds of the Gaussian centres (ignoring the outer 2%)."""
@@ -121,6 +138,14 @@ class GaussianScene:
         first = cams[0]
         if any((c.width, c.height, c.model) != (first.width, first.height, first.model) for c in cams):
             raise InputError("cameras: a batch must share width, height and camera model (render them one by one)")
+        if self.bases is not None:  # moved Gaussians: 3D at each camera's time
+            times = np.broadcast_to(np.asarray(0.0 if time is None else time, dtype=np.float64), (len(cams),))
+            if len(set(times.tolist())) > 1:
+                parts = [
+                    self.at_time(float(t)).render(c, outputs, background, None, tile_size) for c, t in zip(cams, times)
+                ]
+                return {k: torch.stack([p[k] for p in parts]) for k in parts[0]}
+            return self.at_time(float(times[0])).render(cameras, outputs, background, None, tile_size)
         dev = self.device
         viewmats = torch.from_numpy(np.stack([c.viewmat for c in cams])).float().to(dev)
         Ks = torch.from_numpy(np.stack([c.K for c in cams])).float().to(dev)
@@ -198,4 +223,7 @@ def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) 
     if state.get("model") == "field":
         return FieldScene.from_checkpoint(state, device, source=str(path))
     params, norm = state["params"], Normalization.from_dict(state["normalization"])
-    return GaussianScene(gaussians_to_original(params, norm), source=str(path)).to(device)
+    bases = state.get("bases")
+    if bases is not None:
+        bases = motion.bases_to_original(bases, norm.scale, torch.from_numpy(norm.center))
+    return GaussianScene(gaussians_to_original(params, norm), source=str(path), bases=bases).to(device)

@@ -297,7 +297,7 @@ def test_forward_facing_fixture_trains_to_the_bar(llff_fixture, tmp_path):
     assert logged and all(x["tile_pairs"] > 0 and x["steps_per_second"] > 0 for x in logged)
 
 
-@pytest.mark.parametrize("model", ["3d", "4d", "field"])
+@pytest.mark.parametrize("model", ["3d", "motion", "4d", "field"])
 def test_max_seconds_ends_every_model(tmp_path, model):
     """`--max-seconds` stops 3D, 4D and field runs alike (evaluated and checkpointed), and the
     start-up line states the budget."""
@@ -307,7 +307,7 @@ def test_max_seconds_ends_every_model(tmp_path, model):
     from splat.scenes import write_blender_dataset, write_dnerf_dataset
 
     data = tmp_path / "data"
-    if model == "4d":
+    if model in ("motion", "4d"):
         write_dnerf_dataset(data, n_train=8, n_test=2, width=48, height=36)
     else:
         views, K = dome_cameras(8, 48, 36)

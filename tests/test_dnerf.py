@@ -40,18 +40,18 @@ def flatten_alpha(src, dst, background: float):
             out.write_bytes(path.read_bytes())
 
 
-def test_summary_plan_and_config_say_a_4d_model_trains(dnerf_scene, tmp_path):
+def test_summary_plan_and_config_say_a_moving_model_trains(dnerf_scene, tmp_path):
     run = tmp_path / "run"
     r = splat_cli("train", str(dnerf_scene), "--out", str(run), "--steps", "2", "--init-points", "300")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"D-NeRF scene {dnerf_scene}: 21 frames over time [0, 1], 16 train / 2 val / 3 test")
     plan = next(line for line in lines if line.startswith("plan:"))
-    assert "4D Gaussians: frames carry a time" in plan and "evaluation on 5 images" in plan
+    assert "3D Gaussians moved by shared motions: frames carry a time" in plan and "evaluation on 5 images" in plan
     evals = [line for line in lines if line.startswith("eval at step 2:")]
     assert len(evals) == 2 and evals[0].endswith("on 3 test images") and evals[1].endswith("on 2 val images")
     info = json.loads((run / "config.json").read_text())
-    assert info["config"]["model"] == "4d" and info["dataset"].startswith("D-NeRF scene")
+    assert info["config"]["model"] == "motion" and info["dataset"].startswith("D-NeRF scene")
 
 
 def test_static_blender_resolves_to_3d(tmp_path):

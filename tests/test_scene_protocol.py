@@ -58,6 +58,11 @@ def randomize(params, gen: torch.Generator) -> None:
 def gaussian_trainer(root, tmp_path, gen, **kw):
     trainer = new_trainer(str(root), tmp_path / "run", TrainConfig(sh_degree=1, sh_degree_interval=5, **QUICK, **kw))
     randomize(trainer.params, gen)
+    if trainer.moving:  # shared motions that move the Gaussians apart over time
+        with torch.no_grad():
+            trainer.params["motion"].copy_(torch.randn(trainer.params["motion"].shape, generator=gen) * 2)
+            for v in trainer.bases.values():
+                v.add_(0.1 * torch.randn(v.shape, generator=gen))
     trainer.step = 5  # SH degree 1 active
     return trainer
 
@@ -70,7 +75,8 @@ def field_trainer(root, tmp_path):
 def test_every_scene_satisfies_the_protocol(blender_scene, dnerf_scene, tmp_path, gen):
     trainers = [
         gaussian_trainer(blender_scene, tmp_path / "3d", gen),
-        gaussian_trainer(dnerf_scene, tmp_path / "4d", gen),
+        gaussian_trainer(dnerf_scene, tmp_path / "4d", gen, model="4d"),
+        gaussian_trainer(dnerf_scene, tmp_path / "motion", gen),
         field_trainer(blender_scene, tmp_path),
     ]
     for trainer in trainers:
@@ -89,10 +95,12 @@ def test_every_scene_satisfies_the_protocol(blender_scene, dnerf_scene, tmp_path
         assert isinstance(scene.to("cpu"), Scene)
 
 
-@pytest.mark.parametrize("kind", ["3d", "4d"])
+@pytest.mark.parametrize("kind", ["3d", "4d", "motion"])
 def test_trainer_eval_renders_equal_the_user_facing_scene(blender_scene, dnerf_scene, tmp_path, gen, kind):
-    trainer = gaussian_trainer(blender_scene if kind == "3d" else dnerf_scene, tmp_path, gen)
-    user = GaussianScene({k: v.detach().clone() for k, v in trainer.params.items()})  # as splat.load gives it
+    trainer = gaussian_trainer(blender_scene if kind == "3d" else dnerf_scene, tmp_path, gen, model=kind)
+    assert trainer.cfg.model == kind
+    bases = {k: v.detach().clone() for k, v in trainer.bases.items()} if trainer.moving else None
+    user = GaussianScene({k: v.detach().clone() for k, v in trainer.params.items()}, bases=bases)  # as splat.load
     bg = torch.rand(3, generator=gen)
     for index in trainer.data.test_indices:
         time = trainer.data.camera(index).time

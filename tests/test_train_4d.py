@@ -1,4 +1,5 @@
-"""Training, saving and rendering 4D (dynamic) Gaussian scenes on the procedural dynamic scene."""
+"""Training, saving and rendering 4D (XYZT) Gaussian scenes on the procedural dynamic scene (chosen
+explicitly: `auto` trains moving 3D Gaussians on monocular data, tests/test_motion.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def dnerf_scene(tmp_path_factory):
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_dynamic_data_trains_a_4d_model_that_learns(dnerf_scene, tmp_path, batch_size):
     trainer = new_trainer(
-        str(dnerf_scene), tmp_path / "run", quick_config(steps=400, init_points=3000, batch_size=batch_size)
+        str(dnerf_scene), tmp_path / "run", quick_config(model="4d", steps=400, init_points=3000, batch_size=batch_size)
     )
     assert trainer.dynamic and trainer.params["means"].shape[1] == 4 and "quats_right" in trainer.params
     before = trainer.evaluate(save_renders=False)["eval"]["psnr"]
@@ -49,7 +50,7 @@ def test_static_model_can_be_forced_and_4d_needs_times(dnerf_scene, tmp_path):
 
 
 def test_4d_densification_acts_in_space_time(dnerf_scene, tmp_path):
-    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=3, init_points=300))
+    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(model="4d", steps=3, init_points=300))
     n = trainer.num_gaussians
     params, opts = trainer.params, trainer.optimizers
     mask = torch.zeros(n, dtype=torch.bool)
@@ -73,9 +74,9 @@ def test_4d_resume_is_bit_exact(dnerf_scene, tmp_path, batch_size):
         init_points=400,
         batch_size=batch_size,
     )
-    straight = new_trainer(str(dnerf_scene), tmp_path / "a", quick_config(**cfg))
+    straight = new_trainer(str(dnerf_scene), tmp_path / "a", quick_config(model="4d", **cfg))
     straight.train()
-    interrupted = new_trainer(str(dnerf_scene), tmp_path / "b", quick_config(**cfg))
+    interrupted = new_trainer(str(dnerf_scene), tmp_path / "b", quick_config(model="4d", **cfg))
 
     train_until_interrupted(interrupted, 7)  # what Ctrl-C does: finish the step, save, stop
     resumed = restore_trainer(tmp_path / "b")
@@ -86,7 +87,7 @@ def test_4d_resume_is_bit_exact(dnerf_scene, tmp_path, batch_size):
 
 
 def test_4d_ply_round_trip_and_export_frame(dnerf_scene, tmp_path, gen):
-    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=5, init_points=300))
+    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(model="4d", steps=5, init_points=300))
     trainer.train()
     out, n = export_ply(tmp_path / "run")
     splats = load_ply(out)
@@ -116,7 +117,7 @@ def test_4d_ply_round_trip_and_export_frame(dnerf_scene, tmp_path, gen):
 
 
 def test_scene_render_time_and_cli_render_times(dnerf_scene, tmp_path):
-    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=30, init_points=1500))
+    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(model="4d", steps=30, init_points=1500))
     trainer.train()
     scene = splat.load(tmp_path / "run")
     cam = scene.cameras[0].resized(40, 30)

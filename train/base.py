@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 class BaseTrainer:
     def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         config.validate()
-        config.model = resolve_model(config.model, dataset.is_dynamic)  # config.json records what trained
+        config.model = resolve_model(
+            config.model, dataset.is_dynamic, dataset.is_monocular
+        )  # config.json records what trained
         keep_freed_memory()  # a CPU step otherwise page-faults on every large temporary (splat/allocator.py)
         self.cfg = config
         self.data = dataset

@@ -141,10 +141,16 @@ class TrainConfig:
     # model
     model: str = flag(
         "auto",
-        "3d Gaussians, 4d (XYZT) Gaussians for dynamic scenes, or field (Instant-NGP hash-grid NeRF); "
-        "auto picks 4d when frames carry a time, else 3d",
-        choices=("auto", "3d", "4d", "field"),
+        "3d Gaussians; for dynamic scenes motion (3D Gaussians moved by a few motions they share) or 4d "
+        "(XYZT Gaussians, each with its own motion); or field (Instant-NGP hash-grid NeRF); auto: 3d for "
+        "static scenes, motion when one camera films a dynamic scene (D-NeRF), 4d when several do",
+        choices=("auto", "3d", "motion", "4d", "field"),
     )
+    motion_bases: int = 32  # motion: rigid motions shared by the Gaussians (splat/motion.py)
+    motion_knots: int = 8  # motion: knots over [0, 1] per motion (fewer: smoother motion between frames)
+    lr_motion: float = 3e-4  # motion: learning rate of the motions (translations x scene extent)
+    lr_motion_weights: float = 1e-2  # motion: learning rate of each Gaussian's blend logits
+    motion_smoothness: float = 1.0  # motion: weight of the motions' second differences over time
     init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range
     velocity_consistency: float = 0.2  # 4d: weight of 4D-Rotor's neighbours' velocity term (train/dynamic.py)
     sh_degree: int = flag(3, "maximum spherical-harmonics degree")
@@ -274,11 +280,16 @@ def resolve_device(name: str = "auto", cuda_available: bool | None = None) -> st
     return "cuda" if cuda_available else "cpu"
 
 
-def resolve_model(name: str, dynamic: bool) -> str:
-    """ "auto" -> "4d" when the frames carry a time, else "3d"; other names unchanged."""
+def resolve_model(name: str, dynamic: bool, monocular: bool = False) -> str:
+    """ "auto" -> for frames that carry a time, "motion" when one camera films them (no two
+    training frames at one time: one view per instant, where Gaussians that each move on their own
+    reproduce the frames and smear between them), else "4d"; for static frames "3d". Other names
+    unchanged."""
     if name != "auto":
         return name
-    return "4d" if dynamic else "3d"
+    if not dynamic:
+        return "3d"
+    return "motion" if monocular else "4d"
 
 
 def device_kind(device: str) -> str:

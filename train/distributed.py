@@ -53,10 +53,10 @@ class DistributedTrainer(Trainer):
         self._stop_local = self._stop_synced = False
         self._synced_seconds = 0.0
         self._eval_log: list | None = None
-        if config.model == "field" or (config.model in ("auto", "4d") and dataset.is_dynamic):
+        if config.model in ("field", "motion") or (config.model in ("auto", "4d") and dataset.is_dynamic):
             raise InputError(
                 f"{dataset.root}: distributed training supports 3D Gaussians only (model 3d), "
-                "not 4D Gaussians or fields"
+                "not dynamic scenes or fields"
             )
         if getattr(config, "appearance", False):
             raise InputError(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from splat import motion as shared_motion
 from splat.errors import InputError
 from splat.gaussians import rasterize_gaussians
 from splat.scene import GaussianScene
@@ -40,10 +41,13 @@ class Trainer(BaseTrainer):
         if config.background == "auto":  # config.json records what the images chose (`splat render` uses it)
             config.background = self.background_mode
 
-        self.dynamic = config.model == "4d"  # "auto" was resolved by the data (BaseTrainer)
+        # "auto" was resolved by the data (BaseTrainer): the scene changes with time when its model is
+        self.xyzt = config.model == "4d"  # 4D Gaussians, or
+        self.moving = config.model == "motion"  # 3D Gaussians moved by shared motions (splat/motion.py)
+        self.dynamic = self.xyzt or self.moving
         if self.dynamic and not dataset.is_dynamic:
             raise InputError(
-                f"model: 4d needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none"
+                f"model: {config.model} needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none"
             )
         mcmc = config.strategy == "mcmc"
         init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
@@ -61,10 +65,17 @@ class Trainer(BaseTrainer):
             keep = torch.randperm(points.shape[0], generator=self.generator)[: config.max_gaussians]
             points, colors = points[keep], colors[keep]
         init_opacity = config.init_opacity if config.init_opacity is not None else (0.5 if mcmc else 0.1)
-        times = torch.rand(points.shape[0], generator=self.generator) if self.dynamic else None
+        times = torch.rand(points.shape[0], generator=self.generator) if self.xyzt else None
         self.params = init_params(
             points, colors, config.sh_degree, init_opacity, init_scale, times, config.init_time_scale
         ).to(self.device)
+        self.bases: torch.nn.ParameterDict | None = None
+        if self.moving:
+            logits, pivots = shared_motion.initial_blend(points.float(), config.motion_bases, self.generator)
+            self.params[shared_motion.MOTION_KEY] = torch.nn.Parameter(logits.to(self.device))
+            bases = {**shared_motion.identity_bases(config.motion_bases, max(2, config.motion_knots)), "pivots": pivots}
+            self.bases = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(self.device)) for k, v in bases.items()})
+            self.bases["pivots"].requires_grad_(False)  # where each motion turns about: chosen, not learned
         self.optimizers = self._make_optimizers()
         refine_stop = config.refine_stop if config.refine_stop is not None else (25_000 if mcmc else 15_000)
         common = dict(
@@ -101,9 +112,22 @@ class Trainer(BaseTrainer):
         }
         if "quats_right" in self.params:
             lrs["quats_right"] = c.lr_quats
+        if shared_motion.MOTION_KEY in self.params:
+            lrs[shared_motion.MOTION_KEY] = c.lr_motion_weights
         # fused: one kernel per parameter instead of a dozen element-wise passes (4.9x less CPU time
         # at 130k Gaussians, bench/results/step_cost-cpu.json); deterministic, so resume stays exact
-        return {name: torch.optim.Adam([self.params[name]], lr=lr, eps=1e-15, fused=True) for name, lr in lrs.items()}
+        optimizers = {
+            name: torch.optim.Adam([self.params[name]], lr=lr, eps=1e-15, fused=True) for name, lr in lrs.items()
+        }
+        if self.bases is not None:  # not rows of the Gaussians: the strategies' edits leave them alone
+            optimizers["bases"] = torch.optim.Adam(
+                [
+                    {"params": [self.bases["rotations"]], "lr": c.lr_motion},
+                    {"params": [self.bases["translations"]], "lr": c.lr_motion * self.scene_extent},
+                ],
+                eps=1e-15,
+            )
+        return optimizers
 
     @property
     def scene_extent(self) -> float:
@@ -142,18 +166,19 @@ class Trainer(BaseTrainer):
         if downscale > 1:
             cam = cam.resized(max(1, cam.width // downscale), max(1, cam.height // downscale))
         K, width, height = torch.from_numpy(cam.K).float(), cam.width, cam.height
+        params = shared_motion.deform(self.params, self.bases, float(cam.time)) if self.moving else self.params
         colors, alphas, info = rasterize_gaussians(
-            self.params,
+            params,
             self.data.viewmat(index)[None].to(self.device),
             K[None].to(self.device),
             width,
             height,
             sh_degree=sh_degree,
             backgrounds=background[None].to(self.device),
-            times=float(cam.time) if self.dynamic else None,
+            times=float(cam.time) if self.xyzt else None,
             absgrad=self.cfg.strategy == "default" and self.cfg.absgrad,
         )
-        if self.dynamic:
+        if self.xyzt:
             info["num_gaussians"] = self.num_gaussians
         return colors[0], alphas[0], info
 
@@ -196,8 +221,10 @@ class Trainer(BaseTrainer):
             frames
         )
         loss = loss + self.strategy.regularization(self.params)
-        if self.dynamic:
+        if self.xyzt:
             loss = loss + self.dynamic_regularization([f[3] for f in frames])
+        if self.moving and c.motion_smoothness > 0:
+            loss = loss + c.motion_smoothness * shared_motion.smoothness(self.bases)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at step {step}; lower the learning rates or check the data "
@@ -244,7 +271,11 @@ class Trainer(BaseTrainer):
     def scene(self) -> GaussianScene:
         """The live Gaussians (not copied) at the SH degree the run has reached."""
         return GaussianScene(
-            dict(self.params), cameras=self.cameras, source="training", sh_degree=sh_degree_at(self.step, self.cfg)
+            dict(self.params),
+            cameras=self.cameras,
+            source="training",
+            sh_degree=sh_degree_at(self.step, self.cfg),
+            bases=dict(self.bases) if self.bases is not None else None,
         )
 
     def model_stats(self) -> dict:
@@ -258,12 +289,13 @@ class Trainer(BaseTrainer):
             "step": self.step,
             "train_seconds": self.train_seconds,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            **({"bases": {k: v.detach().cpu() for k, v in self.bases.items()}} if self.bases is not None else {}),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "strategy_state": self.strategy_state,
             "generator": self.generator.get_state(),
             "order": list(self._order),
             "config": self.cfg.to_json(),
-            "model": self.cfg.model,  # "3d" or "4d"
+            "model": self.cfg.model,  # "3d", "motion" or "4d"
             "normalization": self.data.normalization.to_dict(),
             **({"appearance": self.appearance.state_dict()} if self.appearance is not None else {}),
         }
@@ -274,6 +306,10 @@ class Trainer(BaseTrainer):
         self.params = torch.nn.ParameterDict(
             {k: torch.nn.Parameter(v.to(self.device)) for k, v in state["params"].items()}
         )
+        if "bases" in state:
+            self.bases = torch.nn.ParameterDict(
+                {k: torch.nn.Parameter(v.to(self.device)) for k, v in state["bases"].items()}
+            )
         self.optimizers = self._make_optimizers()
         for k, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][k])

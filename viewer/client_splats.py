@@ -72,7 +72,10 @@ def view_colors(sh: torch.Tensor, means: torch.Tensor, campos, degree: int) -> t
 def world_gaussians(scene: GaussianScene, time: float | None = None) -> dict[str, torch.Tensor]:
     """The scene's Gaussians in 3D: centres (N, 3), covariances (N, 3, 3), opacities (N,) and SH
     (N, K, 3), on the CPU. A 4D scene is sliced at `time` (default 0): positions move with their
-    velocity and opacities fade by the temporal weight, as the rasterizer does."""
+    velocity and opacities fade by the temporal weight, as the rasterizer does; a scene of moving 3D
+    Gaussians (splat/motion.py) is moved to `time`."""
+    if getattr(scene, "bases", None) is not None:
+        scene = scene.at_time(0.0 if time is None else float(time))
     p = activated({k: v.detach().cpu().float() for k, v in scene.splats.items()})
     sh, opacities = p["colors"], p["opacities"]
     if scene.is_dynamic:

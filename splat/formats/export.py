@@ -26,7 +26,8 @@ def default_output(source: Path, fmt: str, time: float | None) -> Path:
 def export_scene(source, out=None, format: str | None = None, time: float | None = None, **options) -> tuple[Path, int]:
     """Write the Gaussians of `source` (run folder, checkpoint or splat file), in the dataset's
     original frame, as `format` (default: from `out`'s name, else "ply"). Dynamic scenes: only
-    "ply" keeps the time axis; `time` in [0, 1] exports the 3D scene shown at that time.
+    "ply" keeps the time axis of 4D Gaussians, none the shared motions of moving ones; `time` in
+    [0, 1] exports the 3D scene shown at that time.
     Returns (output path, number of Gaussians written)."""
     from splat.scene import GaussianScene, load
 
@@ -45,6 +46,11 @@ def export_scene(source, out=None, format: str | None = None, time: float | None
         scene = scene.at_time(time)
         if scene.num_gaussians == 0:
             raise ExportError(f"{source}: no Gaussian is visible at time {time:g}")
+    elif getattr(scene, "bases", None) is not None:
+        raise ExportError(
+            f"{source} holds Gaussians moved by shared motions, which no splat format keeps; "
+            "pass --time T to export the 3D scene at time T in [0, 1]"
+        )
     elif scene.is_dynamic and fmt != "ply":
         raise ExportError(
             f"{source} is a dynamic (4D) scene: only --format ply keeps its time axis; "
