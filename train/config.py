@@ -88,6 +88,12 @@ PRESET_NOTES = {
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "field": {"steps": 20_000},  # nerfacc's Instant-NGP schedule
 }
+# Defaults that follow the densification strategy (INRIA 3DGS; gsplat's MCMC), for the fields left
+# None (TrainConfig.__post_init__); the strategies' own parameters are in strategies.py.
+STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "default": {"init_opacity": 0.1, "init_scale": 1.0, "refine_stop": 15_000},
+    "mcmc": {"init_opacity": 0.5, "init_scale": 0.1, "refine_stop": 25_000},
+}
 
 
 @dataclasses.dataclass
@@ -161,9 +167,9 @@ class TrainConfig:
         "with sparse points: add this fraction of their number as points in image regions no "
         "sparse point covers (distant background), coloured from the images",
     )
-    init_opacity: float | None = None  # default: 0.1 (default strategy), 0.5 (mcmc)
-    init_scale: float | None = None  # times the kNN distance; default: 1.0 (default), 0.1 (mcmc)
-    random_init_scale: float | None = None  # the same for random points (no sparse points); default: init_scale
+    init_opacity: float | None = None  # None: the strategy's (STRATEGY_DEFAULTS)
+    init_scale: float | None = None  # times the kNN distance; None: the strategy's
+    random_init_scale: float | None = None  # the same for random points (no sparse points); None: init_scale
     max_gaussians: int = flag(3_000_000, "hard cap on the number of Gaussians")
 
     # optimisation (Adam, eps 1e-15)
@@ -183,7 +189,7 @@ class TrainConfig:
 
     # densification (strategy parameters; see strategies.py)
     refine_start: int = 500
-    refine_stop: int | None = None  # default: 15k (default strategy), 25k (mcmc)
+    refine_stop: int | None = None  # None: the strategy's (STRATEGY_DEFAULTS)
     refine_every: int = 100
     reset_every: int = 3000
     grow_grad2d: float = 0.0002
@@ -223,6 +229,13 @@ class TrainConfig:
         10.0, "also save one after this many minutes of training", describe_default="10; 0: by steps only"
     )
     keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        for name, value in STRATEGY_DEFAULTS.get(self.strategy, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.random_init_scale is None:
+            self.random_init_scale = self.init_scale
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,7 +8,7 @@ hard `max_gaussians` cap so no run dies of memory.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -202,4 +202,39 @@ class MCMCStrategy:
         return stats
 
 
-STRATEGIES = {"default": DefaultStrategy, "mcmc": MCMCStrategy}
+class Strategy(Protocol):
+    """What the trainer calls (the module docstring); `state` is the strategy's checkpointed state."""
+
+    def initialize_state(self, scene_scale: float, n: int) -> dict[str, Any]: ...
+
+    def regularization(self, params: Params) -> torch.Tensor | float: ...
+
+    def step_pre_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None: ...
+
+    def step_post_backward(self, params, optimizers, state, step, info, generator, **schedule) -> dict[str, Any]:
+        """After the optimiser step; `schedule`: lr_means (the step's position rate) and progress."""
+
+
+STRATEGIES: dict[str, type] = {"default": DefaultStrategy, "mcmc": MCMCStrategy}
+
+
+def make_strategy(config) -> Strategy:
+    """The strategy a TrainConfig names, with its settings (the strategy's defaults for the fields
+    left None were filled by the config: STRATEGY_DEFAULTS)."""
+    common = dict(
+        refine_start_iter=config.refine_start,
+        refine_stop_iter=config.refine_stop,
+        refine_every=config.refine_every,
+        max_gaussians=config.max_gaussians,
+    )
+    if config.strategy == "mcmc":
+        return MCMCStrategy(cap_max=config.mcmc_cap_max, **common)
+    return DefaultStrategy(
+        reset_every=config.reset_every,
+        grow_grad2d=config.grow_grad2d,
+        absgrad=config.absgrad,
+        total_steps=config.steps,
+        **common,
+    )

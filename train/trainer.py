@@ -24,7 +24,7 @@ from .appearance import AppearanceCompensation
 from .base import BaseTrainer, TrainingError  # noqa: F401 - re-exported
 from .config import TrainConfig
 from .model import background_fill, init_params, random_points
-from .strategies import STRATEGIES
+from .strategies import make_strategy
 
 if TYPE_CHECKING:
     from splat.datasets import SceneDataset
@@ -49,8 +49,7 @@ class Trainer(BaseTrainer):
             raise InputError(
                 f"model: {config.model} needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none"
             )
-        mcmc = config.strategy == "mcmc"
-        init_scale = config.init_scale if config.init_scale is not None else (0.1 if mcmc else 1.0)
+        init_scale = config.init_scale  # (the strategy's defaults filled in: config.STRATEGY_DEFAULTS)
         if dataset.points is not None:
             points, colors = dataset.points, dataset.point_colors
             n_fill = int(config.background_points * points.shape[0])
@@ -60,11 +59,11 @@ class Trainer(BaseTrainer):
                 points, colors = torch.cat([points, fill]), torch.cat([colors, fill_colors])
         else:
             points, colors = random_points(config.init_points, dataset, self.generator)
-            init_scale = config.random_init_scale if config.random_init_scale is not None else init_scale
+            init_scale = config.random_init_scale
         if points.shape[0] > config.max_gaussians:
             keep = torch.randperm(points.shape[0], generator=self.generator)[: config.max_gaussians]
             points, colors = points[keep], colors[keep]
-        init_opacity = config.init_opacity if config.init_opacity is not None else (0.5 if mcmc else 0.1)
+        init_opacity = config.init_opacity
         times = torch.rand(points.shape[0], generator=self.generator) if self.xyzt else None
         self.params = init_params(
             points, colors, config.sh_degree, init_opacity, init_scale, times, config.init_time_scale
@@ -77,23 +76,7 @@ class Trainer(BaseTrainer):
             self.bases = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(self.device)) for k, v in bases.items()})
             self.bases["pivots"].requires_grad_(False)  # where each motion turns about: chosen, not learned
         self.optimizers = self._make_optimizers()
-        refine_stop = config.refine_stop if config.refine_stop is not None else (25_000 if mcmc else 15_000)
-        common = dict(
-            refine_start_iter=config.refine_start,
-            refine_stop_iter=refine_stop,
-            refine_every=config.refine_every,
-            max_gaussians=config.max_gaussians,
-        )
-        if mcmc:
-            self.strategy = STRATEGIES["mcmc"](cap_max=config.mcmc_cap_max, **common)
-        else:
-            self.strategy = STRATEGIES["default"](
-                reset_every=config.reset_every,
-                grow_grad2d=config.grow_grad2d,
-                absgrad=config.absgrad,
-                total_steps=config.steps,
-                **common,
-            )
+        self.strategy = make_strategy(config)
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent, n=self.num_gaussians)
         self.appearance = AppearanceCompensation(len(dataset), self.device) if config.appearance else None
 
