@@ -198,7 +198,10 @@ def test_monocular_data_trains_moving_gaussians_and_multiview_data_4d(dnerf_scen
 
     trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=400, init_points=3000))
     assert trainer.cfg.model == "motion" and trainer.moving and trainer.dynamic and not trainer.xyzt
-    assert trainer.params["means"].shape[1] == 3 and trainer.params[motion.MOTION_KEY].shape[1] == trainer.cfg.motion_bases == 32
+    assert (
+        trainer.params["means"].shape[1] == 3
+        and trainer.params[motion.MOTION_KEY].shape[1] == trainer.cfg.motion_bases == 32
+    )
     before = trainer.evaluate(save_renders=False)["eval"]["psnr"]
     after = trainer.train()["eval"]["psnr"]
     assert after > before + 3.0, f"test PSNR {before:.2f} -> {after:.2f} dB"
