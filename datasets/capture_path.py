@@ -69,14 +69,24 @@ def _frame_points(c2w: np.ndarray, length: float) -> np.ndarray:
     return np.vstack([c2w[:3, 3], c2w[:3, 3] + length * c2w[:3, :3].T])
 
 
+def similarity(src: np.ndarray, dst: np.ndarray, scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """(s, R, t) minimising sum |s R src_i + t - dst_i|^2 over (N, 3) point sets (Umeyama); with
+    `scale` False, s = 1: the least-squares rigid motion (Kabsch)."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - mu_s, dst - mu_d
+    U, sigma, Vt = np.linalg.svd(b.T @ a / len(src))
+    E = np.eye(3)
+    E[2, 2] = np.sign(np.linalg.det(U @ Vt))
+    R = U @ E @ Vt
+    s = float((sigma * np.diag(E)).sum() / (a * a).sum(axis=1).mean()) if scale else 1.0
+    return s, R, mu_d - s * R @ mu_s
+
+
 def _rigid_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares rigid motion (Kabsch, no scale) taking points src onto dst."""
-    ms, md = src.mean(0), dst.mean(0)
-    U, _, Vt = np.linalg.svd((src - ms).T @ (dst - md))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    """Least-squares rigid motion taking points src onto dst, as a 4x4 matrix."""
+    _, R, t = similarity(src, dst, scale=False)
     T = np.eye(4)
-    T[:3, :3] = Vt.T @ D @ U.T
-    T[:3, 3] = md - T[:3, :3] @ ms
+    T[:3, :3], T[:3, 3] = R, t
     return T
 
 

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..capture_path import similarity
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(s, R, t) minimising sum |s R src_i + t - dst_i|^2 over (N, 3) point sets."""
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    U, sigma, Vt = np.linalg.svd(b.T @ a / len(src))
-    E = np.eye(3)
-    E[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ E @ Vt
-    s = float((sigma * np.diag(E)).sum() / (a * a).sum(axis=1).mean())
-    return s, R, mu_d - s * R @ mu_s
+__all__ = ["pose_errors", "rotation_angle_deg", "similarity"]
 
 
 def rotation_angle_deg(R: np.ndarray) -> float:
