@@ -323,3 +323,24 @@ def test_auto_downscale_prefers_only_true_downscaled_folders(tmp_path, posed):
     shutil.copyfile(ns / "images" / "frame_000.png", ns / "images_4" / "frame_000.png")
     loaded = load_dataset(ns, downscale=0, max_side=40)
     assert loaded.downscale == 2 and loaded.image(0)[0].shape[:2] == (24, 32)
+
+
+def test_plan_line_counts_what_will_be_done(tmp_path):
+    """Photos: their number and size; a video: the frames kept and the decoding of all of them;
+    larger photos (more SIFT features, dearer pairs) take longer per image."""
+    from splat.datasets.capture import plan_text
+    from splat.datasets.capture.inputs import find_capture
+
+    rng = np.random.default_rng(0)
+    for name, (w, h) in (("small", (320, 240)), ("large", (2400, 1600))):
+        (tmp_path / name).mkdir()
+        for i in range(12):
+            noise = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+            iio.imwrite(tmp_path / name / f"{i:03d}.jpg", np.kron(noise, np.ones((8, 8, 1), dtype=np.uint8)))
+    small, large = (plan_text(find_capture(tmp_path / n)) for n in ("small", "large"))
+    assert "12 photos (320x240)" in small and "~66 pairs" in small and "about 1 min" in small
+    minutes = int(large.split("about ")[1].split(" min")[0])
+    assert "12 photos (2400x1600)" in large and minutes >= 2, large
+    write_video(tmp_path / "clip.mp4", rng.integers(0, 255, (40, 48, 64, 3), dtype=np.uint8))
+    clip = plan_text(find_capture(tmp_path / "clip.mp4"), num_frames=20)
+    assert clip.startswith("pose 20 frames of") and "(64x48)" in clip, clip

@@ -58,32 +58,34 @@ def default_output(input_path: str | Path) -> Path:
     return Path("outputs") / name / "data"
 
 
+# Seconds on a 2-core CPU (bench/results/process-cpu.json), for images of at most about 1 MP after
+# the SIFT downscale (beer: ~2k features each) and of 1.5 MP and more (Strecha: up to SIFT's 8k
+# features each, which makes every pair ~20x dearer to match), linear in between: per image
+# features + mapping, per pair matching.
+SECONDS_PER_IMAGE = (1.5 + 0.2, 7.0 + 3.5)
+SECONDS_PER_PAIR = (0.05, 1.2)
+
+
 def plan_text(capture: Capture, num_frames: int = DEFAULT_NUM_FRAMES) -> str:
     """What processing will do and roughly how long it takes on this machine."""
     from .frames import frame_plan
 
-    n, width, height = frame_plan(capture, num_frames)
+    n, width, height, decoded = frame_plan(capture, num_frames)
     side = min(sfm.MAX_FEATURE_SIDE, max(width, height))
     megapixels = width * height * (side / max(width, height)) ** 2 / 1e6
     pairs = min(n * (n - 1) // 2, n * (sfm.SEQUENTIAL_OVERLAP + sfm.LOOP_NEIGHBOURS // 2))  # a walk's
     matcher = "sequential matching, loops by position (every pair if the names are not in capture order)"
-    # measured on a 2-core CPU (bench/results/process-cpu.json): ~1 s per megapixel-image for SIFT,
-    # ~0.03 s per pair, ~0.15 s per image to map (twice for a walk); video decoding ~0.02 s a frame
     threads = sfm._threads()
-    seconds = (2.0 / threads) * (n * 1.0 * megapixels + pairs * 0.03 + n * 0.3)
-    if capture.videos:
-        seconds += sum(0.02 * _frames_in(v) for v in capture.videos)
+    seconds = (2.0 / threads) * sum(
+        count * (small + (large - small) * min(max((megapixels - 1.0) / 0.5, 0.0), 1.0))
+        for count, (small, large) in ((n, SECONDS_PER_IMAGE), (pairs, SECONDS_PER_PAIR))
+    )
+    seconds += 0.02 * decoded  # video: every frame is decoded
     what = f"{n} frames of {capture.describe()}" if capture.videos else capture.describe()
     return (
         f"pose {what} ({width}x{height}): SIFT at {side} px, {matcher}, ~{pairs:,} pairs, "
         f"incremental mapping; about {max(1, round(seconds / 60))} min on {threads} CPU threads"
     )
-
-
-def _frames_in(video: Path) -> int:
-    from .video import video_info
-
-    return video_info(video)["frames"]
 
 
 def process_capture(

@@ -19,15 +19,16 @@ from .video import output_size, sharpest_frames, video_info
 MIN_DOWNSCALED_SIDE = 150  # images_N/ is made while its longer side keeps at least this many pixels
 
 
-def frame_plan(capture: Capture, num_frames: int) -> tuple[int, int, int]:
-    """(number of images, width, height of the first) that the frames stage will produce."""
+def frame_plan(capture: Capture, num_frames: int) -> tuple[int, int, int, int]:
+    """(number of images, width, height of the first) that the frames stage will produce, and the
+    number of video frames it decodes to choose them (0 for photos)."""
     if capture.videos:
         infos = [video_info(v) for v in capture.videos]
         total = sum(i["frames"] for i in infos)
         width, height = output_size(infos[0]["width"], infos[0]["height"])
-        return min(num_frames, total), width, height
+        return min(num_frames, total), width, height, total
     width, height = _upright_size(capture.photos[0])
-    return len(capture.photos), width, height
+    return len(capture.photos), width, height, 0
 
 
 def write_frames(capture: Capture, out: Path, num_frames: int, stage_bar, quiet: bool) -> dict:
