@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict] = {
     "motion_lr_1e-4": {"lr_motion": 1e-4},
     "motion_smoothness_0": {"motion_smoothness": 0.0},
     "motion_weights_lr_3e-2": {"lr_motion_weights": 3e-2},
+    "motion_sh_degree_1": {"sh_degree": 1},  # less view-dependent colour to fit each frame's one view with
+    "motion_sh_degree_0": {"sh_degree": 0},
+    "motion_batch2": {"batch_size": 2},  # two frames (two times, two views) a step
     # 4D (XYZT) Gaussians, one piece changed (measured when they were the default for this data)
     "white": {"model": "4d", "background": "white"},  # what --background auto picked before it read the images
     "time_scale_0.05": {"model": "4d", "init_time_scale": 0.05},  # about the frame spacing (0.02) x 2.5
