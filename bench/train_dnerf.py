@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     "motion_sh_degree_1": {"sh_degree": 1},  # less view-dependent colour to fit each frame's one view with
     "motion_sh_degree_0": {"sh_degree": 0},
     "motion_batch2": {"batch_size": 2},  # two frames (two times, two views) a step
+    "motion_grow_4e-4": {"grow_grad2d": 4e-4},  # fewer Gaussians: less to fit each frame's one view with
     # 4D (XYZT) Gaussians, one piece changed (measured when they were the default for this data)
     "white": {"model": "4d", "background": "white"},  # what --background auto picked before it read the images
     "time_scale_0.05": {"model": "4d", "init_time_scale": 0.05},  # about the frame spacing (0.02) x 2.5
