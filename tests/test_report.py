@@ -69,9 +69,12 @@ def test_report_opens_in_a_browser_with_nothing_fetched(run, tmp_path):
     write_report(run)
     browser = Chromium(tmp_path)
     try:
-        page = browser.open((run / "report.html").as_uri())
+        uri = (run / "report.html").as_uri()
+        page = browser.open(uri)
         deadline = time.time() + 30
-        while page.evaluate("document.readyState") != "complete" and time.time() < deadline:
+        # the report, not the blank page before it (a loaded machine navigates late), fully loaded
+        loaded = f"document.location.href === {json.dumps(uri)} && document.readyState === 'complete'"
+        while not page.evaluate(loaded) and time.time() < deadline:
             time.sleep(0.1)
         shown = page.evaluate(
             "[document.images.length, [...document.images].every(i => i.complete && i.naturalWidth > 0),"
