@@ -13,6 +13,7 @@ import torch
 
 import splat
 from splat.datasets import DatasetError, detect_format, load_dataset
+from splat.rotation import quat_to_rotmat
 from splat.scenes import (
     dome_cameras,
     dynamic_scene_at,
@@ -25,25 +26,6 @@ from splat.scenes import (
 from splat.train.losses import psnr
 
 W, H = 64, 48
-
-
-def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    q = q.double() / q.double().norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)
 
 
 def assert_rerenders(data, indices, min_psnr=35.0):
@@ -95,7 +77,7 @@ def test_dynamic_scene_is_smooth_in_time():
         assert (a["means"] - b["means"]).abs().max() < 1e-2, t
         assert (a["opacities"] - b["opacities"]).abs().max() < 1e-2, t
         # rotations: compare matrices (q and -q are the same rotation)
-        assert (quat_to_matrix(a["quats"]) - quat_to_matrix(b["quats"])).abs().max() < 1e-2, t
+        assert (quat_to_rotmat(a["quats"].double()) - quat_to_rotmat(b["quats"].double())).abs().max() < 1e-2, t
 
 
 def test_objects_move_rotate_appear_and_disappear():
@@ -116,7 +98,7 @@ def test_objects_move_rotate_appear_and_disappear():
     )
     cube = objects["cube"]
     now = dynamic_scene_at(t)
-    R0, Rt = quat_to_matrix(start["quats"][cube]), quat_to_matrix(now["quats"][cube])
+    R0, Rt = quat_to_rotmat(start["quats"][cube].double()), quat_to_rotmat(now["quats"][cube].double())
     assert torch.allclose(Rt, Rz @ R0, atol=1e-5)
     center = start["means"][cube].double().mean(0)
     assert torch.allclose(
