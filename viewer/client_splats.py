@@ -74,7 +74,7 @@ def world_gaussians(scene: GaussianScene, time: float | None = None) -> dict[str
     (N, K, 3), on the CPU. A 4D scene is sliced at `time` (default 0): positions move with their
     velocity and opacities fade by the temporal weight, as the rasterizer does; a scene of moving 3D
     Gaussians (splat/motion.py) is moved to `time`."""
-    if getattr(scene, "bases", None) is not None:
+    if scene.bases is not None:
         scene = scene.at_time(0.0 if time is None else float(time))
     p = activated({k: v.detach().cpu().float() for k, v in scene.splats.items()})
     sh, opacities = p["colors"], p["opacities"]

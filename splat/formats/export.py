@@ -46,7 +46,7 @@ def export_scene(source, out=None, format: str | None = None, time: float | None
         scene = scene.at_time(time)
         if scene.num_gaussians == 0:
             raise ExportError(f"{source}: no Gaussian is visible at time {time:g}")
-    elif getattr(scene, "bases", None) is not None:
+    elif scene.bases is not None:
         raise ExportError(
             f"{source} holds Gaussians moved by shared motions, which no splat format keeps; "
             "pass --time T to export the 3D scene at time T in [0, 1]"
