@@ -203,10 +203,20 @@ def launch(
             yield k
 
     def worker(shard: int) -> None:
+        # the arguments are packed once per worker (a recorded launch): later chunks only move
+        # the offset and the size, which costs ~1/10 of a launch (packing holds the GIL)
+        command = None
         for k in chunks_of(shard):
             start, stop = bounds[k], bounds[k + 1]
-            head = [start, shard] if sharded else [start]
-            wp.launch(kernel, dim=stop - start, inputs=head + inputs, outputs=outputs, device=wdev)
+            if command is None:
+                head = [start, shard] if sharded else [start]
+                command = wp.launch(
+                    kernel, dim=stop - start, inputs=head + inputs, outputs=outputs, device=wdev, record_cmd=True
+                )
+            else:
+                command.set_param_at_index(0, start)
+                command.set_dim(stop - start)
+            command.launch()
 
     futures = [_get_pool(workers).submit(worker, s) for s in range(workers)]
     for f in futures:
