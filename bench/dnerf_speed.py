@@ -51,8 +51,9 @@ def step_seconds(
         )
         loss = losses.photometric_loss(image[0], gt, None, 0.2)
         if time_value is not None and velocity > 0:
-            alive = info["gaussian_ids"]
-            loss = loss + velocity * dynamic.velocity_consistency(leaves["means"], info["velocities"], alive, generator)
+            alive, velocities = dynamic.alive_velocities([info])
+            term = dynamic.velocity_consistency(leaves["means"].detach()[alive], velocities, generator)
+            loss = loss + velocity * term
         loss.backward()
         out.append(time.perf_counter() - t0)
         for v in [*leaves.values(), *motions.values()]:
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     import splat
     from splat.io_utils import read_json_object
     from splat.motion import deform
-    from splat.renderer.slicing import slice_gaussians
+    from splat.renderer.rasterization_4d import slice_gaussians
     from splat.run_folder import read_newest_checkpoint, run_dataset
 
     info = read_json_object(run / "config.json", ValueError)

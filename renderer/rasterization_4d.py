@@ -1,10 +1,11 @@
 """`rasterize_4d`: render 4D (XYZT) Gaussians at given times through the ordinary 3D rasterizer.
 
 Slicing (renderer/slicing.py) turns the 4D Gaussians into 3D ones at each requested time; those
-that cannot show at that time (opacity x temporal weight below 1/255) are dropped; the rest go
-through `rasterize` with explicit covariances. One call renders a batch of (camera, time) pairs:
-the time-independent part of slicing runs once, then each distinct time is one `rasterize` call
-over the cameras that share it.
+that cannot show at that time (opacity x temporal weight below 1/255) are dropped before slicing
+(a cheap pass computes only their temporal variance), so that a step costs what its live
+Gaussians cost; the rest go through `rasterize` with explicit covariances. One call renders a
+batch of (camera, time) pairs: the time-independent part of slicing runs once, then each
+distinct time is one `rasterize` call over the cameras that share it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from typing import Any
 
 import torch
 
+from splat.rotation import covariance_axes
+
 from .gaussian_math import ALPHA_THRESHOLD
 from .rasterization import rasterize
-from .slicing import covariance_4d, slice_at_times
+from .slicing import covariance_4d, live_at_times, slice_at_times
 
-_MIN_VISIBLE = float(ALPHA_THRESHOLD)
+# drawn at a time: opacity x temporal weight >= this. Just below the rasterizer's alpha threshold:
+# the few in between cannot colour a pixel, and rounding in the cheap culling pass cannot drop
+# one that could
+_MIN_VISIBLE = 0.99 * float(ALPHA_THRESHOLD)
 
 
 def _check_4d_inputs(means, quats_left, quats_right, scales, opacities, viewmats, times) -> torch.Tensor:
@@ -52,6 +58,13 @@ def _check_4d_inputs(means, quats_left, quats_right, scales, opacities, viewmats
     return times.contiguous()
 
 
+def _rows(colors, ids: torch.Tensor, dim: int):
+    """The rows `ids` of colour features along the Gaussian axis `dim` (a (DC, rest) SH pair: each)."""
+    if isinstance(colors, tuple):
+        return tuple(c.index_select(0, ids) for c in colors)
+    return colors.index_select(dim, ids)
+
+
 def rasterize_4d(
     means: torch.Tensor,
     quats_left: torch.Tensor,
@@ -75,8 +88,9 @@ def rasterize_4d(
             normalised here.
         scales: (N, 4) activated scales (x, y, z, t axes before rotation).
         opacities: (N,) in [0, 1], before the temporal falloff.
-        colors: (N, D) features, or (N, K, 3) SH coefficients with `sh_degree` (view-dependent
-            on the sliced positions).
+        colors: (N, D) features, (C, N, D) per camera, or (N, K, 3) SH coefficients with
+            `sh_degree` (view-dependent on the sliced positions), also as a (DC band (N, 1, 3),
+            higher bands (N, K - 1, 3)) pair as `rasterize` takes them.
         viewmats, Ks, width, height, backgrounds and every other keyword: as `rasterize`.
         times: a float (all cameras) or (C,) one time per camera.
 
@@ -85,44 +99,89 @@ def rasterize_4d(
         holding, per distinct time, the rasterizer's meta plus "time", "camera_ids" (which of the
         C cameras) and "gaussian_ids" (which of the N Gaussians were rendered, i.e. the rows of
         that group's means2d / radii). With a single time the group's entries are also at the top
-        level, as for `rasterize`; meta["velocities"] (N, 3) is every Gaussian's velocity V / W
-        (differentiable, for regularisers). Differentiable w.r.t. all Gaussian parameters and
-        backgrounds.
+        level, as for `rasterize`. meta["live_ids"] (M,) are the Gaussians visible at one of the
+        times at least (sorted; every group's "gaussian_ids" are among them), meta["velocities"]
+        (M, 3) their velocities V / W (differentiable, for regularisers) and
+        meta["temporal_weights"] (T, M) their weights at each distinct time. Differentiable
+        w.r.t. all Gaussian parameters and backgrounds.
     """
     times = _check_4d_inputs(means, quats_left, quats_right, scales, opacities, viewmats, times)
-    covars3, velocities, time_vars = covariance_4d(scales, quats_left, quats_right)
     unique_times, inverse = torch.unique(times, return_inverse=True)
-    means3, weights = slice_at_times(unique_times, means, velocities, time_vars)
     opacities = opacities.float()
-    per_color_camera = colors.dim() == 3 and kwargs.get("sh_degree") is None
+    per_color_camera = not isinstance(colors, tuple) and colors.dim() == 3 and kwargs.get("sh_degree") is None
+    # culling first (W alone is cheap), so that slicing, its gradients and the gathers below
+    # touch only the Gaussians some requested time can show
+    live = live_at_times(unique_times, means, scales, quats_left, quats_right, opacities, _MIN_VISIBLE)
+    if live.numel() == 0:  # keep one (invisible) splat so the rasterizer has a scene to draw
+        live = opacities.detach().argmax().reshape(1)
+    covars3, velocities, time_vars = covariance_4d(
+        scales.index_select(0, live), quats_left.index_select(0, live), quats_right.index_select(0, live)
+    )
+    means3, weights = slice_at_times(unique_times, means.index_select(0, live), velocities, time_vars)
+    live_opacities = opacities.index_select(0, live)
+    live_colors = _rows(colors, live, 1 if per_color_camera else 0)
 
     outputs, alphas, groups = [None] * viewmats.shape[0], [None] * viewmats.shape[0], []
     for k in range(unique_times.numel()):
         cams = (inverse == k).nonzero().flatten()
-        visible = opacities * weights[k]
-        ids = (visible.detach() >= _MIN_VISIBLE).nonzero().flatten()
-        if ids.numel() == 0:  # keep one (invisible) splat so the rasterizer has a scene to draw
-            ids = visible.detach().argmax().reshape(1)
-        group_colors = colors[cams][:, ids] if per_color_camera else colors[ids]
+        visible = live_opacities * weights[k]
+        local = (visible.detach() >= _MIN_VISIBLE).nonzero().flatten()
+        if local.numel() == 0:
+            local = visible.detach().argmax().reshape(1)
+        every = local.numel() == live.numel()  # one time (a training step), as a rule: no second gather
+        group_colors = live_colors if every else _rows(live_colors, local, 1 if per_color_camera else 0)
+        if per_color_camera:
+            group_colors = group_colors[cams]
         bg = backgrounds[cams] if backgrounds is not None else None
         out, alpha, meta = rasterize(
-            means3[k][ids],
+            means3[k] if every else means3[k][local],
             None,
             None,
-            visible[ids],
+            visible if every else visible[local],
             group_colors,
             viewmats[cams],
             Ks[cams],
             width,
             height,
             backgrounds=bg,
-            covars=covars3[ids],
+            covars=covars3 if every else covars3[local],
             **kwargs,
         )
         for j, c in enumerate(cams.tolist()):
             outputs[c], alphas[c] = out[j], alpha[j]
-        groups.append({**meta, "time": float(unique_times[k]), "camera_ids": cams, "gaussian_ids": ids})
-    meta = {"groups": groups, "times": times, "temporal_weights": weights, "velocities": velocities}
+        groups.append({**meta, "time": float(unique_times[k]), "camera_ids": cams, "gaussian_ids": live[local]})
+    meta = {"groups": groups, "times": times, "live_ids": live, "temporal_weights": weights, "velocities": velocities}
     if len(groups) == 1:
         meta = {**groups[0], **meta}
     return torch.stack(outputs), torch.stack(alphas), meta
+
+
+def slice_gaussians(
+    splats: dict[str, torch.Tensor], time: float, min_visible: float | None = None
+) -> dict[str, torch.Tensor]:
+    """The 3D Gaussians a 4D scene shows at `time`: pre-activation splats (means and log-scales
+    (N, 4), quats, quats_right, opacity logits, SH) -> a 3D splat dict (means (M, 3), log-scales,
+    wxyz quats of Sigma3's eigenvectors, opacity logits including the temporal falloff, SH), the
+    same slicing the renderer does; Gaussians whose opacity x temporal weight is below
+    `min_visible` (default: the renderer's alpha threshold, below which it drops them) are left out."""
+    min_visible = float(ALPHA_THRESHOLD) if min_visible is None else min_visible
+    with torch.no_grad():
+        t = torch.tensor([float(time)], dtype=torch.float32, device=splats["means"].device)
+        scales, opacities = splats["scales"].exp(), torch.sigmoid(splats["opacities"].float())
+        q_left, q_right = splats["quats"], splats["quats_right"]
+        live = live_at_times(t, splats["means"], scales, q_left, q_right, opacities, 0.99 * min_visible)
+        covars3, velocities, time_vars = covariance_4d(scales[live], q_left[live], q_right[live])
+        means3, weights = slice_at_times(t, splats["means"][live], velocities, time_vars)
+        visible = opacities[live] * weights[0]
+        kept = (visible >= min_visible).nonzero().flatten()
+        keep = live[kept]
+        log_scales, quats = covariance_axes(covars3[kept])
+        opac = visible[kept].double().clamp(1e-7, 1 - 1e-7)
+        return {
+            "means": means3[0][kept].float(),
+            "scales": log_scales.float(),
+            "quats": quats.float(),
+            "opacities": (opac / (1 - opac)).log().float(),
+            "sh0": splats["sh0"][keep],
+            "shN": splats["shN"][keep],
+        }

@@ -38,7 +38,6 @@ import torch
 import warp as wp
 
 from splat.rotation import (
-    covariance_axes,
     embed_3d_rotation,  # noqa: F401 - re-exported, as are the next two
     factor_rotation_4d,  # noqa: F401
     scale_space_4d,  # noqa: F401
@@ -62,24 +61,14 @@ def left_isoclinic(q: wp.vec4) -> wp.mat44:
     b = q[1]
     c = q[2]
     d = q[3]
+    # fmt: off
     return wp.mat44(
-        a,
-        -b,
-        -c,
-        -d,
-        b,
-        a,
-        -d,
-        c,
-        c,
-        d,
-        a,
-        -b,
-        d,
-        -c,
-        b,
-        a,
+        a, -b, -c, -d,
+        b, a, -d, c,
+        c, d, a, -b,
+        d, -c, b, a,
     )
+    # fmt: on
 
 
 @wp.func
@@ -98,24 +87,14 @@ def right_isoclinic(q: wp.vec4) -> wp.mat44:
     r = q[1]
     s = q[2]
     u = q[3]
+    # fmt: off
     return wp.mat44(
-        p,
-        -r,
-        -s,
-        -u,
-        r,
-        p,
-        u,
-        -s,
-        s,
-        -u,
-        p,
-        r,
-        u,
-        s,
-        -r,
-        p,
+        p, -r, -s, -u,
+        r, p, u, -s,
+        s, -u, p, r,
+        u, s, -r, p,
     )
+    # fmt: on
 
 
 @wp.func
@@ -237,6 +216,58 @@ def covariance_4d_bwd(
     v_scales[n] = v_s
     v_q_left[n] = normalize_vjp(q_left[n], left_isoclinic_vjp(v_R @ wp.transpose(Rr)))
     v_q_right[n] = normalize_vjp(q_right[n], right_isoclinic_vjp(wp.transpose(L) @ v_R))
+
+
+@wp.kernel
+def time_variance_fwd(
+    offset: int,
+    scales: wp.array(dtype=wp.vec4),
+    q_left: wp.array(dtype=wp.vec4),
+    q_right: wp.array(dtype=wp.vec4),
+    time_vars: wp.array(dtype=float),
+):
+    # W = Sigma4[3, 3] alone: |last row of M = R4 S|^2, that row being L(q_l)'s last row times R(q_r)
+    n = wp.tid() + offset
+    L = left_isoclinic(wp.normalize(q_left[n]))
+    Rr = right_isoclinic(wp.normalize(q_right[n]))
+    s = scales[n]
+    W = float(0.0)
+    for j in range(4):
+        m = float(0.0)
+        for i in range(4):
+            m += L[3, i] * Rr[i, j]
+        m *= s[j]
+        W += m * m
+    time_vars[n] = wp.max(W, TIME_VARIANCE_MIN)
+
+
+def live_at_times(
+    times: torch.Tensor,
+    means: torch.Tensor,
+    scales: torch.Tensor,
+    q_left: torch.Tensor,
+    q_right: torch.Tensor,
+    opacities: torch.Tensor,
+    min_visible: float,
+) -> torch.Tensor:
+    """Sorted indices of the Gaussians whose opacity x temporal weight reaches `min_visible` at one
+    of `times` (T,) at least (not differentiable: it only chooses what stage 1 and 2 compute).
+    Needs only W, a fraction of stage 1's work, so the rest of slicing runs on these alone."""
+    with torch.no_grad():
+        N, dev = scales.shape[0], scales.device
+        time_vars = torch.empty((N,), dtype=torch.float32, device=dev)
+        A = warp_runtime.array
+        f = lambda x: x.detach().contiguous().float()  # noqa: E731
+        warp_runtime.launch(
+            time_variance_fwd,
+            N,
+            [A(f(scales), wp.vec4), A(f(q_left), wp.vec4), A(f(q_right), wp.vec4)],
+            [A(time_vars)],
+            device=dev,
+        )
+        dt = times.float()[:, None] - means.detach()[:, 3].float()[None]
+        visible = opacities.detach().float()[None] * torch.exp(-0.5 * dt * dt / time_vars[None])
+        return (visible >= min_visible).any(dim=0).nonzero().flatten()
 
 
 class _Covariance4D(torch.autograd.Function):
@@ -401,32 +432,3 @@ def slice_at_times(
     positions (T, N, 3) and temporal weights exp(-0.5 (t - mu_t)^2 / W) (T, N)."""
     f = lambda x: x.contiguous().float()  # noqa: E731
     return _SliceAtTimes.apply(f(times), f(means), f(velocities), f(time_vars))
-
-
-def slice_gaussians(
-    splats: dict[str, torch.Tensor], time: float, min_visible: float | None = None
-) -> dict[str, torch.Tensor]:
-    """The 3D Gaussians a 4D scene shows at `time`: pre-activation splats (means and log-scales
-    (N, 4), quats, quats_right, opacity logits, SH) -> a 3D splat dict (means (M, 3), log-scales,
-    wxyz quats of Sigma3's eigenvectors, opacity logits including the temporal falloff, SH), the
-    same slicing the renderer does; Gaussians whose opacity x temporal weight is below
-    `min_visible` (default: the renderer's alpha threshold, below which it drops them) are left out."""
-    from .gaussian_math import ALPHA_THRESHOLD
-
-    min_visible = float(ALPHA_THRESHOLD) if min_visible is None else min_visible
-    with torch.no_grad():
-        covars3, velocities, time_vars = covariance_4d(splats["scales"].exp(), splats["quats"], splats["quats_right"])
-        t = torch.tensor([float(time)], dtype=torch.float32, device=splats["means"].device)
-        means3, weights = slice_at_times(t, splats["means"], velocities, time_vars)
-        visible = torch.sigmoid(splats["opacities"].float()) * weights[0]
-        keep = (visible >= min_visible).nonzero().flatten()
-        log_scales, quats = covariance_axes(covars3[keep])
-        opac = visible[keep].double().clamp(1e-7, 1 - 1e-7)
-        return {
-            "means": means3[0][keep].float(),
-            "scales": log_scales.float(),
-            "quats": quats.float(),
-            "opacities": (opac / (1 - opac)).log().float(),
-            "sh0": splats["sh0"][keep],
-            "shN": splats["shN"][keep],
-        }

@@ -52,8 +52,9 @@ def sh_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
     return sh0 * SH_C0 + 0.5
 
 
-def activated(params) -> dict[str, torch.Tensor]:
-    """Render-ready tensors: activated scales and opacities, SH coefficients (N, K, 3); for 4D
+def activated(params, sh_pair: bool = False) -> dict[str, torch.Tensor]:
+    """Render-ready tensors: activated scales and opacities, SH coefficients (N, K, 3) (with
+    `sh_pair` the (DC, rest) pair the rasterizers also take, without concatenating them); for 4D
     models the keyword arguments of `splat.renderer.rasterize_4d`."""
     rotations = (
         {"quats_left": params["quats"], "quats_right": params["quats_right"]}
@@ -65,7 +66,7 @@ def activated(params) -> dict[str, torch.Tensor]:
         **rotations,
         "scales": torch.exp(params["scales"]),
         "opacities": torch.sigmoid(params["opacities"]),
-        "colors": torch.cat([params["sh0"], params["shN"]], dim=1),
+        "colors": (params["sh0"], params["shN"]) if sh_pair else torch.cat([params["sh0"], params["shN"]], dim=1),
     }
 
 
@@ -91,7 +92,7 @@ def rasterize_gaussians(
         viewmats=viewmats, Ks=Ks, width=width, height=height, sh_degree=sh_degree, backgrounds=backgrounds, **options
     )
     if is_dynamic(params):
-        return rasterize_4d(**activated(params), **view, times=0.0 if times is None else times)
+        return rasterize_4d(**activated(params, sh_pair=True), **view, times=0.0 if times is None else times)
     # the SH bands go in as the pair they are kept as: no (N, 16, 3) concatenation every step
     scales, opacities = torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
     return rasterize(params["means"], params["quats"], scales, opacities, (params["sh0"], params["shN"]), **view)

@@ -100,7 +100,7 @@ class GaussianScene:
     def at_time(self, time: float) -> GaussianScene:
         """A dynamic scene's 3D Gaussians at `time` in [0, 1] (renders as `render(..., time=time)`;
         the ones invisible then are left out). What `splat export --time` writes."""
-        from splat.renderer.slicing import slice_gaussians
+        from splat.renderer.rasterization_4d import slice_gaussians
 
         if not self.is_dynamic:
             raise InputError("time: this scene is static (3D Gaussians); it has no time to slice")

@@ -198,7 +198,7 @@ def test_culling_drops_gaussians_out_of_their_time(gen):
     )
     ids = meta["gaussian_ids"]
     visible = g["opacities"] * torch.exp(-0.5 * (0.5 - g["means"][:, 3]) ** 2 / 0.02**2)
-    assert set(ids.tolist()) == set((visible >= 1 / 255).nonzero().flatten().tolist())
+    assert set(ids.tolist()) == set((visible >= 0.99 / 255).nonzero().flatten().tolist())  # alpha's threshold
     assert 0 < ids.numel() < N // 2
     assert meta["means2d"].shape == (1, ids.numel(), 2)
 
@@ -311,3 +311,32 @@ def test_scale_space_4d_scales_the_covariance(gen):
 
     D = torch.diag(torch.tensor([2.5, 2.5, 2.5, 1.0], dtype=torch.float64))
     assert torch.allclose(sigma(new_log_s, ql, qr), D @ sigma(log_s, g["quats_left"], g["quats_right"]) @ D, atol=1e-9)
+
+
+def test_live_gaussians_and_sh_pair(gen):
+    """Culling before slicing: meta's live Gaussians are those some requested time shows, their
+    velocities are stage 1's, and SH given as the (DC, rest) pair renders and differentiates as
+    the concatenated coefficients do."""
+    N, width, height = 300, 30, 22
+    g = {k: v.float() for k, v in random_4d(gen, N).items()}
+    g["scales"][:, 3] = 0.03 + 0.1 * torch.rand(N, generator=gen)
+    views, Ks = random_cameras(gen, 2, width, height)
+    times = torch.tensor([0.3, 0.8])
+    sh = torch.randn(N, 16, 3, generator=gen) * 0.3
+    renders = []
+    for colors in ((sh[:, :1].clone(), sh[:, 1:].clone()), sh.clone()):
+        leaves = [c.requires_grad_() for c in (colors if isinstance(colors, tuple) else (colors,))]
+        view = {"viewmats": views.float(), "Ks": Ks.float(), "width": width, "height": height}
+        out, _, meta = splat.rasterize_4d(**g, colors=colors, **view, times=times, sh_degree=3)
+        (out * torch.linspace(0, 1, out.numel()).reshape(out.shape)).sum().backward()
+        renders.append((out.detach(), torch.cat([v.grad for v in leaves], 1)))
+    assert torch.equal(renders[0][0], renders[1][0]) and torch.allclose(renders[0][1], renders[1][1], atol=1e-6)
+    _, velocities, time_vars = covariance_4d(g["scales"], g["quats_left"], g["quats_right"])
+    live = meta["live_ids"]
+    dt = times[:, None] - g["means"][None, :, 3]
+    shown = (g["opacities"][None] * torch.exp(-0.5 * dt**2 / time_vars[None]) >= 1 / 255).any(0)
+    assert 0 < live.numel() < N and set(live.tolist()) >= set(shown.nonzero().flatten().tolist())
+    assert live.numel() - int(shown[live].sum()) <= 2  # beyond those shown: only the rounding slack
+    assert torch.allclose(meta["velocities"], velocities[live], atol=1e-6)
+    for group in meta["groups"]:
+        assert set(group["gaussian_ids"].tolist()) <= set(live.tolist())

@@ -240,8 +240,9 @@ class Trainer(BaseTrainer):
         """4D-Rotor's velocity consistency (train/dynamic.py) over the Gaussians alive at the step's times."""
         if self.cfg.velocity_consistency <= 0:
             return 0.0
-        alive = torch.unique(torch.cat([info["gaussian_ids"] for info in infos]))
-        term = dynamic.velocity_consistency(self.params["means"], infos[0]["velocities"], alive, self.generator)
+        alive, velocities = dynamic.alive_velocities(infos)
+        means = self.params["means"].detach().index_select(0, alive)
+        term = dynamic.velocity_consistency(means, velocities, self.generator)
         return self.cfg.velocity_consistency * term
 
     # ------------------------------------------------------------------------------------------
