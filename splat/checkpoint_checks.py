@@ -191,7 +191,10 @@ def check_fits(template, state, path: str | Path, optional: tuple[str, ...] = ()
     if missing:
         raise InputError(f"{path}: does not fit this run (it lacks {', '.join(map(repr, missing[:5]))})")
     for k in template:
-        if k in state:
+        if k == "config":  # a record of the settings (config.json is the run's): older runs lack newer ones
+            if not isinstance(state.get(k, {}), dict):
+                raise InputError(f"{path}: does not fit this run ('config' is not a dict)")
+        elif k in state:
             _fits(template[k], state[k], path, repr(k), any_count=k in PER_GAUSSIAN)
     _check_moments(state, path)
 

@@ -35,7 +35,8 @@ class GaussianScene:
     (renderer/slicing.py); or 3D Gaussians with blend logits (`splats["motion"]`) and the shared
     motions `bases` that move them (splat/motion.py). The tensors are kept, not copied (a training
     run's scene shows its live parameters); `sh_degree` limits the bands rendered (a run's current
-    degree)."""
+    degree); `rasterize_mode` is the rasterizer's ("classic", or "antialiased" for Gaussians trained
+    with Mip-Splatting's opacity compensation: a run's checkpoint says which)."""
 
     progressive = False
 
@@ -46,7 +47,11 @@ class GaussianScene:
         source: str = "",
         sh_degree: int | None = None,
         bases: dict[str, torch.Tensor] | None = None,
+        rasterize_mode: str = "classic",
     ):
+        if rasterize_mode not in ("classic", "antialiased"):
+            raise InputError(f"rasterize_mode: expected classic or antialiased, got {rasterize_mode!r}")
+        self.rasterize_mode = rasterize_mode
         self.splats = {k: v.detach() for k, v in splats.items()}
         self.bases = {k: v.detach() for k, v in bases.items()} if bases is not None else None
         if (self.bases is None) != (motion.MOTION_KEY not in self.splats):
@@ -95,6 +100,7 @@ class GaussianScene:
             self.source,
             self._sh_degree,
             {k: v.to(device) for k, v in self.bases.items()} if self.bases is not None else None,
+            self.rasterize_mode,
         )
 
     def at_time(self, time: float) -> GaussianScene:
@@ -108,7 +114,9 @@ class GaussianScene:
             splats = motion.deform(self.splats, self.bases, time)
         else:
             splats = slice_gaussians(self.splats, time)
-        return GaussianScene(splats, self.cameras, f"{self.source}@t={time:g}", self._sh_degree)
+        return GaussianScene(
+            splats, self.cameras, f"{self.source}@t={time:g}", self._sh_degree, rasterize_mode=self.rasterize_mode
+        )
 
     def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
         """Robust axis-aligned bounds of the Gaussian centres (ignoring the outer 2%)."""
@@ -163,6 +171,7 @@ class GaussianScene:
                 render_mode=("RGB+ED" if "depth" in outputs else "RGB") if "rgb" in outputs else "ED",
                 camera_model=first.model,
                 tile_size=tile_size,
+                rasterize_mode=self.rasterize_mode,
             )
         result = {}
         if "rgb" in outputs:
@@ -226,4 +235,11 @@ def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) 
     bases = state.get("bases")
     if bases is not None:
         bases = motion.bases_to_original(bases, norm.scale, torch.from_numpy(norm.center))
-    return GaussianScene(gaussians_to_original(params, norm), source=str(path), bases=bases).to(device)
+    config = state.get("config")
+    # what it trained with (runs from before the setting existed: classic)
+    mode = config.get("rasterize_mode", "classic") if isinstance(config, dict) else "classic"
+    if mode not in ("classic", "antialiased"):
+        raise SceneLoadError(f"{path}: rasterize_mode {mode!r} is neither classic nor antialiased")
+    return GaussianScene(gaussians_to_original(params, norm), source=str(path), bases=bases, rasterize_mode=mode).to(
+        device
+    )

@@ -11,6 +11,7 @@ from splat import motion
 from splat.camera import quat_to_rotmat as np_quat_to_rotmat
 from splat.checkpoint_checks import check_state
 from splat.errors import InputError
+from splat.scene import GaussianScene
 
 
 def random_moving(n: int, k: int, knots: int, seed: int, dtype=torch.float64):
@@ -267,7 +268,50 @@ def test_saved_scene_renders_exports_and_views_as_trained(dnerf_scene, tmp_path)
     out, n = export_scene(tmp_path / "run", tmp_path / "t1.ply", time=1.0)
     sliced = splat.load(out)
     assert not sliced.is_dynamic and n == scene.num_gaussians
-    torch.testing.assert_close(sliced.render(cam)["rgb"], b, atol=2e-3, rtol=0)
+    # moving Gaussians train antialiased (the run records it); splat files hold no rasterize mode
+    assert scene.rasterize_mode == "antialiased" and sliced.rasterize_mode == "classic"
+    scene.rasterize_mode = "classic"
+    torch.testing.assert_close(sliced.render(cam)["rgb"], scene.render(cam, time=1.0)["rgb"], atol=2e-3, rtol=0)
+    scene.rasterize_mode = "antialiased"
 
     g0, g1 = world_gaussians(scene, 0.0), world_gaussians(scene, 1.0)
     assert g0["means"].shape == g1["means"].shape and not torch.equal(g0["means"], g1["means"])
+
+
+def test_rasterize_mode_follows_the_model():
+    """auto: moving 3D Gaussians train and render antialiased, the other models classic; a mode
+    given stays; a scene refuses a mode the rasterizer does not have."""
+    from splat.train.config import resolve_rasterize_mode
+
+    assert resolve_rasterize_mode("auto", "motion") == "antialiased"
+    assert [resolve_rasterize_mode("auto", m) for m in ("3d", "4d", "field")] == ["classic"] * 3
+    assert resolve_rasterize_mode("classic", "motion") == "classic"
+    assert resolve_rasterize_mode("antialiased", "3d") == "antialiased"
+    splats = {"means": torch.zeros(1, 3), "sh0": torch.zeros(1, 1, 3)}
+    with pytest.raises(InputError, match="rasterize_mode"):
+        GaussianScene(splats, rasterize_mode="mip")
+
+
+def test_a_run_from_before_the_rasterize_mode_resumes_and_loads_classic(dnerf_scene, tmp_path):
+    """Runs whose config.json and checkpoints predate the setting trained classic: they resume
+    (the checkpoint's config record may lack newer settings) and load as classic."""
+    import json
+
+    from test_train import quick_config
+
+    import splat
+    from splat.train.runs import new_trainer, restore_trainer
+
+    run = tmp_path / "run"
+    trainer = new_trainer(str(dnerf_scene), run, quick_config(steps=6, init_points=500, rasterize_mode="classic"))
+    trainer.train()
+    info = json.loads((run / "config.json").read_text())
+    del info["config"]["rasterize_mode"]
+    (run / "config.json").write_text(json.dumps(info))
+    for path in (run / "checkpoints").glob("step_*.pt"):
+        state = torch.load(path, weights_only=True)
+        del state["config"]["rasterize_mode"]
+        torch.save(state, path)
+    resumed = restore_trainer(run, {"steps": 8})
+    assert resumed.cfg.model == "motion" and resumed.cfg.rasterize_mode == "classic" and resumed.step == 6
+    assert splat.load(run).rasterize_mode == "classic"

@@ -100,7 +100,8 @@ def test_trainer_eval_renders_equal_the_user_facing_scene(blender_scene, dnerf_s
     trainer = gaussian_trainer(blender_scene if kind == "3d" else dnerf_scene, tmp_path, gen, model=kind)
     assert trainer.cfg.model == kind
     bases = {k: v.detach().clone() for k, v in trainer.bases.items()} if trainer.moving else None
-    user = GaussianScene({k: v.detach().clone() for k, v in trainer.params.items()}, bases=bases)  # as splat.load
+    params = {k: v.detach().clone() for k, v in trainer.params.items()}
+    user = GaussianScene(params, bases=bases, rasterize_mode=trainer.cfg.rasterize_mode)  # as splat.load
     bg = torch.rand(3, generator=gen)
     for index in trainer.data.test_indices:
         time = trainer.data.camera(index).time

@@ -51,8 +51,10 @@ def distributed_run() -> bool:
 def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str | None = None) -> Trainer:
     """The trainer of `run_dir` at its newest checkpoint (config overrides applied, e.g. steps)."""
     info = read_run_config(run_dir)
+    # runs from before the setting existed trained (and load: splat/scene.py) classic
+    settings = {"rasterize_mode": "classic", **info["config"]}
     try:
-        cfg = TrainConfig.from_json({**info["config"], **(overrides or {})})
+        cfg = TrainConfig.from_json({**settings, **(overrides or {})})
         cfg.validate()
     except TypeError as e:  # a value of the wrong type in config.json
         raise RunError(f"{run_dir / 'config.json'}: bad configuration ({e})") from None

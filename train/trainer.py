@@ -160,6 +160,7 @@ class Trainer(BaseTrainer):
             backgrounds=background[None].to(self.device),
             times=float(cam.time) if self.xyzt else None,
             absgrad=self.cfg.strategy == "default" and self.cfg.absgrad,
+            rasterize_mode=self.cfg.rasterize_mode,
         )
         if self.xyzt:
             info["num_gaussians"] = self.num_gaussians
@@ -260,6 +261,7 @@ class Trainer(BaseTrainer):
             source="training",
             sh_degree=sh_degree_at(self.step, self.cfg),
             bases=dict(self.bases) if self.bases is not None else None,
+            rasterize_mode=self.cfg.rasterize_mode,
         )
 
     def model_stats(self) -> dict:
