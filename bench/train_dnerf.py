@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, dict] = {
     "defaults": {},  # moving 3D Gaussians (model motion) since auto picks them for monocular data
     "4d": {"model": "4d"},  # XYZT Gaussians with the pieces below (the default before)
+    "motion_classic": {"rasterize_mode": "classic"},  # no antialiasing (the default before)
     "motion_knots_4": {"motion_knots": 4},
     "motion_knots_6": {"motion_knots": 6},
     "motion_knots_16": {"motion_knots": 16},
