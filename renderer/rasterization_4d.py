@@ -65,6 +65,21 @@ def _rows(colors, ids: torch.Tensor, dim: int):
     return colors.index_select(dim, ids)
 
 
+def _slice_live(times, means, quats_left, quats_right, scales, opacities, min_visible: float):
+    """Slicing of the Gaussians some of `times` (T,) can show (opacity x temporal weight >=
+    `min_visible`; culled first, from W alone): (live ids (M,), Sigma3 (M, 3, 3), velocities
+    (M, 3), positions (T, M, 3), temporal weights (T, M), opacity x weight (T, M)),
+    differentiable in the Gaussian parameters. With none live, the most opaque one stands in."""
+    live = live_at_times(times, means, scales, quats_left, quats_right, opacities, min_visible)
+    if live.numel() == 0:
+        live = opacities.detach().argmax().reshape(1)
+    covars3, velocities, time_vars = covariance_4d(
+        scales.index_select(0, live), quats_left.index_select(0, live), quats_right.index_select(0, live)
+    )
+    means3, weights = slice_at_times(times, means.index_select(0, live), velocities, time_vars)
+    return live, covars3, velocities, means3, weights, opacities.index_select(0, live)[None] * weights
+
+
 def rasterize_4d(
     means: torch.Tensor,
     quats_left: torch.Tensor,
@@ -107,44 +122,38 @@ def rasterize_4d(
     """
     times = _check_4d_inputs(means, quats_left, quats_right, scales, opacities, viewmats, times)
     unique_times, inverse = torch.unique(times, return_inverse=True)
-    opacities = opacities.float()
     per_color_camera = not isinstance(colors, tuple) and colors.dim() == 3 and kwargs.get("sh_degree") is None
-    # culling first (W alone is cheap), so that slicing, its gradients and the gathers below
-    # touch only the Gaussians some requested time can show
-    live = live_at_times(unique_times, means, scales, quats_left, quats_right, opacities, _MIN_VISIBLE)
-    if live.numel() == 0:  # keep one (invisible) splat so the rasterizer has a scene to draw
-        live = opacities.detach().argmax().reshape(1)
-    covars3, velocities, time_vars = covariance_4d(
-        scales.index_select(0, live), quats_left.index_select(0, live), quats_right.index_select(0, live)
+    color_axis = 1 if per_color_camera else 0
+    live, covars3, velocities, means3, weights, visible_at = _slice_live(
+        unique_times, means, quats_left, quats_right, scales, opacities.float(), _MIN_VISIBLE
     )
-    means3, weights = slice_at_times(unique_times, means.index_select(0, live), velocities, time_vars)
-    live_opacities = opacities.index_select(0, live)
-    live_colors = _rows(colors, live, 1 if per_color_camera else 0)
+    live_colors = _rows(colors, live, color_axis)
 
     outputs, alphas, groups = [None] * viewmats.shape[0], [None] * viewmats.shape[0], []
     for k in range(unique_times.numel()):
         cams = (inverse == k).nonzero().flatten()
-        visible = live_opacities * weights[k]
+        visible = visible_at[k]
         local = (visible.detach() >= _MIN_VISIBLE).nonzero().flatten()
-        if local.numel() == 0:
+        if local.numel() == 0:  # keep one (invisible) splat so the rasterizer has a scene to draw
             local = visible.detach().argmax().reshape(1)
         every = local.numel() == live.numel()  # one time (a training step), as a rule: no second gather
-        group_colors = live_colors if every else _rows(live_colors, local, 1 if per_color_camera else 0)
+        take = (lambda x: x) if every else (lambda x, rows=local: x.index_select(0, rows))
+        group_colors = live_colors if every else _rows(live_colors, local, color_axis)
         if per_color_camera:
             group_colors = group_colors[cams]
         bg = backgrounds[cams] if backgrounds is not None else None
         out, alpha, meta = rasterize(
-            means3[k] if every else means3[k][local],
+            take(means3[k]),
             None,
             None,
-            visible if every else visible[local],
+            take(visible),
             group_colors,
             viewmats[cams],
             Ks[cams],
             width,
             height,
             backgrounds=bg,
-            covars=covars3 if every else covars3[local],
+            covars=take(covars3),
             **kwargs,
         )
         for j, c in enumerate(cams.tolist()):
@@ -167,12 +176,17 @@ def slice_gaussians(
     min_visible = float(ALPHA_THRESHOLD) if min_visible is None else min_visible
     with torch.no_grad():
         t = torch.tensor([float(time)], dtype=torch.float32, device=splats["means"].device)
-        scales, opacities = splats["scales"].exp(), torch.sigmoid(splats["opacities"].float())
-        q_left, q_right = splats["quats"], splats["quats_right"]
-        live = live_at_times(t, splats["means"], scales, q_left, q_right, opacities, 0.99 * min_visible)
-        covars3, velocities, time_vars = covariance_4d(scales[live], q_left[live], q_right[live])
-        means3, weights = slice_at_times(t, splats["means"][live], velocities, time_vars)
-        visible = opacities[live] * weights[0]
+        opacities = torch.sigmoid(splats["opacities"].float())
+        live, covars3, _, means3, _, visible_at = _slice_live(
+            t,
+            splats["means"],
+            splats["quats"],
+            splats["quats_right"],
+            splats["scales"].exp(),
+            opacities,
+            0.99 * min_visible,  # the slack `_MIN_VISIBLE` explains, below this exact threshold
+        )
+        visible = visible_at[0]
         kept = (visible >= min_visible).nonzero().flatten()
         keep = live[kept]
         log_scales, quats = covariance_axes(covars3[kept])

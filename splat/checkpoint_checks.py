@@ -63,8 +63,21 @@ def check_state(path, state) -> dict:
             raise _fail(path, "'params' lacks the Gaussian tensors")
         check_gaussians(path, params)
         check_bases(path, state.get("bases"), params)
+        check_rasterize_mode(path, state.get("config", {}))
     check_normalization(path, state["normalization"])
     return state
+
+
+def check_rasterize_mode(path, config) -> None:
+    """The rasterizer the Gaussians trained with, from the checkpoint's config record (absent in
+    runs from before the setting, which trained classic)."""
+    from splat.renderer.validation import RASTERIZE_MODES
+
+    if not isinstance(config, dict):
+        raise _fail(path, "'config' is not a dict")
+    mode = config.get("rasterize_mode", "classic")
+    if mode not in RASTERIZE_MODES:
+        raise _fail(path, f"'config' names rasterize_mode {mode!r}, not one of {RASTERIZE_MODES}")
 
 
 def check_normalization(path, norm) -> None:

@@ -49,8 +49,10 @@ class GaussianScene:
         bases: dict[str, torch.Tensor] | None = None,
         rasterize_mode: str = "classic",
     ):
-        if rasterize_mode not in ("classic", "antialiased"):
-            raise InputError(f"rasterize_mode: expected classic or antialiased, got {rasterize_mode!r}")
+        from splat.renderer.validation import RASTERIZE_MODES
+
+        if rasterize_mode not in RASTERIZE_MODES:
+            raise InputError(f"rasterize_mode: expected one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
         self.rasterize_mode = rasterize_mode
         self.splats = {k: v.detach() for k, v in splats.items()}
         self.bases = {k: v.detach() for k, v in bases.items()} if bases is not None else None
@@ -235,11 +237,7 @@ def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) 
     bases = state.get("bases")
     if bases is not None:
         bases = motion.bases_to_original(bases, norm.scale, torch.from_numpy(norm.center))
-    config = state.get("config")
-    # what it trained with (runs from before the setting existed: classic)
-    mode = config.get("rasterize_mode", "classic") if isinstance(config, dict) else "classic"
-    if mode not in ("classic", "antialiased"):
-        raise SceneLoadError(f"{path}: rasterize_mode {mode!r} is neither classic nor antialiased")
+    mode = state.get("config", {}).get("rasterize_mode", "classic")  # runs from before the setting: classic
     return GaussianScene(gaussians_to_original(params, norm), source=str(path), bases=bases, rasterize_mode=mode).to(
         device
     )

@@ -155,6 +155,8 @@ def checkpoint(n=5, k=3, knots=4):
         (lambda s: s["bases"]["rotations"].__setitem__((0, 0, 0), float("nan")), "not finite"),
         (lambda s: s["bases"]["rotations"].__setitem__((1, 1), 0.0), "zero quaternion"),
         (lambda s: s["bases"].update(rotations=torch.ones(300, 4, 4)), "at most"),
+        (lambda s: s.update(config={"rasterize_mode": "mip"}), "rasterize_mode 'mip'"),
+        (lambda s: s.update(config=["antialiased"]), "'config' is not a dict"),
     ],
 )
 def test_checkpoint_checks_refuse_damaged_motions(damage, message):

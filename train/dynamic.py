@@ -3,10 +3,9 @@ dynamic data.
 
 With one camera per instant, a frame can be reproduced by Gaussians that move just so for that
 one view; this term makes each Gaussian move as its 4D neighbours move, so that motion seen in one
-frame carries to the next. It acts on the Gaussians drawn at the step's times (the renderer's "gaussian_ids"): the
-others get no photometric gradient either. (4D-Rotor's
-other term, opacity entropy at its weight 0.001, changed nothing on D-NeRF lego:
-bench/results/train_dnerf-cpu.json.)
+frame carries to the next. It acts on the Gaussians drawn at the step's times (the renderer's
+"gaussian_ids"): the others get no photometric gradient either. (4D-Rotor's other term, opacity
+entropy at its weight 0.001, changed nothing on D-NeRF lego: bench/results/train_dnerf-cpu.json.)
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ def alive_velocities(infos: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         return ids, info["velocities"].index_select(0, torch.searchsorted(live, ids))
     ids = torch.cat([info["gaussian_ids"] for info in infos])
     rows = [info["velocities"][torch.searchsorted(info["live_ids"], info["gaussian_ids"])] for info in infos]
-    velocities = torch.cat(rows) if len(rows) > 1 else rows[0]
+    velocities = torch.cat(rows)
     alive, inverse = torch.unique(ids, return_inverse=True)
     order = torch.arange(ids.numel(), device=ids.device)
     first = torch.full((alive.numel(),), ids.numel(), device=ids.device).scatter_reduce(0, inverse, order, "amin")
