@@ -68,14 +68,18 @@ def check_state(path, state) -> dict:
     return state
 
 
+def recorded_rasterize_mode(config: dict) -> str:
+    """The rasterizer a run's Gaussians trained with, from its config record (checkpoint or
+    config.json): runs from before the setting existed trained classic, so they load classic."""
+    return config.get("rasterize_mode", "classic")
+
+
 def check_rasterize_mode(path, config) -> None:
-    """The rasterizer the Gaussians trained with, from the checkpoint's config record (absent in
-    runs from before the setting, which trained classic)."""
     from splat.renderer.validation import RASTERIZE_MODES
 
     if not isinstance(config, dict):
         raise _fail(path, "'config' is not a dict")
-    mode = config.get("rasterize_mode", "classic")
+    mode = recorded_rasterize_mode(config)
     if mode not in RASTERIZE_MODES:
         raise _fail(path, f"'config' names rasterize_mode {mode!r}, not one of {RASTERIZE_MODES}")
 

@@ -18,6 +18,7 @@ import torch
 
 from . import motion
 from .camera import Camera
+from .checkpoint_checks import recorded_rasterize_mode
 from .errors import InputError
 from .field_scene import FieldScene
 from .gaussians import gaussians_to_original, is_dynamic, rasterize_gaussians, sh_degree_of
@@ -237,7 +238,7 @@ def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) 
     bases = state.get("bases")
     if bases is not None:
         bases = motion.bases_to_original(bases, norm.scale, torch.from_numpy(norm.center))
-    mode = state.get("config", {}).get("rasterize_mode", "classic")  # runs from before the setting: classic
+    mode = recorded_rasterize_mode(state.get("config", {}))
     return GaussianScene(gaussians_to_original(params, norm), source=str(path), bases=bases, rasterize_mode=mode).to(
         device
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splat.checkpoint_checks import check_fits
+from splat.checkpoint_checks import check_fits, recorded_rasterize_mode
 from splat.datasets import Normalization
 from splat.gaussians import gaussians_to_original
 from splat.ply import save_ply
@@ -51,8 +51,7 @@ def distributed_run() -> bool:
 def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str | None = None) -> Trainer:
     """The trainer of `run_dir` at its newest checkpoint (config overrides applied, e.g. steps)."""
     info = read_run_config(run_dir)
-    # runs from before the setting existed trained (and load: splat/scene.py) classic
-    settings = {"rasterize_mode": "classic", **info["config"]}
+    settings = {**info["config"], "rasterize_mode": recorded_rasterize_mode(info["config"])}
     try:
         cfg = TrainConfig.from_json({**settings, **(overrides or {})})
         cfg.validate()
