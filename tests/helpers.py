@@ -83,6 +83,19 @@ def assert_close_rel(actual, expected, tol, what: str, mask=None):
     return err
 
 
+def depth_ties(means: torch.Tensor, viewmats: torch.Tensor, among: torch.Tensor, rel: float = 1e-5) -> bool:
+    """Whether two of the Gaussians `among` (a mask over `means` (N, 3)) lie at depths within
+    `rel` (relative) of each other in front of one of the cameras (C, 4, 4): float32 may blend
+    such a pair in either order, and the comparison leaves out the pixels both cover
+    (reference.py), which for two large ones can be most of the image."""
+    for c in range(viewmats.shape[0]):
+        z = (means[among] @ viewmats[c, 2, :3] + viewmats[c, 2, 3]).sort().values
+        z = z[z > 0]
+        if z.numel() > 1 and bool(((z[1:] - z[:-1]) / z[1:] < rel).any()):
+            return True
+    return False
+
+
 def quiet_pixels(margin: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
     """Pixels whose discrete decisions are all clear of float32 rounding (see reference.py)."""
     return margin > tol
