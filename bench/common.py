@@ -111,6 +111,16 @@ def write_result(out: Path, result: dict) -> Path:
     return out
 
 
+def run_records(run: Path) -> list[dict]:
+    """A run folder's metrics.jsonl, one dict per line, in order (training logs and evaluations)."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def evaluations(records: list[dict]) -> list[dict]:
+    """The evaluation records among `run_records` (each has an "eval" dict), in order."""
+    return [r for r in records if "eval" in r]
+
+
 def cpu_steal_seconds() -> float | None:
     """Seconds of CPU time the hypervisor gave to other guests so far (all CPUs, /proc/stat's
     steal column): on a shared virtual machine, the difference across a run says how much of the

@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, header, write_result  # noqa: E402
+from common import RESULTS, evaluations, header, run_records, write_result  # noqa: E402
 
 FORMATS = ("ply", "splat", "spz", "compressed-ply")
 VARIANTS = {"spz-v4": ("spz", {"version": 4}), "spz-reference-bits": ("spz", {"sh1_bits": 5, "sh_rest_bits": 4})}
@@ -107,10 +107,11 @@ def main() -> int:
         for run in map(Path, args.runs):
             scene = splat.load(run)
             cams = test_cameras(run, scene, args.cameras)
-            metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            metrics = run_records(run)
+            evals = evaluations(metrics)
             trained = {
                 "steps": max(m.get("step", 0) for m in metrics),
-                "test_psnr": next((m["eval"]["psnr"] for m in reversed(metrics) if "eval" in m), None),
+                "test_psnr": evals[-1]["eval"]["psnr"] if evals else None,
                 "sh_rest_abs_mean": float(scene.splats["shN"].abs().mean()) if scene.sh_degree else 0.0,
             }
             print(f"{run}: {scene.summary}, SH degree {scene.sh_degree}, {len(cams)} test cameras, {trained}")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, header, shared_data, write_result
+from common import RESULTS, evaluations, header, run_records, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parent / "outputs" / "bench" / "process"
@@ -189,7 +189,6 @@ def strecha_case(data: Path | None = None) -> dict:
 def train_case(seconds: float) -> list[dict]:
     """splat train on our beer poses and on beer's model, same budget, run side by side (at the same
     time, so that a machine shared with other work slows both alike)."""
-    import json
 
     beer = shared_data("beer")
     runs = {}
@@ -206,8 +205,7 @@ def train_case(seconds: float) -> list[dict]:
         if proc.returncode != 0:
             print(out[-2000:], err[-2000:], file=sys.stderr)
             raise SystemExit(1)
-        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        final = [r for r in records if "eval" in r][-1]
+        final = evaluations(run_records(run))[-1]
         rows.append(
             {
                 "poses": label,

@@ -14,7 +14,6 @@ scene and mode the final test PSNR / SSIM / LPIPS, steps and Gaussians.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SCENES, header, results_dir, shared_data, write_result
+from common import SCENES, evaluations, header, results_dir, run_records, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
 MODES = ("classic", "antialiased")
@@ -30,8 +29,7 @@ MODES = ("classic", "antialiased")
 
 def final_metrics(run: Path) -> dict:
     """The last evaluation of a run's metrics.jsonl: step, Gaussians and the test metrics."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evals = [r for r in rows if isinstance(r.get("eval"), dict)]
+    evals = evaluations(run_records(run))
     if not evals:
         return {}
     last = evals[-1]

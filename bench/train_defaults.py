@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, SCENES, cpu_steal_seconds, header, shared_data, write_result
+from common import RESULTS, SCENES, cpu_steal_seconds, evaluations, header, run_records, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         return 1
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    final = [r for r in records if "eval" in r][-1]
+    records = run_records(run)
+    final = evaluations(records)[-1]
     log = [r for r in records if "steps_per_second" in r]
     config = json.loads((run / "config.json").read_text())["config"]
     plan = next((line for line in proc.stdout.splitlines() if line.startswith("plan:")), "")

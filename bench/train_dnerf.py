@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, cpu_steal_seconds, header, shared_data, write_result
+from common import RESULTS, cpu_steal_seconds, evaluations, header, run_records, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,8 +109,7 @@ def run_variant(name: str, overrides: dict, data: Path, budget: dict, at_step: i
     final = trainer.train()
     wall = time.perf_counter() - t0
     steal1 = cpu_steal_seconds()
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if "eval" in r]
+    evals = evaluations(run_records(run))
 
     def scores(r: dict) -> dict:
         return {
