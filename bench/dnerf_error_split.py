@@ -57,6 +57,7 @@ def refit_psnr(trainer, index: int, steps: int) -> float:
 
     from splat.motion import bases_at
     from splat.train import losses
+    from splat.train.trainer import sh_degree_at
 
     saved = trainer.bases
     background = trainer.eval_background
@@ -74,7 +75,7 @@ def refit_psnr(trainer, index: int, steps: int) -> float:
     trainer.params = {k: v.detach() for k, v in params.items()}
     try:
         gt, mask = trainer.ground_truth(index, background)
-        sh_degree = trainer.cfg.sh_degree
+        sh_degree = sh_degree_at(trainer.step, trainer.cfg)  # as `render_eval` scores the frame
         for _ in range(steps):
             image, _, _ = trainer.render(index, background, sh_degree)
             loss = losses.photometric_loss(image, gt, mask, trainer.cfg.ssim_lambda)
