@@ -139,6 +139,7 @@ def run_variant(name: str, overrides: dict, data: Path, budget: dict, at_step: i
                 "motion_bases",
                 "motion_knots",
                 "lr_motion",
+                "lr_motion_final",
             )
         },
         "wall_seconds": round(wall, 1),

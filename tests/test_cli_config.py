@@ -22,6 +22,7 @@ CONFIG_ONLY = {
     "motion_bases",
     "motion_knots",
     "lr_motion",
+    "lr_motion_final",
     "lr_motion_weights",
     "motion_smoothness",
     "sh_degree_interval",

@@ -213,6 +213,22 @@ def test_monocular_data_trains_moving_gaussians_and_multiview_data_4d(dnerf_scen
     assert trainer.params[motion.MOTION_KEY].shape[0] == trainer.num_gaussians  # densification kept the rows
 
 
+def test_motion_rate_holds_for_half_the_run_then_decays_to_its_final_value(dnerf_scene, tmp_path):
+    from test_train import quick_config
+
+    from splat.train.runs import new_trainer
+
+    trainer = new_trainer(str(dnerf_scene), tmp_path / "run", quick_config(steps=10, init_points=300))
+    c = trainer.cfg
+    assert trainer.lr_motion_at(0) == trainer.lr_motion_at(5) == c.lr_motion
+    assert trainer.lr_motion_at(5) > trainer.lr_motion_at(8) > trainer.lr_motion_at(10)
+    assert trainer.lr_motion_at(10) == pytest.approx(c.lr_motion_final, rel=1e-12)
+    trainer.train()
+    rotations, translations = trainer.optimizers["bases"].param_groups
+    assert rotations["lr"] == pytest.approx(trainer.lr_motion_at(9), rel=1e-12)  # the last step's rate
+    assert translations["lr"] == pytest.approx(rotations["lr"] * trainer.scene_extent, rel=1e-12)
+
+
 def test_moving_resume_is_bit_exact(dnerf_scene, tmp_path):
     from helpers import train_until_interrupted
     from test_train import quick_config

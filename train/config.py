@@ -161,6 +161,8 @@ class TrainConfig:
     motion_bases: int = 32  # motion: rigid motions shared by the Gaussians (splat/motion.py)
     motion_knots: int = 8  # motion: knots over [0, 1] per motion (fewer: smoother motion between frames)
     lr_motion: float = 3e-4  # motion: learning rate of the motions (translations x scene extent)
+    lr_motion_final: float = 3e-5  # motion: ... decaying to this over the second half of the run (steps
+    # that stay at lr_motion leave the motions jittering: bench/results/dnerf_explorations-cpu.json)
     lr_motion_weights: float = 1e-2  # motion: learning rate of each Gaussian's blend logits
     motion_smoothness: float = 1.0  # motion: weight of the motions' second differences over time
     init_time_scale: float = 0.2  # 4d: initial temporal std. dev., in units of the [0, 1] time range

@@ -127,6 +127,14 @@ class Trainer(BaseTrainer):
         c = self.cfg
         return c.lr_means * self.scene_extent * (c.lr_means_final / c.lr_means) ** self.progress(step)
 
+    def lr_motion_at(self, step: int) -> float:
+        """The motions' rate: lr_motion for the first half of the run, then exponentially down to
+        lr_motion_final (Adam's fixed-size steps keep the motions moving by about the rate: fitted
+        again with small steps, they match the training frames better)."""
+        c = self.cfg
+        late = max(0.0, 2.0 * self.progress(step) - 1.0)
+        return c.lr_motion * (c.lr_motion_final / c.lr_motion) ** late
+
     def downscale_at(self, step: int) -> int:
         """The resolution warm-up's factor at `step`, limited so that the longer image side stays at
         least WARMUP_MIN_SIDE pixels (the CPU preset's 1/4 would train a 100-px D-NeRF frame at 25 px
@@ -186,6 +194,10 @@ class Trainer(BaseTrainer):
         lr = self.lr_means(step)
         for g in self.optimizers["means"].param_groups:
             g["lr"] = lr
+        if self.bases is not None:
+            rotations, translations = self.optimizers["bases"].param_groups
+            rotations["lr"] = self.lr_motion_at(step)
+            translations["lr"] = self.lr_motion_at(step) * self.scene_extent
 
         frames = []
         for _ in range(c.batch_size):
