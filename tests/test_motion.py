@@ -227,6 +227,8 @@ def test_motion_rate_holds_for_half_the_run_then_decays_to_its_final_value(dnerf
     rotations, translations = trainer.optimizers["bases"].param_groups
     assert rotations["lr"] == pytest.approx(trainer.lr_motion_at(9), rel=1e-12)  # the last step's rate
     assert translations["lr"] == pytest.approx(rotations["lr"] * trainer.scene_extent, rel=1e-12)
+    frozen = new_trainer(str(dnerf_scene), tmp_path / "frozen", quick_config(steps=10, init_points=300, lr_motion=0.0))
+    assert [frozen.lr_motion_at(s) for s in (0, 6, 10)] == [0.0, 0.0, 0.0]
 
 
 def test_moving_resume_is_bit_exact(dnerf_scene, tmp_path):

@@ -133,7 +133,8 @@ class Trainer(BaseTrainer):
         again with small steps, they match the training frames better)."""
         c = self.cfg
         late = max(0.0, 2.0 * self.progress(step) - 1.0)
-        return c.lr_motion * (c.lr_motion_final / c.lr_motion) ** late
+        ratio = c.lr_motion_final / c.lr_motion if c.lr_motion > 0 else 0.0  # lr_motion 0: motions frozen
+        return c.lr_motion * ratio**late
 
     def downscale_at(self, step: int) -> int:
         """The resolution warm-up's factor at `step`, limited so that the longer image side stays at
