@@ -198,7 +198,7 @@ class Trainer(BaseTrainer):
         if self.bases is not None:
             rotations, translations = self.optimizers["bases"].param_groups
             rotations["lr"] = self.lr_motion_at(step)
-            translations["lr"] = self.lr_motion_at(step) * self.scene_extent
+            translations["lr"] = rotations["lr"] * self.scene_extent
 
         frames = []
         for _ in range(c.batch_size):
