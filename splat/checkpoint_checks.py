@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .train.config import DEFAULT_EPS2D
 
 # the field_spec ranges a checkpoint may hold (the trainer writes values inside them)
 FIELD_SPEC_RANGES = {
@@ -68,6 +69,12 @@ def check_state(path, state) -> dict:
     return state
 
 
+def recorded_eps2d(config: dict):
+    """The low-pass filter a run's Gaussians trained with: runs from before the setting existed
+    trained with the default."""
+    return config.get("eps2d", DEFAULT_EPS2D)
+
+
 def recorded_rasterize_mode(config: dict) -> str:
     """The rasterizer a run's Gaussians trained with, from its config record (checkpoint or
     config.json): runs from before the setting existed trained classic, so they load classic."""
@@ -75,6 +82,7 @@ def recorded_rasterize_mode(config: dict) -> str:
 
 
 def check_rasterize_mode(path, config) -> None:
+    """The rasterizer settings a run records: its mode and low-pass filter (eps2d, px^2)."""
     from splat.renderer.validation import RASTERIZE_MODES
 
     if not isinstance(config, dict):
@@ -82,6 +90,9 @@ def check_rasterize_mode(path, config) -> None:
     mode = recorded_rasterize_mode(config)
     if mode not in RASTERIZE_MODES:
         raise _fail(path, f"'config' names rasterize_mode {mode!r}, not one of {RASTERIZE_MODES}")
+    eps2d = recorded_eps2d(config)
+    if not _is_number(eps2d) or not 0.0 < eps2d <= 10.0:
+        raise _fail(path, f"'config' has eps2d {eps2d!r}, not a variance in (0, 10] px^2")
 
 
 def check_normalization(path, norm) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from . import motion
 from .camera import Camera
-from .checkpoint_checks import recorded_rasterize_mode
+from .checkpoint_checks import recorded_eps2d, recorded_rasterize_mode
 from .errors import InputError
 from .field_scene import FieldScene
 from .gaussians import gaussians_to_original, is_dynamic, rasterize_gaussians, sh_degree_of
@@ -37,7 +37,8 @@ class GaussianScene:
     motions `bases` that move them (splat/motion.py). The tensors are kept, not copied (a training
     run's scene shows its live parameters); `sh_degree` limits the bands rendered (a run's current
     degree); `rasterize_mode` is the rasterizer's ("classic", or "antialiased" for Gaussians trained
-    with Mip-Splatting's opacity compensation: a run's checkpoint says which)."""
+    with Mip-Splatting's opacity compensation) and `eps2d` its low-pass filter (px^2): a run's
+    checkpoint records both."""
 
     progressive = False
 
@@ -49,12 +50,15 @@ class GaussianScene:
         sh_degree: int | None = None,
         bases: dict[str, torch.Tensor] | None = None,
         rasterize_mode: str = "classic",
+        eps2d: float = 0.3,
     ):
         from splat.renderer.validation import RASTERIZE_MODES
 
         if rasterize_mode not in RASTERIZE_MODES:
             raise InputError(f"rasterize_mode: expected one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
-        self.rasterize_mode = rasterize_mode
+        if not 0.0 < eps2d <= 10.0:
+            raise InputError(f"eps2d: expected a variance in (0, 10] px^2, got {eps2d}")
+        self.rasterize_mode, self.eps2d = rasterize_mode, float(eps2d)
         self.splats = {k: v.detach() for k, v in splats.items()}
         self.bases = {k: v.detach() for k, v in bases.items()} if bases is not None else None
         if (self.bases is None) != (motion.MOTION_KEY not in self.splats):
@@ -104,6 +108,7 @@ class GaussianScene:
             self._sh_degree,
             {k: v.to(device) for k, v in self.bases.items()} if self.bases is not None else None,
             self.rasterize_mode,
+            self.eps2d,
         )
 
     def at_time(self, time: float) -> GaussianScene:
@@ -118,7 +123,12 @@ class GaussianScene:
         else:
             splats = slice_gaussians(self.splats, time)
         return GaussianScene(
-            splats, self.cameras, f"{self.source}@t={time:g}", self._sh_degree, rasterize_mode=self.rasterize_mode
+            splats,
+            self.cameras,
+            f"{self.source}@t={time:g}",
+            self._sh_degree,
+            rasterize_mode=self.rasterize_mode,
+            eps2d=self.eps2d,
         )
 
     def bounds(self, quantile: float = 0.98) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +185,7 @@ class GaussianScene:
                 camera_model=first.model,
                 tile_size=tile_size,
                 rasterize_mode=self.rasterize_mode,
+                eps2d=self.eps2d,
             )
         result = {}
         if "rgb" in outputs:
@@ -238,7 +249,11 @@ def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) 
     bases = state.get("bases")
     if bases is not None:
         bases = motion.bases_to_original(bases, norm.scale, torch.from_numpy(norm.center))
-    mode = recorded_rasterize_mode(state.get("config", {}))
-    return GaussianScene(gaussians_to_original(params, norm), source=str(path), bases=bases, rasterize_mode=mode).to(
-        device
-    )
+    config = state.get("config", {})
+    return GaussianScene(
+        gaussians_to_original(params, norm),
+        source=str(path),
+        bases=bases,
+        rasterize_mode=recorded_rasterize_mode(config),
+        eps2d=recorded_eps2d(config),
+    ).to(device)

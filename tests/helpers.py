@@ -121,3 +121,17 @@ def train_until_interrupted(trainer, step: int):
 
     trainer.train(progress=stop)
     return trainer
+
+
+def forget_setting(run, name: str) -> None:
+    """Remove setting `name` from a run's records (config.json and every checkpoint), as a run
+    from before the setting existed would have them."""
+    import json
+
+    info = json.loads((run / "config.json").read_text())
+    del info["config"][name]
+    (run / "config.json").write_text(json.dumps(info))
+    for path in (run / "checkpoints").glob("step_*.pt"):
+        state = torch.load(path, weights_only=True)
+        del state["config"][name]
+        torch.save(state, path)

@@ -315,8 +315,7 @@ def test_rasterize_mode_follows_the_model():
 def test_a_run_from_before_the_rasterize_mode_resumes_and_loads_classic(dnerf_scene, tmp_path):
     """Runs whose config.json and checkpoints predate the setting trained classic: they resume
     (the checkpoint's config record may lack newer settings) and load as classic."""
-    import json
-
+    from helpers import forget_setting
     from test_train import quick_config
 
     import splat
@@ -325,13 +324,7 @@ def test_a_run_from_before_the_rasterize_mode_resumes_and_loads_classic(dnerf_sc
     run = tmp_path / "run"
     trainer = new_trainer(str(dnerf_scene), run, quick_config(steps=6, init_points=500, rasterize_mode="classic"))
     trainer.train()
-    info = json.loads((run / "config.json").read_text())
-    del info["config"]["rasterize_mode"]
-    (run / "config.json").write_text(json.dumps(info))
-    for path in (run / "checkpoints").glob("step_*.pt"):
-        state = torch.load(path, weights_only=True)
-        del state["config"]["rasterize_mode"]
-        torch.save(state, path)
+    forget_setting(run, "rasterize_mode")
     resumed = restore_trainer(run, {"steps": 8})
     assert resumed.cfg.model == "motion" and resumed.cfg.rasterize_mode == "classic" and resumed.step == 6
     assert splat.load(run).rasterize_mode == "classic"

@@ -95,13 +95,18 @@ def test_every_scene_satisfies_the_protocol(blender_scene, dnerf_scene, tmp_path
         assert isinstance(scene.to("cpu"), Scene)
 
 
-@pytest.mark.parametrize("kind", ["3d", "4d", "motion"])
-def test_trainer_eval_renders_equal_the_user_facing_scene(blender_scene, dnerf_scene, tmp_path, gen, kind):
-    trainer = gaussian_trainer(blender_scene if kind == "3d" else dnerf_scene, tmp_path, gen, model=kind)
+@pytest.mark.parametrize("kind, eps2d", [("3d", 0.3), ("3d", 0.05), ("4d", 0.3), ("motion", 0.3), ("motion", 0.05)])
+def test_trainer_eval_renders_equal_the_user_facing_scene(blender_scene, dnerf_scene, tmp_path, gen, kind, eps2d):
+    trainer = gaussian_trainer(blender_scene if kind == "3d" else dnerf_scene, tmp_path, gen, model=kind, eps2d=eps2d)
     assert trainer.cfg.model == kind
     bases = {k: v.detach().clone() for k, v in trainer.bases.items()} if trainer.moving else None
     params = {k: v.detach().clone() for k, v in trainer.params.items()}
-    user = GaussianScene(params, bases=bases, rasterize_mode=trainer.cfg.rasterize_mode)  # as splat.load
+    mode = trainer.cfg.rasterize_mode
+    user = GaussianScene(params, bases=bases, rasterize_mode=mode, eps2d=eps2d)  # as splat.load
+    if eps2d != 0.3:  # the filter changes the image: a scene that dropped it would fail below
+        index, time = trainer.data.test_indices[0], trainer.data.camera(trainer.data.test_indices[0]).time
+        other = GaussianScene(params, bases=bases, rasterize_mode=mode).render(trainer.cameras[index], time=time)
+        assert (other["rgb"] - user.render(trainer.cameras[index], time=time)["rgb"]).abs().max() > 1e-2
     bg = torch.rand(3, generator=gen)
     for index in trainer.data.test_indices:
         time = trainer.data.camera(index).time
@@ -110,6 +115,49 @@ def test_trainer_eval_renders_equal_the_user_facing_scene(blender_scene, dnerf_s
         # the training step's render (with gradients) gives the same image
         image, _, _ = trainer.render(index, bg, sh_degree_at(trainer.step, trainer.cfg))
         assert torch.equal(image.detach().clamp(0, 1), expected)
+
+
+def test_a_run_records_its_filter_and_a_bad_one_is_refused(blender_scene, tmp_path):
+    """The low-pass filter (eps2d) a run trained with travels in its checkpoint to splat.load; a
+    checkpoint with a filter that is not a positive variance fails in one line naming the file."""
+    import splat
+    from splat.errors import InputError
+
+    trainer = new_trainer(str(blender_scene), tmp_path / "run", TrainConfig(**{**QUICK, "steps": 2}, eps2d=0.05))
+    trainer.train()
+    assert splat.load(tmp_path / "run").eps2d == 0.05
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("step_*.pt")
+    for bad in (-1.0, 0.0, float("nan"), "0.1", 1e9):
+        state = torch.load(checkpoint, weights_only=True)
+        state["config"]["eps2d"] = bad
+        torch.save(state, tmp_path / "bad.pt")
+        with pytest.raises(InputError, match=r"bad\.pt: .*eps2d"):
+            splat.load(tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="eps2d"):
+        TrainConfig(eps2d=-0.1).validate()
+
+
+def test_the_filter_follows_the_model_and_older_runs_keep_theirs(blender_scene, tmp_path):
+    """eps2d 0 (automatic): still 3D Gaussians train with 0.1, moving and 4D ones with 0.3; a value
+    given stays. A run from before the setting (its records lack it) trained with 0.3: it resumes
+    and loads with 0.3, not with today's automatic value."""
+    import json
+
+    from helpers import forget_setting
+
+    import splat
+    from splat.train.config import resolve_eps2d
+    from splat.train.runs import restore_trainer
+
+    assert resolve_eps2d(0.0, "3d") == 0.1
+    assert [resolve_eps2d(0.0, model) for model in ("motion", "4d")] == [0.3, 0.3]
+    assert resolve_eps2d(0.2, "3d") == resolve_eps2d(0.2, "motion") == 0.2
+    run = tmp_path / "run"
+    new_trainer(str(blender_scene), run, TrainConfig(**{**QUICK, "steps": 2})).train()
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["eps2d"] == 0.1 and splat.load(run).eps2d == 0.1
+    forget_setting(run, "eps2d")
+    assert restore_trainer(run, {"steps": 3}).cfg.eps2d == 0.3 and splat.load(run).eps2d == 0.3
 
 
 def test_field_trainer_eval_renders_equal_its_scene_and_rays(blender_scene, tmp_path):

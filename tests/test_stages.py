@@ -24,7 +24,8 @@ def _scene(gen, C=3, N=300, W=64, H=48):
 @pytest.mark.parametrize("camera_model", ["pinhole", "ortho"])
 @pytest.mark.parametrize("use_covars", [False, True])
 @pytest.mark.parametrize("antialiased", [False, True])
-def test_projection_matches_torch_twin(gen, camera_model, use_covars, antialiased):
+@pytest.mark.parametrize("eps2d", [0.3, 0.05])
+def test_projection_matches_torch_twin(gen, camera_model, use_covars, antialiased, eps2d):
     W, H = 64, 48
     views, Ks, means, quats, scales, opacities = _scene(gen, W=W, H=H)
     if camera_model == "ortho":
@@ -34,7 +35,7 @@ def test_projection_matches_torch_twin(gen, camera_model, use_covars, antialiase
     values = {"means": means, "quats": quats, "scales": scales, "covars": covars6}
     l32 = {k: leaf32(values[k]) for k in names}
     l64 = {k: leaf64(values[k]) for k in names}
-    kw = dict(opacities=opacities, eps2d=0.3, calc_compensations=antialiased, camera_model=camera_model)
+    kw = dict(opacities=opacities, eps2d=eps2d, calc_compensations=antialiased, camera_model=camera_model)
 
     def call(fn, leaves, dtype):
         v = views.float().to(dtype)

@@ -28,7 +28,7 @@ from splat.io_utils import atomic_path, open_in_place, write_image
 from splat.run_folder import checkpoint_paths
 
 from . import losses
-from .config import TrainConfig, resolve_model, resolve_rasterize_mode
+from .config import TrainConfig, resolve_eps2d, resolve_model, resolve_rasterize_mode
 from .live import LiveRun
 from .lpips import lpips_model
 from .run_lock import run_lock
@@ -47,6 +47,7 @@ class BaseTrainer:
             config.model, dataset.is_dynamic, dataset.is_monocular
         )  # config.json records what trained
         config.rasterize_mode = resolve_rasterize_mode(config.rasterize_mode, config.model)
+        config.eps2d = resolve_eps2d(config.eps2d, config.model)
         keep_freed_memory()  # a CPU step otherwise page-faults on every large temporary (splat/allocator.py)
         self.cfg = config
         self.data = dataset

@@ -164,6 +164,8 @@ class DistributedTrainer(Trainer):
             height,
             sh_degree=sh_degree,
             backgrounds=backgrounds.to(self.device),
+            rasterize_mode=self.cfg.rasterize_mode,
+            eps2d=self.cfg.eps2d,
         )
 
     def render(

@@ -170,6 +170,7 @@ class Trainer(BaseTrainer):
             times=float(cam.time) if self.xyzt else None,
             absgrad=self.cfg.strategy == "default" and self.cfg.absgrad,
             rasterize_mode=self.cfg.rasterize_mode,
+            eps2d=self.cfg.eps2d,
         )
         if self.xyzt:
             info["num_gaussians"] = self.num_gaussians
@@ -275,6 +276,7 @@ class Trainer(BaseTrainer):
             sh_degree=sh_degree_at(self.step, self.cfg),
             bases=dict(self.bases) if self.bases is not None else None,
             rasterize_mode=self.cfg.rasterize_mode,
+            eps2d=self.cfg.eps2d,
         )
 
     def model_stats(self) -> dict:

@@ -180,4 +180,4 @@ def baked_scene(
         "sh0": rgb_to_sh(rgb)[:, None, :],
         "shN": torch.zeros(len(ids), 0, 3),
     }
-    return GaussianScene(splats, scene.cameras, source=f"{scene.source} (baked)")
+    return GaussianScene(splats, scene.cameras, source=f"{scene.source} (baked)", eps2d=scene.eps2d)
