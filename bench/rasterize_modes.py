@@ -1,14 +1,17 @@
 #!/usr/bin/env python
-"""Still scenes trained classic and antialiased, side by side: the same `splat train` command,
-defaults otherwise, once with `--rasterize-mode classic` and once with `antialiased`, both at
-once with one CPU core each (so that they share the machine's load) and the same time budget.
+"""Still scenes trained with two rasterizer settings side by side: the same `splat train` command,
+defaults otherwise, both at once with one CPU core each (so that they share the machine's load)
+and the same time budget.
 
-    python bench/rasterize_modes.py                        # lego_400 and beer, 600 s each
-    python bench/rasterize_modes.py --scenes lego --seconds 300
+    python bench/rasterize_modes.py                        # classic against antialiased, lego_400 and beer, 600 s
+    python bench/rasterize_modes.py --pair filter --seconds 300   # low-pass filter eps2d 0.3 against 0.1
 
-`auto` trains moving 3D Gaussians antialiased and everything else classic; this measures what
-antialiased would do for still scenes. Writes bench/results/rasterize_modes-<device>.json: per
-scene and mode the final test PSNR / SSIM / LPIPS, steps and Gaussians.
+Pairs: `modes`, `--rasterize-mode classic` against `antialiased` (both with 3DGS's filter, eps2d
+0.3: `auto` trains moving 3D Gaussians antialiased and everything else classic, and this measures
+what antialiased would do for still scenes); `filter`, the classic rasterizer with `--eps2d 0.3`
+against `0.1` (what still scenes train with by default). Writes
+bench/results/rasterize_modes-<device>.json (modes) or rasterize_filter-<device>.json (filter):
+per scene and setting the final test PSNR / SSIM / LPIPS, steps and Gaussians.
 """
 
 from __future__ import annotations
@@ -24,7 +27,18 @@ from pathlib import Path
 from common import SCENES, evaluations, header, results_dir, run_records, shared_data, write_result
 
 HERE = Path(__file__).resolve().parent
-MODES = ("classic", "antialiased")
+PAIRS = {  # pair: {setting: splat train flags}
+    "modes": {
+        "classic": ["--rasterize-mode", "classic", "--eps2d", "0.3"],
+        "antialiased": ["--rasterize-mode", "antialiased", "--eps2d", "0.3"],
+    },
+    "filter": {
+        "eps2d_0.3": ["--rasterize-mode", "classic", "--eps2d", "0.3"],
+        "eps2d_0.1": ["--rasterize-mode", "classic", "--eps2d", "0.1"],
+    },
+}
+RESULTS = {"modes": "rasterize_modes", "filter": "rasterize_filter"}
+ROW_KEY = {"modes": "modes", "filter": "settings"}  # where a scene's rows are in the results
 
 
 def final_metrics(run: Path) -> dict:
@@ -40,6 +54,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenes", default="lego,beer", help=f"comma-separated, of: {', '.join(sorted(SCENES))}")
     p.add_argument("--seconds", type=float, default=600.0, help="training time of each run")
+    p.add_argument("--pair", choices=sorted(PAIRS), default="modes", help="which two settings (default: modes)")
     args = p.parse_args(argv)
     splat_cli = Path(sys.executable).with_name("splat")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SPLAT_NUM_THREADS": "1"}
@@ -52,14 +67,14 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             procs = {
                 mode: subprocess.Popen(
-                    [str(splat_cli), "train", str(data), "--rasterize-mode", mode, "--max-seconds", f"{args.seconds:g}"]
+                    [str(splat_cli), "train", str(data), *flags, "--max-seconds", f"{args.seconds:g}"]
                     + ["--out", f"{tmp}/{scene}-{mode}"],
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     text=True,
                 )
-                for mode in MODES
+                for mode, flags in PAIRS[args.pair].items()
             }
             rows = {}
             for mode, proc in procs.items():
@@ -68,20 +83,19 @@ def main(argv=None) -> int:
                     print(f"{scene} {mode}: splat train failed ({proc.returncode}): {err[-500:]}", file=sys.stderr)
                     return 1
                 rows[mode] = final_metrics(Path(tmp) / f"{scene}-{mode}")
-            scenes[scene] = {"data": str(data), "wall_seconds": round(time.perf_counter() - t0, 1), "modes": rows}
-            c, a = rows["classic"], rows["antialiased"]
-            print(
-                f"{scene}: classic {c.get('psnr', float('nan')):.2f} dB ({c.get('step')} steps), "
-                f"antialiased {a.get('psnr', float('nan')):.2f} dB ({a.get('step')} steps)"
-            )
+            wall = round(time.perf_counter() - t0, 1)
+            scenes[scene] = {"data": str(data), "wall_seconds": wall, ROW_KEY[args.pair]: rows}
+            scores = [f"{m} {r.get('psnr', float('nan')):.2f} dB ({r.get('step')} steps)" for m, r in rows.items()]
+            print(f"{scene}: " + ", ".join(scores))
     result = {
-        **header("rasterize_modes", "cpu"),
+        **header(RESULTS[args.pair], "cpu"),
         "seconds": args.seconds,
+        "flags": PAIRS[args.pair],
         "scenes": scenes,
-        "notes": "splat train DATA --rasterize-mode MODE --max-seconds SECONDS, defaults otherwise; the two modes of a "
-        "scene run at once, one CPU core each (OMP_NUM_THREADS=1, SPLAT_NUM_THREADS=1); final test metrics",
+        "notes": "splat train DATA FLAGS --max-seconds SECONDS, defaults otherwise; the two settings of a scene run "
+        "at once, one CPU core each (OMP_NUM_THREADS=1, SPLAT_NUM_THREADS=1); final test metrics",
     }
-    out = write_result(results_dir() / "rasterize_modes-cpu.json", result)
+    out = write_result(results_dir() / f"{RESULTS[args.pair]}-cpu.json", result)
     print(f"-> {out}")
     return 0
 
