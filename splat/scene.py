@@ -18,7 +18,7 @@ import torch
 
 from . import motion
 from .camera import Camera
-from .checkpoint_checks import recorded_eps2d, recorded_rasterize_mode
+from .checkpoint_checks import DEFAULT_EPS2D, recorded_eps2d, recorded_rasterize_mode
 from .errors import InputError
 from .field_scene import FieldScene
 from .gaussians import gaussians_to_original, is_dynamic, rasterize_gaussians, sh_degree_of
@@ -50,13 +50,13 @@ class GaussianScene:
         sh_degree: int | None = None,
         bases: dict[str, torch.Tensor] | None = None,
         rasterize_mode: str = "classic",
-        eps2d: float = 0.3,
+        eps2d: float = DEFAULT_EPS2D,
     ):
         from splat.renderer.validation import RASTERIZE_MODES
 
         if rasterize_mode not in RASTERIZE_MODES:
             raise InputError(f"rasterize_mode: expected one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
-        if not 0.0 < eps2d <= 10.0:
+        if not isinstance(eps2d, (int, float)) or isinstance(eps2d, bool) or not 0.0 < eps2d <= 10.0:
             raise InputError(f"eps2d: expected a variance in (0, 10] px^2, got {eps2d}")
         self.rasterize_mode, self.eps2d = rasterize_mode, float(eps2d)
         self.splats = {k: v.detach() for k, v in splats.items()}

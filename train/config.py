@@ -327,9 +327,10 @@ STILL_EPS2D = 0.1  # the low-pass filter of still 3D Gaussians (px^2)
 
 def resolve_eps2d(eps2d: float, model: str) -> float:
     """0 (automatic) -> 0.1 px^2 for still 3D Gaussians: close to the variance of a pixel's box
-    (1/12), it leaves their edges sharper than 3DGS's 0.3 (+0.6 dB on lego in 5 minutes,
-    +2 dB at 100 px: bench/results/aliasing-cpu.json); 0.3 for moving and 4D Gaussians, whose
-    held-out frames lose with a smaller filter (dnerf_explorations-cpu.json). Values given stay."""
+    (1/12), it leaves their edges sharper than 3DGS's 0.3 (lego and beer gain 0.6-0.8 dB in 5
+    minutes: bench/results/rasterize_filter-cpu.json; about 2 dB at 100 px: aliasing-cpu.json);
+    0.3 for moving and 4D Gaussians, whose held-out frames lose with a smaller filter
+    (dnerf_explorations-cpu.json). Values given stay."""
     if eps2d > 0:
         return eps2d
     return STILL_EPS2D if model == "3d" else DEFAULT_EPS2D
