@@ -41,19 +41,28 @@ def dome_cameras(
     return np.stack(views), K
 
 
-def render_rgba(scene: dict, views: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
+def render_rgba(
+    scene: dict, views: np.ndarray, K: np.ndarray, width: int, height: int, supersample: int = 1
+) -> np.ndarray:
     """Render `scene` (splat.rasterize keyword tensors) from each world-to-camera view (OpenCV axes)
-    with intrinsics K (3, 3): uint8 RGBA images (n, H, W, 4) with straight (unpremultiplied) alpha."""
+    with intrinsics K (3, 3): uint8 RGBA images (n, H, W, 4) with straight (unpremultiplied) alpha.
+    `supersample` s > 1 renders s x s samples per pixel and averages them, as a camera's pixels
+    integrate over their area."""
     from splat.renderer.rasterization import rasterize
 
-    n = len(views)
+    n, s = len(views), supersample
+    Ks = torch.from_numpy(np.asarray(K)).float().clone()
+    Ks[:2] *= s  # exact for pixel centres at integer + 0.5 (splat.Camera.resized)
     rgb, alpha, _ = rasterize(
         **scene,
         viewmats=torch.from_numpy(np.asarray(views)).float(),
-        Ks=torch.from_numpy(np.asarray(K)).float().expand(n, 3, 3).contiguous(),
-        width=width,
-        height=height,
+        Ks=Ks.expand(n, 3, 3).contiguous(),
+        width=width * s,
+        height=height * s,
     )
+    if s > 1:  # premultiplied colour and alpha average over each pixel's samples
+        rgb = rgb.reshape(n, height, s, width, s, -1).mean((2, 4))
+        alpha = alpha.reshape(n, height, s, width, s, 1).mean((2, 4))
     alpha = alpha.clamp(0, 1)
     straight = torch.where(alpha > 1e-6, rgb / alpha.clamp(min=1e-6), torch.zeros_like(rgb)).clamp(0, 1)
     return (torch.cat([straight, alpha], -1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -72,13 +81,21 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
 
 
 def write_blender_dataset(
-    scene: dict, root: str | Path, views: np.ndarray, K: np.ndarray, width: int, height: int, n_test: int
+    scene: dict,
+    root: str | Path,
+    views: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    n_test: int,
+    supersample: int = 1,
 ) -> None:
     """Render `scene` (splat.rasterize keyword tensors) from each view and write RGBA PNGs
-    (straight alpha) with transforms_train.json / transforms_test.json (the last n_test views)."""
+    (straight alpha) with transforms_train.json / transforms_test.json (the last n_test views);
+    `supersample`: samples per pixel side, averaged (render_rgba)."""
     root = Path(root)
     n = len(views)
-    pixels = render_rgba(scene, views, K, width, height)
+    pixels = render_rgba(scene, views, K, width, height, supersample)
     angle = 2 * math.atan(0.5 * width / K[0, 0])
     splits = {"train": range(n - n_test), "test": range(n - n_test, n)}
     for split, indices in splits.items():

@@ -49,7 +49,9 @@ def run_demo(args) -> int:
     else:
         scene = still_life()
         views, K = dome_cameras(args.views, args.width, args.height)
-        write_blender_dataset(scene, data_dir, views, K, args.width, args.height, max(1, args.views // 8))
+        # two samples a pixel side, averaged: pixels that integrate over their area, as a camera's do
+        n_test = max(1, args.views // 8)
+        write_blender_dataset(scene, data_dir, views, K, args.width, args.height, n_test, supersample=2)
         print(
             f"1/4 photographed the procedural still life ({scene['means'].shape[0]:,} Gaussians) from {args.views} "
             f"cameras at {args.width}x{args.height} -> {data_dir} (Blender format)"

@@ -149,6 +149,40 @@ def test_blender_writer_still_loads(tmp_path):
     assert data.image(0)[0].shape == (H, W, 3)
 
 
+def test_supersampled_renders_average_samples_in_place():
+    """supersample s: s x s samples a pixel, averaged. Two small blobs land where the one-sample
+    render puts them (alpha-weighted centroids within 0.05 px), and the image is the 2x2 block
+    mean of the render at twice the size."""
+    from splat.scenes.dataset import render_rgba
+
+    views, K = dome_cameras(3, 32, 24)
+    blobs = dict(
+        means=torch.tensor([[0.1, 0.05, 0.3], [-0.2, 0.1, 0.2]]),
+        quats=torch.tensor([[1.0, 0, 0, 0]] * 2),
+        scales=torch.full((2, 3), 0.04),
+        opacities=torch.tensor([0.9, 0.7]),
+        colors=torch.tensor([[1.0, 0.5, 0.2], [0.2, 0.9, 0.4]]),
+    )
+    ys, xs = np.mgrid[:24, :32]
+
+    def centroids(image):
+        w = image[..., 3].astype(np.float64)
+        return np.stack([(w * xs).sum((1, 2)) / w.sum((1, 2)), (w * ys).sum((1, 2)) / w.sum((1, 2))], -1)
+
+    one, two = render_rgba(blobs, views, K, 32, 24), render_rgba(blobs, views, K, 32, 24, supersample=2)
+    assert np.abs(centroids(one) - centroids(two)).max() < 0.05
+    K2 = K.copy()
+    K2[:2] *= 2
+    big = render_rgba(blobs, views, K2, 64, 48).astype(np.float64) / 255
+    premultiplied = np.concatenate([big[..., :3] * big[..., 3:], big[..., 3:]], -1)
+    mean = premultiplied.reshape(3, 24, 2, 32, 2, 4).mean((2, 4))
+    alpha = two[..., 3] / 255
+    assert np.abs(mean[..., 3] - alpha).max() <= 1 / 255 + 1e-6
+    covered = alpha > 0.2
+    straight = mean[..., :3][covered] / mean[..., 3:][covered]
+    assert np.abs(straight - two[..., :3][covered] / 255).max() < 0.02
+
+
 # ----------------------------------------------------------------------------------------------
 # multi-view video folders
 # ----------------------------------------------------------------------------------------------
