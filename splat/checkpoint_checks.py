@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
-from .train.config import DEFAULT_EPS2D
+from .train.config import DEFAULT_EPS2D, MAX_EPS2D, is_filter_variance
 
 # the field_spec ranges a checkpoint may hold (the trainer writes values inside them)
 FIELD_SPEC_RANGES = {
@@ -69,16 +69,15 @@ def check_state(path, state) -> dict:
     return state
 
 
-def recorded_eps2d(config: dict):
-    """The low-pass filter a run's Gaussians trained with: runs from before the setting existed
-    trained with the default."""
-    return config.get("eps2d", DEFAULT_EPS2D)
+# What runs from before a rasterizer setting existed trained with: their records lack it, and the
+# setting's automatic value today may differ (still scenes now resolve eps2d 0 to 0.1)
+RENDER_SETTINGS_OF_OLDER_RUNS = {"rasterize_mode": "classic", "eps2d": DEFAULT_EPS2D}
 
 
-def recorded_rasterize_mode(config: dict) -> str:
-    """The rasterizer a run's Gaussians trained with, from its config record (checkpoint or
-    config.json): runs from before the setting existed trained classic, so they load classic."""
-    return config.get("rasterize_mode", "classic")
+def recorded_render_settings(config: dict) -> dict:
+    """The rasterizer settings a run's Gaussians trained with (rasterize_mode, eps2d), from its
+    config record (checkpoint or config.json), with older runs' values where it lacks them."""
+    return {name: config.get(name, older) for name, older in RENDER_SETTINGS_OF_OLDER_RUNS.items()}
 
 
 def check_rasterize_mode(path, config) -> None:
@@ -87,12 +86,11 @@ def check_rasterize_mode(path, config) -> None:
 
     if not isinstance(config, dict):
         raise _fail(path, "'config' is not a dict")
-    mode = recorded_rasterize_mode(config)
-    if mode not in RASTERIZE_MODES:
-        raise _fail(path, f"'config' names rasterize_mode {mode!r}, not one of {RASTERIZE_MODES}")
-    eps2d = recorded_eps2d(config)
-    if not _is_number(eps2d) or not 0.0 < eps2d <= 10.0:
-        raise _fail(path, f"'config' has eps2d {eps2d!r}, not a variance in (0, 10] px^2")
+    settings = recorded_render_settings(config)
+    if settings["rasterize_mode"] not in RASTERIZE_MODES:
+        raise _fail(path, f"'config' names rasterize_mode {settings['rasterize_mode']!r}, not one of {RASTERIZE_MODES}")
+    if not is_filter_variance(settings["eps2d"]):
+        raise _fail(path, f"'config' has eps2d {settings['eps2d']!r}, not a variance in (0, {MAX_EPS2D:g}] px^2")
 
 
 def check_normalization(path, norm) -> None:

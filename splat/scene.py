@@ -18,7 +18,7 @@ import torch
 
 from . import motion
 from .camera import Camera
-from .checkpoint_checks import DEFAULT_EPS2D, recorded_eps2d, recorded_rasterize_mode
+from .checkpoint_checks import DEFAULT_EPS2D, MAX_EPS2D, is_filter_variance, recorded_render_settings
 from .errors import InputError
 from .field_scene import FieldScene
 from .gaussians import gaussians_to_original, is_dynamic, rasterize_gaussians, sh_degree_of
@@ -56,8 +56,8 @@ class GaussianScene:
 
         if rasterize_mode not in RASTERIZE_MODES:
             raise InputError(f"rasterize_mode: expected one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
-        if not isinstance(eps2d, (int, float)) or isinstance(eps2d, bool) or not 0.0 < eps2d <= 10.0:
-            raise InputError(f"eps2d: expected a variance in (0, 10] px^2, got {eps2d}")
+        if not is_filter_variance(eps2d):
+            raise InputError(f"eps2d: expected a variance in (0, {MAX_EPS2D:g}] px^2, got {eps2d}")
         self.rasterize_mode, self.eps2d = rasterize_mode, float(eps2d)
         self.splats = {k: v.detach() for k, v in splats.items()}
         self.bases = {k: v.detach() for k, v in bases.items()} if bases is not None else None
@@ -249,11 +249,9 @@ def _scene_from_checkpoint(path: Path, state: dict, device: str | torch.device) 
     bases = state.get("bases")
     if bases is not None:
         bases = motion.bases_to_original(bases, norm.scale, torch.from_numpy(norm.center))
-    config = state.get("config", {})
     return GaussianScene(
         gaussians_to_original(params, norm),
         source=str(path),
         bases=bases,
-        rasterize_mode=recorded_rasterize_mode(config),
-        eps2d=recorded_eps2d(config),
+        **recorded_render_settings(state.get("config", {})),
     ).to(device)

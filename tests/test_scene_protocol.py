@@ -104,7 +104,8 @@ def test_trainer_eval_renders_equal_the_user_facing_scene(blender_scene, dnerf_s
     mode = trainer.cfg.rasterize_mode
     user = GaussianScene(params, bases=bases, rasterize_mode=mode, eps2d=eps2d)  # as splat.load
     if eps2d != 0.3:  # the filter changes the image: a scene that dropped it would fail below
-        index, time = trainer.data.test_indices[0], trainer.data.camera(trainer.data.test_indices[0]).time
+        index = trainer.data.test_indices[0]
+        time = trainer.data.camera(index).time
         other = GaussianScene(params, bases=bases, rasterize_mode=mode).render(trainer.cameras[index], time=time)
         assert (other["rgb"] - user.render(trainer.cameras[index], time=time)["rgb"]).abs().max() > 1e-2
     bg = torch.rand(3, generator=gen)

@@ -275,8 +275,8 @@ class TrainConfig:
             raise InputError("field_samples: at least 1024; field_bound: >= 0")
         if not 0 <= self.sh_degree <= 3:
             raise InputError(f"sh_degree: expected 0..3, got {self.sh_degree}")
-        if not 0.0 <= self.eps2d <= 10.0:
-            raise InputError(f"eps2d: expected 0 (automatic) or a variance up to 10 px^2, got {self.eps2d}")
+        if self.eps2d != 0 and not is_filter_variance(self.eps2d):
+            raise InputError(f"eps2d: expected 0 (automatic) or a variance up to {MAX_EPS2D:g} px^2, got {self.eps2d}")
         if self.batch_size < 1:
             raise InputError(f"batch_size: must be positive, got {self.batch_size}")
         if not 0.0 <= self.background_points <= 10.0:
@@ -323,6 +323,12 @@ def resolve_model(name: str, dynamic: bool, monocular: bool = False) -> str:
 
 DEFAULT_EPS2D = 0.3  # the rasterizer's low-pass filter (px^2), as in 3DGS
 STILL_EPS2D = 0.1  # the low-pass filter of still 3D Gaussians (px^2)
+MAX_EPS2D = 10.0
+
+
+def is_filter_variance(value) -> bool:
+    """A low-pass filter the rasterizer takes: a number in (0, MAX_EPS2D] px^2."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value <= MAX_EPS2D
 
 
 def resolve_eps2d(eps2d: float, model: str) -> float:

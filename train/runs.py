@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splat.checkpoint_checks import check_fits, recorded_eps2d, recorded_rasterize_mode
+from splat.checkpoint_checks import check_fits, recorded_render_settings
 from splat.datasets import Normalization
 from splat.gaussians import gaussians_to_original
 from splat.ply import save_ply
@@ -51,8 +51,7 @@ def distributed_run() -> bool:
 def restore_trainer(run_dir: Path, overrides: dict | None = None, data_path: str | None = None) -> Trainer:
     """The trainer of `run_dir` at its newest checkpoint (config overrides applied, e.g. steps)."""
     info = read_run_config(run_dir)
-    recorded = info["config"]
-    settings = {**recorded, "rasterize_mode": recorded_rasterize_mode(recorded), "eps2d": recorded_eps2d(recorded)}
+    settings = {**info["config"], **recorded_render_settings(info["config"])}
     try:
         cfg = TrainConfig.from_json({**settings, **(overrides or {})})
         cfg.validate()
