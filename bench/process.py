@@ -14,6 +14,10 @@ Cases:
   order (every pair; or sequential + bag-of-words neighbours).
 - beer-video: the same 71 frames as a 10 fps H.264 video (portrait), through the video path.
 - beer-mappers: incremental against global mapping on the beer case's matches.
+- moving-video: the speckled moving scene filmed by one walking camera (most objects move), against
+  the cameras that filmed it.
+- outlier-filter: the mapper on the beer, entry-P10 and moving-video matches with and without
+  dropping the points that disagree with the cameras (`sfm.drop_outlier_points`), same run.
 - strecha: entry-P10's 10 photos (and --strecha scenes) against the surveyed cameras; centre
   error as a fraction of the mean camera-to-scene distance.
 - --train S: `splat train --max-seconds S` on our beer poses and on beer's model, side by side.
@@ -171,19 +175,82 @@ def beer_video_case() -> dict:
 def strecha_case(data: Path | None = None) -> dict:
     """A Strecha scene (images/, gt_dense_cameras/): entry-P10 from the shared datasets, or another
     from openMVG's SfM_quality_evaluation repository (--strecha DIR)."""
-    from splat.datasets.capture.compare import pose_errors, similarity
-
     data = data or shared_data("strecha_entry_p10")
     name = "entry-P10" if data.name == "strecha_entry_p10" else data.name
     out = WORK / f"strecha-{name}"
     row = process(data / "images", out)
     ours, points = colmap_poses(out)
+    return {"case": f"strecha-{name}", **row, "errors_vs_survey": strecha_errors(ours, points, data)}
+
+
+def strecha_errors(ours: dict, points, data: Path) -> dict:
+    """Pose errors against the survey; centre errors as a fraction of the camera-to-scene distance."""
+    from splat.datasets.capture.compare import pose_errors, similarity
+
     truth = strecha_poses(data / "gt_dense_cameras")
     names = sorted(set(ours) & set(truth))
     s, R, t = similarity(np.stack([ours[n][:3, 3] for n in names]), np.stack([truth[n][:3, 3] for n in names]))
     scene = np.median(s * points[0] @ R.T + t, axis=0)  # the sparse points' median, in surveyed metres
     distance = float(np.mean([np.linalg.norm(truth[n][:3, 3] - scene) for n in names]))
-    return {"case": f"strecha-{name}", **row, "errors_vs_survey": pose_errors(ours, truth, length=distance)}
+    return pose_errors(ours, truth, length=distance)
+
+
+MOVING_FRAMES = 96
+
+
+def moving_video_case() -> dict:
+    """The speckled moving scene filmed by one walking camera (`splat.scenes.film_dynamic_video`),
+    a video in which most objects move: through the video path, against the cameras that filmed it."""
+    from splat.datasets.capture.compare import pose_errors
+    from splat.scenes import film_dynamic_video
+
+    video = WORK / "moving.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
+    views = film_dynamic_video(video, n_frames=MOVING_FRAMES)
+    out = WORK / "moving-video"
+    row = process(video, out)
+    ours, _ = colmap_poses(out)
+    truth = {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(views)}
+    return {"case": "moving-video", **row, "errors_vs_truth": pose_errors(ours, truth)}
+
+
+def outliers_case() -> dict:
+    """The mapper on the same matches with and without `sfm.drop_outlier_points`, same run: beer
+    (against its model), Strecha entry-P10 (against the survey) and the moving video (against the
+    cameras that filmed it). Runs the cases whose matches are missing first."""
+    from splat.datasets.capture import sfm
+    from splat.datasets.capture.compare import pose_errors
+    from splat.scenes import walk_views
+
+    rows = {}
+    for label, make in (("beer", beer_case), ("strecha-entry-P10", strecha_case), ("moving-video", moving_video_case)):
+        source = WORK / label
+        if not (source / ".process" / "matches.db").exists():
+            make()
+        n = len(list((source / "images").iterdir()))
+        rows[label] = {}
+        for setting, drop in (("mapper_only", False), ("with_outlier_filter", True)):
+            out = WORK / f"outliers-{label}-{'on' if drop else 'off'}"
+            shutil.rmtree(out, ignore_errors=True)
+            (out / "models").mkdir(parents=True)
+            t0 = time.perf_counter()
+            model = sfm.map_images(
+                source / ".process" / "matches.db", source / "images", out / "models", n, drop_outliers=drop
+            )
+            seconds = time.perf_counter() - t0
+            (out / "sparse" / "0").mkdir(parents=True)
+            model.write(out / "sparse" / "0")
+            (out / "images").symlink_to(source / "images")
+            ours, points = colmap_poses(out)
+            if label == "beer":
+                errors = beer_errors(ours, shared_data("beer"))
+            elif label == "moving-video":
+                truth = {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(walk_views(MOVING_FRAMES))}
+                errors = {"errors_vs_truth": pose_errors(ours, truth)}
+            else:
+                errors = {"errors_vs_survey": strecha_errors(ours, points, shared_data("strecha_entry_p10"))}
+            rows[label][setting] = {"seconds": round(seconds, 1), "points": model.num_points3D(), **errors}
+    return {"case": "outlier-filter", "scenes": rows}
 
 
 def train_case(seconds: float) -> list[dict]:
@@ -238,7 +305,9 @@ def merged(path: Path, result: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="beer,beer-exhaustive,beer-retrieval,beer-video,strecha")
+    p.add_argument(
+        "--cases", default="beer,beer-exhaustive,beer-retrieval,beer-video,strecha,moving-video,outlier-filter"
+    )
     p.add_argument("--strecha", nargs="*", default=[], help="more Strecha scene folders (openMVG's copies)")
     p.add_argument("--train", type=float, help="also train on both beer poses for this many seconds each")
     args = p.parse_args(argv)
@@ -249,6 +318,8 @@ def main(argv=None) -> int:
         "beer-video": beer_video_case,
         "beer-mappers": mapper_case,
         "strecha": strecha_case,
+        "moving-video": moving_video_case,
+        "outlier-filter": outliers_case,
     }
     rows = []
     jobs = [cases[name] for name in args.cases.split(",") if name] + [
