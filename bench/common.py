@@ -133,3 +133,30 @@ def cpu_steal_seconds() -> float | None:
     if len(fields) < 9 or fields[0] != "cpu":
         return None
     return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
+def train_side_by_side(runs: dict[str, tuple[Path, list[str]]], seconds: float, out_dir: Path) -> dict[str, Path]:
+    """`splat train DATA FLAGS --max-seconds SECONDS` for each label -> (DATA, FLAGS), all at once
+    with one CPU core each, so that a machine shared with other work slows them alike. Returns the
+    run folders (under `out_dir`); SystemExit(1) with the end of its stderr when one fails."""
+    import subprocess
+
+    splat_cli = Path(sys.executable).with_name("splat")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPLAT_NUM_THREADS": "1"}
+    folders = {label: Path(out_dir) / f"run{k}" for k, label in enumerate(runs)}
+    procs = {
+        label: subprocess.Popen(
+            [str(splat_cli), "train", str(data), *flags, "--max-seconds", f"{seconds:g}", "--out", str(folders[label])],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for label, (data, flags) in runs.items()
+    }
+    for label, proc in procs.items():
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            print(f"{label}: splat train failed ({proc.returncode}): {err[-500:]}", file=sys.stderr)
+            raise SystemExit(1)
+    return folders

@@ -17,14 +17,12 @@ per scene and setting the final test PSNR / SSIM / LPIPS, steps and Gaussians.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import SCENES, evaluations, header, results_dir, run_records, shared_data, write_result
+from common import SCENES, evaluations, header, results_dir, run_records, shared_data, train_side_by_side, write_result
 
 HERE = Path(__file__).resolve().parent
 PAIRS = {  # pair: {setting: splat train flags}
@@ -56,8 +54,6 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=600.0, help="training time of each run")
     p.add_argument("--pair", choices=sorted(PAIRS), default="modes", help="which two settings (default: modes)")
     args = p.parse_args(argv)
-    splat_cli = Path(sys.executable).with_name("splat")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPLAT_NUM_THREADS": "1"}
     scenes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for scene in [s for s in args.scenes.split(",") if s]:
@@ -65,24 +61,9 @@ def main(argv=None) -> int:
             if data is None:
                 continue  # (shared_data said so)
             t0 = time.perf_counter()
-            procs = {
-                mode: subprocess.Popen(
-                    [str(splat_cli), "train", str(data), *flags, "--max-seconds", f"{args.seconds:g}"]
-                    + ["--out", f"{tmp}/{scene}-{mode}"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for mode, flags in PAIRS[args.pair].items()
-            }
-            rows = {}
-            for mode, proc in procs.items():
-                _, err = proc.communicate()
-                if proc.returncode != 0:
-                    print(f"{scene} {mode}: splat train failed ({proc.returncode}): {err[-500:]}", file=sys.stderr)
-                    return 1
-                rows[mode] = final_metrics(Path(tmp) / f"{scene}-{mode}")
+            runs = {mode: (data, flags) for mode, flags in PAIRS[args.pair].items()}
+            folders = train_side_by_side(runs, args.seconds, Path(tmp) / scene)
+            rows = {mode: final_metrics(folder) for mode, folder in folders.items()}
             wall = round(time.perf_counter() - t0, 1)
             scenes[scene] = {"data": str(data), "wall_seconds": wall, ROW_KEY[args.pair]: rows}
             scores = [f"{m} {r.get('psnr', float('nan')):.2f} dB ({r.get('step')} steps)" for m, r in rows.items()]

@@ -12,6 +12,8 @@ from .base import DatasetError, Frame, LoadedScene, natural_key
 from .blender import load_blender
 from .capture_path import check_capture_path
 from .colmap import find_model_dir, load_colmap
+from .frame_times import FILE_NAME as FRAME_TIMES
+from .frame_times import attach_frame_times
 from .llff import load_llff
 from .multiview import load_multiview, looks_like_multiview
 from .nerfstudio import load_nerfstudio
@@ -120,12 +122,15 @@ def load_dataset(
     cache_bytes: int = 4 << 30,
     max_side: int = 1600,
     repair_poses: bool = True,
+    frame_times: bool = False,
 ) -> SceneDataset:
     """Load a posed-image scene. Raises DatasetError (one line naming the file) on bad input.
 
     downscale 0 chooses one: the longer image side is brought to at most `max_side` pixels
     (`SceneDataset.downscale` and `.notes` say what was chosen). `repair_poses`: undo a fold of
-    the camera path (capture_path.py) when one is found; a jumping path is reported either way."""
+    the camera path (capture_path.py) when one is found; a jumping path is reported either way.
+    `frame_times`: give the frames of a posed video their times from its `times.json`
+    (frame_times.py), for a moving model; without it a video is a still scene."""
     root = Path(root)
     fmt = format or detect_format(root)
     if fmt not in FORMATS:
@@ -163,6 +168,10 @@ def load_dataset(
     if not any(f.camera.time is not None for f in frames):  # a dynamic scene's cameras need not walk
         frames, points, path_notes = check_capture_path(frames, points, loaded.observers, repair=repair_poses)
         notes += path_notes
+        if frame_times:
+            frames = attach_frame_times(root, frames)
+        elif (root / FRAME_TIMES).is_file():
+            notes.append(f"a video, trained as a still scene: --model motion uses its {FRAME_TIMES} to train it moving")
     return SceneDataset(
         root,
         fmt,

@@ -13,9 +13,11 @@ in t; the scene is deterministic for a given seed):
 About 13k Gaussians. `dynamic_scene_at(t)` gives the keyword tensors of `splat.rasterize` at one
 time; `dynamic_scene_objects()` tells which rows belong to which object.
 
-Two dataset writers photograph it:
+Three writers film it:
 - `write_dnerf_dataset`: D-NeRF layout (monocular: every training frame has its own time and its
   own camera; held-out frames use other cameras at times between the training times).
+- `film_dynamic_video`: a video file of the speckled scene filmed by one walking camera, as a
+  phone films a moving scene (for `splat train clip.mp4 --model motion`).
 - `write_multiview_video_dataset`: the multi-view video layout `splat.datasets.multiview` reads
   (every camera films every time step).
 """
@@ -27,12 +29,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from splat.rotation import quat_multiply
 
+from .cameras import intrinsics, look_at
 from .dataset import c2w_opengl, dome_cameras, render_rgba, write_png
-from .still_life import _cube, _floor, _sphere, _torus
+from .still_life import _cube, _floor, _speckle, _sphere, _torus
 
 OBJECTS = ("floor", "sphere", "cube", "torus", "appearing", "disappearing")
 _SPHERE_RADIUS = 0.3
@@ -63,8 +67,9 @@ def _ramp(t: float, t0: float, t1: float) -> float:
 
 
 @functools.lru_cache(maxsize=4)
-def _rest(seed: int):
-    """Every object at rest, centred at its own origin where it moves: (parts, colors, slices)."""
+def _rest(seed: int, speckled: bool = False):
+    """Every object at rest, centred at its own origin where it moves: (parts, colors, slices).
+    `speckled`: surfaces darkened by the still life's blotchy pattern, fixed to each object."""
     small_sphere = _sphere(600, (0.0, 0.0, 0.0), 0.15)
     small_sphere = (*small_sphere[:3], small_sphere[3] * torch.tensor([0.35, 0.6, 1.0]))  # blue, to tell it apart
     parts = {
@@ -83,6 +88,9 @@ def _rest(seed: int):
     colors = torch.cat([parts[name][3] for name in OBJECTS])
     g = torch.Generator().manual_seed(seed)
     colors = (colors + 0.03 * torch.randn(colors.shape, generator=g)).clamp(0, 1)  # a little grain
+    if speckled:
+        rest_means = torch.cat([parts[name][0] for name in OBJECTS])
+        colors = colors * (0.25 + 0.75 * _speckle(rest_means, g))[:, None]
     return parts, colors.float().contiguous(), slices
 
 
@@ -91,15 +99,16 @@ def dynamic_scene_objects() -> dict[str, slice]:
     return dict(_rest(0)[2])
 
 
-def dynamic_scene_at(t: float, seed: int = 0) -> dict[str, torch.Tensor]:
+def dynamic_scene_at(t: float, seed: int = 0, speckled: bool = False) -> dict[str, torch.Tensor]:
     """Gaussians of the dynamic scene at normalised time t in [0, 1] (float32, CPU): means, quats
     (wxyz), scales and opacities (activated), colors (N, 3) RGB in [0, 1]. Same layout (rows,
     count) at every t; objects that are not visible have opacity 0. The scene sits on z = 0 with
-    +z up, within |x|, |y| < 1.5."""
+    +z up, within |x|, |y| < 1.5. `speckled`: textured for structure from motion (as
+    `still_life(speckled=True)`), the texture moving with each object."""
     t = float(t)
     if not (0.0 <= t <= 1.0):
         raise ValueError(f"time {t} is outside [0, 1]")
-    parts, colors, slices = _rest(seed)
+    parts, colors, slices = _rest(seed, speckled)
     moved = {"floor": parts["floor"][:2], "appearing": parts["appearing"][:2]}
 
     means, quats = parts["sphere"][:2]  # travels along x, bouncing twice
@@ -178,6 +187,40 @@ def write_dnerf_dataset(
         (root / f"transforms_{split}.json").write_text(
             json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1)
         )
+
+
+def walk_views(n: int, radius: float = 3.0, target=(0.0, 0.0, 0.25)) -> np.ndarray:
+    """World-to-camera matrices (n, 4, 4) float64 of one camera walking three quarters of the way
+    round the scene, rising and falling (a hand-held walk, not a turntable)."""
+    views = []
+    for k in range(n):
+        a = 1.5 * math.pi * k / max(n - 1, 1)
+        eye = (radius * math.cos(a), radius * math.sin(a), 1.4 + 0.3 * math.sin(3 * a))
+        views.append(look_at(eye, target, dtype=torch.float64).numpy())
+    return np.stack(views)
+
+
+def film_dynamic_video(
+    path: str | Path, n_frames: int = 48, width: int = 320, height: int = 240, fps: float = 10.0, seed: int = 0
+) -> np.ndarray:
+    """Film the speckled dynamic scene with one walking camera (`walk_views`) into a video file:
+    frame k at time k / (n_frames - 1), on a grey background, as a phone would film a moving scene.
+    Returns the world-to-camera matrices (n_frames, 4, 4)."""
+    import imageio_ffmpeg
+
+    views = walk_views(n_frames)
+    K = intrinsics(width, height, 55.0, dtype=torch.float64).numpy()
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, quality=9, macro_block_size=8)
+    writer.send(None)
+    try:
+        for k, view in enumerate(views):
+            scene = dynamic_scene_at(k / max(n_frames - 1, 1), seed, speckled=True)
+            rgba = render_rgba(scene, view[None], K, width, height)
+            rgb, alpha = rgba[0, ..., :3] / 255.0, rgba[0, ..., 3:] / 255.0
+            writer.send(np.ascontiguousarray((255 * (rgb * alpha + 0.5 * (1 - alpha)) + 0.5).astype(np.uint8)))
+    finally:
+        writer.close()
+    return views
 
 
 def write_multiview_video_dataset(

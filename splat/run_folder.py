@@ -142,7 +142,7 @@ def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None) -> 
     """The dataset a run trains on; an automatic downscale (0) is resolved and recorded in
     `config`, so a resumed or re-evaluated run reads the same images."""
     from splat.datasets import load_dataset
-    from splat.train.config import MAX_IMAGE_SIDE, device_kind
+    from splat.train.config import MAX_IMAGE_SIDE, MOVING_MODELS, device_kind
 
     bg = (0.0, 0.0, 0.0) if config.background == "black" else (1.0, 1.0, 1.0)
     data = load_dataset(
@@ -154,6 +154,7 @@ def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None) -> 
         cache_bytes=int(config.cache_gb * (1 << 30)),
         max_side=MAX_IMAGE_SIDE[device_kind(config.device)],
         repair_poses=config.pose_repair == "auto",
+        frame_times=config.model in MOVING_MODELS,  # a posed video trains as a moving scene when asked
     )
     config.downscale = data.downscale
     return data
@@ -162,6 +163,7 @@ def dataset_for(config: TrainConfig, data_path: str, fmt: str | None = None) -> 
 def run_dataset(info: dict) -> SceneDataset:
     """The dataset of a saved run (its config.json as a dict), read as the run trained on it."""
     from splat.datasets import load_dataset
+    from splat.train.config import MOVING_MODELS
 
     config = info["config"]
     return load_dataset(
@@ -169,4 +171,5 @@ def run_dataset(info: dict) -> SceneDataset:
         format=info.get("format"),
         downscale=int(config.get("downscale", 1)),
         repair_poses=config.get("pose_repair", "off") == "auto",  # older runs: the poses as given
+        frame_times=config.get("model") in MOVING_MODELS,
     )

@@ -250,3 +250,59 @@ def test_bad_multiview_input_names_the_file(tmp_path, how):
         data.verify_images()
     msg = str(info.value)
     assert str(culprit) in msg and "\n" not in msg, msg
+
+
+# --- a posed video's times.json (datasets/frame_times.py) ---
+
+
+def _colmap_with_times(root, seconds):
+    from scene_fixtures import write_colmap
+
+    write_colmap(root, n=6, models=("PINHOLE",))
+    names = sorted(p.name for p in (root / "images").iterdir())
+    (root / "times.json").write_text(json.dumps({"unit": "seconds", "frames": dict(zip(names, seconds))}))
+    return names
+
+
+def test_a_posed_video_is_still_unless_a_moving_model_asks_for_its_times(tmp_path):
+    seconds = [2.0, 2.5, 3.5, 4.0, 5.0, 6.0]  # uneven, and not starting at 0: normalised over the span
+    names = _colmap_with_times(tmp_path, seconds)
+    still = load_dataset(tmp_path)
+    assert not still.is_dynamic
+    assert any("--model motion" in note for note in still.notes)  # the summary says how to train it moving
+    moving = load_dataset(tmp_path, frame_times=True)
+    assert moving.is_dynamic and moving.is_monocular
+    got = {f.name: f.camera.time for f in moving.frames}
+    assert got == pytest.approx({n: (s - 2.0) / 4.0 for n, s in zip(names, seconds)})
+    # the poses are those of the still reading: only the times were added
+    for a, b in zip(still.frames, moving.frames):
+        assert np.array_equal(a.camera.viewmat, b.camera.viewmat)
+
+
+@pytest.mark.parametrize(
+    "frames, words",
+    [
+        ("list", "expected 'frames'"),
+        ("empty", "expected 'frames'"),
+        ("nan", "not a finite number"),
+        ("missing", "no time for 1 image"),
+        ("same", "same time"),
+        ("text", "not a finite number"),
+    ],
+)
+def test_bad_times_json_is_one_line_naming_the_file(tmp_path, frames, words):
+    names = _colmap_with_times(tmp_path, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    good = {n: float(k) for k, n in enumerate(names)}
+    body = {
+        "list": {"frames": [0.0, 1.0]},
+        "empty": {"frames": {}},
+        "nan": {"frames": {**good, names[2]: float("nan")}},
+        "missing": {"frames": {n: good[n] for n in names[1:]}},
+        "same": {"frames": dict.fromkeys(names, 1.0)},
+        "text": {"frames": {**good, names[0]: "0:01"}},
+    }[frames]
+    (tmp_path / "times.json").write_text(json.dumps(body))  # NaN is written as the token NaN, which Python reads
+    with pytest.raises(DatasetError, match=words) as e:
+        load_dataset(tmp_path, frame_times=True)
+    assert "times.json" in str(e.value) and "\n" not in str(e.value)
+    assert not load_dataset(tmp_path).is_dynamic  # a still reading never opens it

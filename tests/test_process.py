@@ -25,7 +25,7 @@ from splat.datasets.capture import default_output, find_capture, is_capture, pro
 from splat.datasets.capture.compare import pose_errors, similarity
 from splat.datasets.capture.video import sharpness
 from splat.datasets.colmap import load_colmap
-from splat.scenes import look_at, still_life
+from splat.scenes import film_dynamic_video, look_at, still_life
 
 pycolmap = pytest.importorskip("pycolmap", reason="pycolmap (pip install 'splat[capture]') poses photos")
 
@@ -237,6 +237,26 @@ def test_train_on_photos_poses_them_once_and_says_so(photos, tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert (data / ".process" / "mapping.json").stat().st_mtime_ns == marker  # nothing redone
     assert "mapping:" not in second.stderr
+
+
+def test_video_of_a_moving_scene_trains_moving_with_model_motion(tmp_path):
+    """A phone video of a scene that moves: posed despite the moving objects, each frame keeps the
+    time it was filmed at, and `--model motion` trains (and `splat.load` renders) a moving scene."""
+    fps, n = 8.0, 32
+    views = film_dynamic_video(tmp_path / "clip.mp4", n_frames=n, width=WIDTH, height=HEIGHT, fps=fps)
+    run = splat_cli("train", "clip.mp4", "--model", "motion", "--steps", "20", "--out", "run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"{n} frames over time [0, 1]" in run.stdout and "shared motions" in run.stdout, run.stdout
+    data = tmp_path / default_output(tmp_path / "clip.mp4")
+    seconds = json.loads((data / "times.json").read_text())["frames"]
+    assert seconds == pytest.approx({f"frame_{k:06d}.jpg": k / fps for k in range(n)})
+    assert_poses_match(recovered(data), {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(views)})
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["model"] == "motion"
+    scene = splat.load(tmp_path / "run")
+    assert scene.is_dynamic
+    cam = scene.cameras[0]
+    a, b = scene.render([cam, cam], time=[0.0, 1.0])["rgb"]
+    assert (a - b).abs().max() > 1e-3  # rendered through the shared motions (20 steps move little)
 
 
 def test_bad_captures_are_one_line_errors(tmp_path, photos):

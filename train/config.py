@@ -309,6 +309,9 @@ def resolve_device(name: str = "auto", cuda_available: bool | None = None) -> st
     return "cuda" if cuda_available else "cpu"
 
 
+MOVING_MODELS = ("motion", "4d")  # the models whose scenes change with time
+
+
 def resolve_model(name: str, dynamic: bool, monocular: bool = False) -> str:
     """ "auto" -> for frames that carry a time, "motion" when one camera films them (no two
     training frames at one time: one view per instant, where Gaussians that each move on their own

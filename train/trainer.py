@@ -47,7 +47,8 @@ class Trainer(BaseTrainer):
         self.dynamic = self.xyzt or self.moving
         if self.dynamic and not dataset.is_dynamic:
             raise InputError(
-                f"model: {config.model} needs frames with a time (D-NeRF / nerfstudio 'time'); {dataset.root} has none"
+                f"model: {config.model} needs frames with a time (D-NeRF / nerfstudio 'time', or a video posed by "
+                f"splat); {dataset.root} has none"
             )
         init_scale = config.init_scale  # (the strategy's defaults filled in: config.STRATEGY_DEFAULTS)
         if dataset.points is not None:

@@ -5,7 +5,8 @@
 
 The output is COLMAP's layout, read by `splat train`, nerfstudio and INRIA's trainer:
 `images/` (photos under their own names, video frames as `frame_NNNNNN.jpg` by frame number),
-`images_2/`, `images_4/`... (the same, downscaled) and `sparse/0/{cameras,images,points3D}.bin`.
+`images_2/`, `images_4/`... (the same, downscaled) and `sparse/0/{cameras,images,points3D}.bin`;
+for one video, `times.json` says when each frame was filmed (a moving model trains on it).
 Work files (COLMAP's databases, logs, one marker per finished stage) live in `.process/`.
 
 Four stages: frames (copy the photos, or pick the sharpest video frames), features, matching,
@@ -25,8 +26,9 @@ import time
 from pathlib import Path
 
 from ..base import DatasetError
+from ..frame_times import FILE_NAME as FRAME_TIMES
 from . import sfm
-from .frames import write_frames
+from .frames import write_frames, write_video_times
 from .inputs import Capture, find_capture, is_capture
 
 __all__ = ["ProcessResult", "default_output", "find_capture", "is_capture", "plan_text", "process_capture"]
@@ -122,6 +124,8 @@ def process_capture(
         _finish(work, "frames", key, frames)
     seconds["frames"] = time.perf_counter() - t
     names = [n for group in frames["groups"] for n in group]
+    if len(capture.videos) == 1 and not (out / FRAME_TIMES).is_file():
+        write_video_times(capture.videos[0], out, names)
 
     key = {"frames": _digest(frames), "max_side": sfm.MAX_FEATURE_SIDE}
     t = time.perf_counter()
@@ -149,7 +153,7 @@ def process_capture(
         _finish(work, "matching", key, matching)
     seconds["matching"] = time.perf_counter() - t
 
-    key = {"matching": key, "principal_point_gain": sfm.PRINCIPAL_POINT_GAIN}
+    key = {"matching": key, "principal_point_gain": sfm.PRINCIPAL_POINT_GAIN, "outliers": sfm.OUTLIER_FACTOR}
     t = time.perf_counter()
     mapped = _finished(work, "mapping", key)
     if mapped is None:
@@ -237,6 +241,7 @@ def _clear(out: Path, work: Path, stage: str) -> None:
     for s in later:
         (work / f"{s}.json").unlink(missing_ok=True)
     if "frames" in later:
+        (out / FRAME_TIMES).unlink(missing_ok=True)
         for folder in out.glob("images*"):
             shutil.rmtree(folder, ignore_errors=True)
     if "features" in later:

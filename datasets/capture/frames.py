@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..base import DatasetError
+from ..frame_times import write_frame_times
 from .inputs import EXIF_ORIENTATION, Capture, photo_camera_key
 from .video import output_size, sharpest_frames, video_info
 
@@ -103,6 +104,17 @@ def _video_frames(capture: Capture, staging: Path, num_frames: int, stage_bar, q
                 raise DatasetError(f"{video}: {len(names)} frame(s); structure from motion needs at least 3")
             groups.append(names)  # one camera per video
     return groups
+
+
+def write_video_times(video: Path, out: Path, names: list[str]) -> None:
+    """`out/times.json`: the seconds at which each kept frame (`frame_NNNNNN.jpg`, by frame number)
+    was filmed, at the video's frame rate (frame numbers where the video does not say its rate)."""
+    fps = video_info(video)["fps"]
+    numbers = {name: int(Path(name).stem.rsplit("_", 1)[-1]) for name in names}
+    if fps > 0:
+        write_frame_times(out, {name: n / fps for name, n in numbers.items()})
+    else:
+        write_frame_times(out, {name: float(n) for name, n in numbers.items()}, unit="frames")
 
 
 def _save(image, path: Path, exif=None) -> None:
