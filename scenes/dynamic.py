@@ -210,7 +210,7 @@ def film_dynamic_video(
 
     views = walk_views(n_frames)
     K = intrinsics(width, height, 55.0, dtype=torch.float64).numpy()
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, quality=9, macro_block_size=8)
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, quality=9, macro_block_size=2)
     writer.send(None)
     try:
         for k, view in enumerate(views):

@@ -325,7 +325,6 @@ def drop_outlier_points(model, factor: float = OUTLIER_FACTOR, rounds: int = OUT
     frames) and pull the cameras with them. On a filmed moving scene, dropping them brought the
     median rotation error from 1.5 to 0.3 degrees; on beer and Strecha's entry-P10 it moved it
     by under 0.03 degrees (bench/process.py's outlier-filter case)."""
-    pycolmap = import_pycolmap()
     for _ in range(rounds):
         model.update_point_3d_errors()
         errors = [p.error for p in model.points3D.values()]
@@ -334,9 +333,7 @@ def drop_outlier_points(model, factor: float = OUTLIER_FACTOR, rounds: int = OUT
         limit = factor * float(np.median(errors))
         for point_id in [i for i, p in model.points3D.items() if p.error > limit]:
             model.delete_point3D(point_id)
-        options = pycolmap.BundleAdjustmentOptions()
-        options.print_summary = False
-        pycolmap.bundle_adjustment(model, options)
+        bundle_adjust(model)
 
 
 def _reprojection_error(model) -> float:
@@ -351,9 +348,15 @@ def refine(model) -> None:
     entry-P10 (a principal point 16 px off centre) by 4%, on an orbit at one height by 0.06%:
     there the principal point and the cameras' pitch trade off freely, and it drifted 12 px,
     tilting every camera by 2.4 degrees."""
+    bundle_adjust(model, refine_principal_point=True)
+
+
+def bundle_adjust(model, refine_principal_point: bool = False) -> None:
+    """One global bundle adjustment of every registered image (pycolmap's `bundle_adjustment`
+    helper would print COLMAP's log to the terminal)."""
     pycolmap = import_pycolmap()
     options = pycolmap.BundleAdjustmentOptions()
-    options.refine_principal_point = True
+    options.refine_principal_point = refine_principal_point
     options.print_summary = False
     config = pycolmap.BundleAdjustmentConfig()
     for image_id in model.reg_image_ids():
