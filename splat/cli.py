@@ -76,9 +76,16 @@ def _cmd_train(args) -> int:
 
 
 def _train(args) -> int:
-    from splat.train.config import preset_config
+    from splat.train.config import preset_config, read_config_file
 
     over = _config_overrides(args)
+    if args.config:  # the file's settings, under the flags given
+        settings = read_config_file(args.config)
+        if args.preset == "auto" and "preset" in settings:
+            args.preset = settings["preset"]
+        if args.device == "auto" and "device" in settings and not args.resume:
+            over["device"] = runner.device(settings["device"])
+        over = {**{k: v for k, v in settings.items() if k not in ("preset", "device")}, **over}
     if args.resume:
         trainer, run_dir = runner.resume_run(Path(args.resume), over, args.data, args.eval_every)
     else:
@@ -285,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(torch.distributed; or launch with torchrun for several machines)",
     )
     t.add_argument("--num-frames", type=int, default=NUM_FRAMES, help=NUM_FRAMES_HELP)
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a JSON object of training settings (TrainConfig fields, train/config.py), those without a flag "
+        'included, e.g. {"motion_knots": 12}; flags given on the command line win',
+    )
     t.add_argument("--viewer", action="store_true", help="show training live in the web viewer")
     t.add_argument("--viewer-port", type=int, default=8080)
     _add_config_flags(t)

@@ -275,6 +275,10 @@ def splat_cli(*args, **kw):
 
 def test_cli_train_eval_export(blender_scene, tmp_path):
     run = tmp_path / "run"
+    settings = (
+        tmp_path / "settings.json"
+    )  # a setting without a flag, one with a flag, and one the command line overrides
+    settings.write_text(json.dumps({"ssim_lambda": 0.1, "init_points": 300, "sh_degree": 3}))
     r = splat_cli(
         "train",
         str(blender_scene),
@@ -284,12 +288,14 @@ def test_cli_train_eval_export(blender_scene, tmp_path):
         "20",
         "--eval-every",
         "10",
-        "--init-points",
-        "300",
+        "--config",
+        str(settings),
         "--sh-degree",
         "1",
     )
     assert r.returncode == 0, r.stderr
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert (config["ssim_lambda"], config["init_points"], config["sh_degree"]) == (0.1, 300, 1)
     assert "eval at step 20: PSNR" in r.stdout
     assert {"config.json", "metrics.jsonl", "checkpoints", "renders", "report.html"} <= {p.name for p in run.iterdir()}
     assert (run / "plan.txt").read_text().startswith("plan: ") and "PSNR (dB)" in (run / "report.html").read_text()
@@ -304,6 +310,29 @@ def test_cli_train_eval_export(blender_scene, tmp_path):
     assert load_ply(run / "point_cloud.ply")["means"].shape[0] > 0
     r = splat_cli("train", str(blender_scene), "--out", str(run))
     assert r.returncode == 2 and "already holds a run" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ('{"motion_knot": 12}', "unknown setting 'motion_knot' (did you mean motion_knots?)"),
+        ('{"motion_knots": 1.5}', "motion_knots expects an integer, got 1.5"),
+        ('{"steps": true}', "steps expects an integer, got true"),
+        ('{"resolution_schedule": [1, 2]}', "resolution_schedule expects a list of lists of integers"),
+        ('{"init_scale": "big"}', "init_scale expects a number or null"),
+        ('{"model": "5d"}', "model expects auto, 3d, motion, 4d or field"),
+        ("[1, 2]", "expected a JSON object"),
+        ("{not json", "malformed JSON"),
+    ],
+)
+def test_cli_bad_config_file_is_one_line_naming_it(blender_scene, tmp_path, body, words):
+    settings = tmp_path / "settings.json"
+    settings.write_text(body)
+    r = splat_cli("train", str(blender_scene), "--out", str(tmp_path / "run"), "--config", str(settings))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and str(settings) in err and words in err, err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("case", ["missing_dir", "unknown_format", "bad_json", "truncated_image", "nan_pose"])

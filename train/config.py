@@ -227,14 +227,14 @@ class TrainConfig:
     field_grid_resolution: int = flag(128, "field: occupancy grid cells per axis", name="grid-resolution")
 
     # resolution warm-up: [[step, downscale factor], ...] applied from each step on
-    resolution_schedule: list = flag(
+    resolution_schedule: list[list[int]] = flag(
         [],
         "resolution warm-up as STEP:DOWNSCALE,..., e.g. 0:2,2000:1",
         parse=parse_resolution_schedule,
     )
 
     # evaluation and logging
-    eval_steps: list = dataclasses.field(default_factory=lambda: [7_000, 30_000])
+    eval_steps: list[int] = dataclasses.field(default_factory=lambda: [7_000, 30_000])
     eval_subset: int = flag(0, "intermediate evaluations use N evenly spaced test images", describe_default="0: all")
     save_renders: bool = True
     log_every: int = 100
@@ -407,3 +407,78 @@ def default_text(f: dataclasses.Field) -> str:
         parts.append(f"preset{'s' if len(presets) > 1 else ''} {', '.join(presets)}: {text}")
     parts += [f"model {model}: {_value_text(v[f.name])}" for model, v in MODEL_DEFAULTS.items() if f.name in v]
     return "; ".join(parts)
+
+
+def read_config_file(path) -> dict[str, Any]:
+    """TrainConfig fields from a JSON object (`splat train --config FILE`): name -> value, for the
+    settings without a flag as well as those with one. An unknown name or a value of the wrong
+    type is a one-line error naming the file; `TrainConfig.validate` checks the ranges."""
+    import difflib
+    import json
+    import typing
+
+    from splat.io_utils import read_json_object
+
+    types = typing.get_type_hints(TrainConfig)
+    settings = read_json_object(path)
+    for name, value in settings.items():
+        if name not in types:
+            close = difflib.get_close_matches(name, types, n=1)
+            raise InputError(
+                f"{path}: unknown setting {name[:60]!r}" + (f" (did you mean {close[0]}?)" if close else "")
+            )
+        choices = FIELD_CHOICES.get(name)
+        if choices and value not in choices:
+            raise InputError(f"{path}: {name} expects {_alternatives(choices)}, got {str(value)[:40]!r}")
+        if not _is_of_type(value, types[name]):
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise InputError(f"{path}: {name} expects {_type_text(types[name])}, got {shown}")
+    return settings
+
+
+FIELD_CHOICES = {f.name: f.metadata["choices"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("choices")}
+
+
+def _is_of_type(value: Any, tp: Any) -> bool:
+    import types as pytypes
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, pytypes.UnionType):
+        return any(_is_of_type(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        return (
+            isinstance(value, list) and all(_is_of_type(v, args[0]) for v in value) if args else isinstance(value, list)
+        )
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_text(tp: Any) -> str:
+    import typing
+
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        return f"a list of {_plural_text(args[0])}" if args else "a list"
+    if args:
+        return " or ".join(_type_text(a) for a in args)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _plural_text(tp: Any) -> str:
+    import typing
+
+    if typing.get_origin(tp) is list:
+        args = typing.get_args(tp)
+        return f"lists of {_plural_text(args[0])}" if args else "lists"
+    return {bool: "true or false values", int: "integers", float: "numbers", str: "texts"}.get(tp, "values")
