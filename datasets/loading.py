@@ -171,7 +171,7 @@ def load_dataset(
         if frame_times:
             frames = attach_frame_times(root, frames)
         elif (root / FRAME_TIMES).is_file():
-            notes.append(f"a video, trained as a still scene: --model motion uses its {FRAME_TIMES} to train it moving")
+            notes.append(f"a video, trained as a still scene: --model 4d uses its {FRAME_TIMES} to train it moving")
     return SceneDataset(
         root,
         fmt,

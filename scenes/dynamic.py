@@ -17,7 +17,7 @@ Three writers film it:
 - `write_dnerf_dataset`: D-NeRF layout (monocular: every training frame has its own time and its
   own camera; held-out frames use other cameras at times between the training times).
 - `film_dynamic_video`: a video file of the speckled scene filmed by one walking camera, as a
-  phone films a moving scene (for `splat train clip.mp4 --model motion`).
+  phone films a moving scene (for `splat train clip.mp4 --model 4d`).
 - `write_multiview_video_dataset`: the multi-view video layout `splat.datasets.multiview` reads
   (every camera films every time step).
 """

@@ -269,7 +269,7 @@ def test_a_posed_video_is_still_unless_a_moving_model_asks_for_its_times(tmp_pat
     names = _colmap_with_times(tmp_path, seconds)
     still = load_dataset(tmp_path)
     assert not still.is_dynamic
-    assert any("--model motion" in note for note in still.notes)  # the summary says how to train it moving
+    assert any("--model 4d" in note for note in still.notes)  # the summary says how to train it moving
     moving = load_dataset(tmp_path, frame_times=True)
     assert moving.is_dynamic and moving.is_monocular
     got = {f.name: f.camera.time for f in moving.frames}
