@@ -409,10 +409,21 @@ def default_text(f: dataclasses.Field) -> str:
     return "; ".join(parts)
 
 
+# the type names of a config file's errors: (one, several)
+_TYPE_NAMES = {
+    bool: ("true or false", "true or false values"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("text", "texts"),
+    type(None): ("null", "nulls"),
+}
+
+
 def read_config_file(path) -> dict[str, Any]:
     """TrainConfig fields from a JSON object (`splat train --config FILE`): name -> value, for the
-    settings without a flag as well as those with one. An unknown name or a value of the wrong
-    type is a one-line error naming the file; `TrainConfig.validate` checks the ranges."""
+    settings without a flag as well as those with one. An unknown name, a value of the wrong type
+    or outside a field's choices is a one-line error naming the file (`TrainConfig.validate`
+    checks the ranges and the choices again, but cannot say which file a value came from)."""
     import difflib
     import json
     import typing
@@ -420,16 +431,15 @@ def read_config_file(path) -> dict[str, Any]:
     from splat.io_utils import read_json_object
 
     types = typing.get_type_hints(TrainConfig)
+    choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("choices")}
     settings = read_json_object(path)
     for name, value in settings.items():
         if name not in types:
             close = difflib.get_close_matches(name, types, n=1)
-            raise InputError(
-                f"{path}: unknown setting {name[:60]!r}" + (f" (did you mean {close[0]}?)" if close else "")
-            )
-        choices = FIELD_CHOICES.get(name)
-        if choices and value not in choices:
-            raise InputError(f"{path}: {name} expects {_alternatives(choices)}, got {str(value)[:40]!r}")
+            maybe = f" (did you mean {close[0]}?)" if close else ""
+            raise InputError(f"{path}: unknown setting {name[:60]!r}{maybe}")
+        if name in choices and value not in choices[name]:
+            raise InputError(f"{path}: {name} expects {_alternatives(choices[name])}, got {str(value)[:40]!r}")
         if not _is_of_type(value, types[name]):
             shown = json.dumps(value)
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
@@ -437,48 +447,34 @@ def read_config_file(path) -> dict[str, Any]:
     return settings
 
 
-FIELD_CHOICES = {f.name: f.metadata["choices"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("choices")}
-
-
 def _is_of_type(value: Any, tp: Any) -> bool:
+    """A JSON value against a TrainConfig annotation (bool is no number; unions and lists looked into)."""
     import types as pytypes
     import typing
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, pytypes.UnionType):
         return any(_is_of_type(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and (not args or all(_is_of_type(v, args[0]) for v in value))
     if tp is type(None):
         return value is None
-    if origin is list:
-        return (
-            isinstance(value, list) and all(_is_of_type(v, args[0]) for v in value) if args else isinstance(value, list)
-        )
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (int, float) and isinstance(value, bool):
+        return False
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float))
     return isinstance(value, tp) if isinstance(tp, type) else True
 
 
-def _type_text(tp: Any) -> str:
+def _type_text(tp: Any, plural: bool = False) -> str:
+    """ "an integer", "a number or null", "a list of lists of integers"... (plural: "integers")."""
     import typing
 
     args = typing.get_args(tp)
     if typing.get_origin(tp) is list:
-        return f"a list of {_plural_text(args[0])}" if args else "a list"
+        inner = _type_text(args[0], plural=True) if args else "values"
+        return f"lists of {inner}" if plural else f"a list of {inner}"
     if args:
-        return " or ".join(_type_text(a) for a in args)
-    return {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "null"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _plural_text(tp: Any) -> str:
-    import typing
-
-    if typing.get_origin(tp) is list:
-        args = typing.get_args(tp)
-        return f"lists of {_plural_text(args[0])}" if args else "lists"
-    return {bool: "true or false values", int: "integers", float: "numbers", str: "texts"}.get(tp, "values")
+        return " or ".join(_type_text(a, plural) for a in args)
+    names = _TYPE_NAMES.get(tp)
+    return names[plural] if names else getattr(tp, "__name__", str(tp))
