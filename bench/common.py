@@ -137,7 +137,7 @@ def cpu_steal_seconds() -> float | None:
 
 def train_side_by_side(runs: dict[str, tuple[Path, list[str]]], seconds: float, out_dir: Path) -> dict[str, Path]:
     """`splat train DATA FLAGS --max-seconds SECONDS` for each label -> (DATA, FLAGS), all at once
-    with one CPU core each, so that a machine shared with other work slows them alike. Returns the
+    with one CPU thread each, so that a machine shared with other work slows them alike. Returns the
     run folders (under `out_dir`); SystemExit(1) with the end of its stderr when one fails."""
     import subprocess
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from common import header, results_dir, train_side_by_side, write_result
-from process import WORK, colmap_poses, process
+from process import WORK, colmap_poses, process, walk_truth
 from rasterize_modes import final_metrics
 
 MODELS = {"still": [], "motion": ["--model", "motion"], "4d": ["--model", "4d"]}  # still: the default
@@ -43,10 +43,11 @@ VIDEOS = {  # film_dynamic_video arguments
 FOLDER = WORK.parent / "dynamic_video"
 
 
-def posed_video(name: str) -> tuple[Path, dict]:
-    """The posed video (filmed and posed on the first call) and its pose errors."""
+def posed_video(name: str) -> tuple[Path, dict, dict]:
+    """The posed video (filmed and posed on the first call), its pose errors against the cameras
+    that filmed it, and its posed cameras (name -> camera-to-world)."""
     from splat.datasets.capture.compare import pose_errors
-    from splat.scenes import film_dynamic_video, walk_views
+    from splat.scenes import film_dynamic_video
 
     spec = VIDEOS[name]
     data = FOLDER / name
@@ -56,12 +57,12 @@ def posed_video(name: str) -> tuple[Path, dict]:
         film_dynamic_video(FOLDER / f"{name}.mp4", **spec)
         row = process(FOLDER / f"{name}.mp4", data)
     ours, _ = colmap_poses(data)
-    truth = {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(walk_views(spec["n_frames"]))}
-    return data, {**row, "errors_vs_truth": pose_errors(ours, truth)}
+    return data, {**row, "errors_vs_truth": pose_errors(ours, walk_truth(spec["n_frames"]))}, ours
 
 
-def novel_view_psnr(data: Path, name: str, runs: dict[str, Path]) -> dict[str, float]:
-    """PSNR of each run over the novel views (module docstring), on the video's grey background."""
+def novel_view_psnr(ours: dict, name: str, runs: dict[str, Path]) -> dict[str, float]:
+    """PSNR of each run over the novel views (module docstring), on the video's grey background;
+    `ours`: the video's posed cameras (posed_video)."""
     import math
 
     import torch
@@ -69,14 +70,13 @@ def novel_view_psnr(data: Path, name: str, runs: dict[str, Path]) -> dict[str, f
     import splat
     from splat.camera import Camera
     from splat.datasets.capture.compare import similarity
-    from splat.scenes import dynamic_scene_at, walk_views
+    from splat.scenes import dynamic_scene_at
     from splat.scenes.dataset import render_rgba
     from splat.train.losses import psnr_from_mse
 
     spec = VIDEOS[name]
     width, height = spec["width"], spec["height"]
-    ours, _ = colmap_poses(data)
-    truth = {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(walk_views(spec["n_frames"]))}
+    truth = walk_truth(spec["n_frames"])
     names = sorted(set(ours) & set(truth))
     s, R, t = similarity(np.stack([ours[n][:3, 3] for n in names]), np.stack([truth[n][:3, 3] for n in names]))
     target, up = np.array([0.0, 0.0, 0.25]), np.array([0.0, 0.0, 1.0])
@@ -120,13 +120,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     videos = {}
     for name in [v for v in args.videos.split(",") if v]:
-        data, posing = posed_video(name)
+        data, posing, ours = posed_video(name)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             folders = train_side_by_side({m: (data, flags) for m, flags in MODELS.items()}, args.seconds, Path(tmp))
             wall = round(time.perf_counter() - t0, 1)
             rows = {model: final_metrics(folder) for model, folder in folders.items()}
-            for model, psnr in novel_view_psnr(data, name, folders).items():
+            for model, psnr in novel_view_psnr(ours, name, folders).items():
                 rows[model]["novel_view_psnr"] = psnr
         videos[name] = {"film": VIDEOS[name], "posing": posing, "wall_seconds": wall, "models": rows}
         scores = ", ".join(

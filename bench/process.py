@@ -198,6 +198,14 @@ def strecha_errors(ours: dict, points, data: Path) -> dict:
 MOVING_FRAMES = 96
 
 
+def walk_truth(n_frames: int) -> dict:
+    """name -> camera-to-world of the cameras that filmed `film_dynamic_video(n_frames=...)`, under
+    the names its posed frames get (`frame_NNNNNN.jpg`: every frame is kept up to --num-frames)."""
+    from splat.scenes import walk_views
+
+    return {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(walk_views(n_frames))}
+
+
 def moving_video_case() -> dict:
     """The speckled moving scene filmed by one walking camera (`splat.scenes.film_dynamic_video`),
     a video in which most objects move: through the video path, against the cameras that filmed it."""
@@ -206,12 +214,11 @@ def moving_video_case() -> dict:
 
     video = WORK / "moving.mp4"
     video.parent.mkdir(parents=True, exist_ok=True)
-    views = film_dynamic_video(video, n_frames=MOVING_FRAMES)
+    film_dynamic_video(video, n_frames=MOVING_FRAMES)
     out = WORK / "moving-video"
     row = process(video, out)
     ours, _ = colmap_poses(out)
-    truth = {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(views)}
-    return {"case": "moving-video", **row, "errors_vs_truth": pose_errors(ours, truth)}
+    return {"case": "moving-video", **row, "errors_vs_truth": pose_errors(ours, walk_truth(MOVING_FRAMES))}
 
 
 def outliers_case() -> dict:
@@ -220,7 +227,6 @@ def outliers_case() -> dict:
     cameras that filmed it). Runs the cases whose matches are missing first."""
     from splat.datasets.capture import sfm
     from splat.datasets.capture.compare import pose_errors
-    from splat.scenes import walk_views
 
     rows = {}
     for label, make in (("beer", beer_case), ("strecha-entry-P10", strecha_case), ("moving-video", moving_video_case)):
@@ -245,8 +251,7 @@ def outliers_case() -> dict:
             if label == "beer":
                 errors = beer_errors(ours, shared_data("beer"))
             elif label == "moving-video":
-                truth = {f"frame_{k:06d}.jpg": np.linalg.inv(v) for k, v in enumerate(walk_views(MOVING_FRAMES))}
-                errors = {"errors_vs_truth": pose_errors(ours, truth)}
+                errors = {"errors_vs_truth": pose_errors(ours, walk_truth(MOVING_FRAMES))}
             else:
                 errors = {"errors_vs_survey": strecha_errors(ours, points, shared_data("strecha_entry_p10"))}
             rows[label][setting] = {"seconds": round(seconds, 1), "points": model.num_points3D(), **errors}
