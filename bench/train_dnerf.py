@@ -5,11 +5,13 @@ changed, and as 4D (XYZT) Gaussians with one piece of their training switched on
 
     python bench/train_dnerf.py                                     # every variant, 2000 steps each
     python bench/train_dnerf.py --variants defaults --seconds 300   # the 5-minute run by time
+    python bench/train_dnerf.py --variants defaults --as-cli        # what `splat train DATA` runs
 
 Each variant is `splat train`'s configuration for this machine (preset auto) with a few fields
 changed (VARIANTS), trained for `--steps` steps (its schedule over those steps, densification
 stopping half-way, so that a machine shared with other work changes the time, not the result)
-or, with `--seconds`, for that much training time as `splat train` runs by default; also scored
+or, with `--seconds`, for that much training time, or, with `--as-cli`, with the budget `splat
+train` gives it (the preset's, and the model's: train/config.py PRESET_MODEL_DEFAULTS); also scored
 at step `--at-step`. Scores: PSNR on the val and test splits and on the training frames (the gap
 says how much the model memorised frames rather than learned motion). Results merge into
 bench/results/train_dnerf-<device>.json by variant name, each with the commit and date it ran
@@ -151,6 +153,9 @@ def run_variant(name: str, overrides: dict, data: Path, budget: dict, at_step: i
         "settings": {
             k: getattr(trainer.cfg, k)
             for k in (
+                "steps",
+                "refine_stop",
+                "max_train_seconds",
                 "velocity_consistency",
                 "init_time_scale",
                 "sh_degree",
@@ -180,6 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--steps", type=int, default=2000, help="training steps of each variant")
     p.add_argument("--seconds", type=float, help="train by time instead (the CPU preset's way), at most 30k steps")
+    p.add_argument("--as-cli", action="store_true", help="the budget `splat train` picks (no steps or seconds given)")
     p.add_argument("--at-step", type=int, default=1000, help="also score every variant at this step")
     p.add_argument("--out", default=str(HERE.parent / "outputs" / "bench" / "train_dnerf"))
     args = p.parse_args(argv)
@@ -197,13 +203,19 @@ def main(argv=None) -> int:
     previous = json.loads(path.read_text()) if path.exists() else {}
     variants = previous.get("variants", {})
     # by steps: densification stops half-way, as the CPU preset's time budget stops it (15k of its 30k)
-    budget = (
-        {"max_train_seconds": args.seconds}
-        if args.seconds
-        else {"max_train_seconds": 0.0, "steps": args.steps, "refine_stop": args.steps // 2}
-    )
+    if args.as_cli:
+        budget = {}
+    elif args.seconds:
+        budget = {"max_train_seconds": args.seconds}
+    else:
+        budget = {"max_train_seconds": 0.0, "steps": args.steps, "refine_stop": args.steps // 2}
     for name in names:
-        key = f"{name}@{args.seconds:g}s" if args.seconds else name if args.steps == 2000 else f"{name}@{args.steps}"
+        if args.as_cli:
+            key = f"{name}@cli"
+        elif args.seconds:
+            key = f"{name}@{args.seconds:g}s"
+        else:
+            key = name if args.steps == 2000 else f"{name}@{args.steps}"
         variants[key] = {
             "budget": budget,
             **run_variant(name, VARIANTS[name], data, budget, args.at_step, Path(args.out)),

@@ -10,11 +10,20 @@ import pytest
 
 from splat import cli
 from splat.errors import InputError
-from splat.train.config import MODEL_DEFAULTS, PRESETS, TrainConfig, cli_fields, flag_name, preset_config
+from splat.train.config import (
+    MODEL_DEFAULTS,
+    PRESET_MODEL_DEFAULTS,
+    PRESETS,
+    TrainConfig,
+    cli_fields,
+    flag_name,
+    preset_config,
+)
 
 # Set from code or a run's config.json only. A new TrainConfig field needs a flag (train/config.py's
 # `flag(...)`) or a place here: nothing is dropped from the command line unnoticed.
 CONFIG_ONLY = {
+    "given",
     "test_every",
     "cache_gb",
     "init_time_scale",
@@ -113,6 +122,9 @@ def test_help_states_the_dataclass_defaults():
         for name, values in {**PRESETS, **MODEL_DEFAULTS}.items():
             if f.name in values:
                 assert name in actions[flag_name(f)].help, (f.name, name)
+        for (preset, model), values in PRESET_MODEL_DEFAULTS.items():
+            if f.name in values:
+                assert f"preset {preset} with model {model}: " in actions[flag_name(f)].help, (f.name, preset, model)
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -122,8 +134,9 @@ def test_preset_values_are_what_parsing_gives(preset):
     for key, value in PRESETS[preset].items():
         assert getattr(cfg, key) == value, key
     unset = {k for k in (f.name for f in dataclasses.fields(TrainConfig)) if k not in PRESETS[preset]}
-    for key in unset - {"preset", "device"}:
+    for key in unset - {"preset", "device", "given"}:
         assert getattr(cfg, key) == getattr(TrainConfig(), key), key
+    assert cfg.given == []  # no flag given: the model's defaults may follow once the data chose it
 
 
 def test_flags_override_presets_and_model_defaults():

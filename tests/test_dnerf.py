@@ -13,6 +13,7 @@ from scene_fixtures import write_blender, write_colmap
 from test_train import quick_config, splat_cli
 
 from splat.scenes.dynamic import write_dnerf_dataset
+from splat.train.config import PRESET_MODEL_DEFAULTS, TrainConfig, preset_config
 from splat.train.losses import psnr
 from splat.train.runs import new_trainer
 
@@ -52,6 +53,30 @@ def test_summary_plan_and_config_say_a_moving_model_trains(dnerf_scene, tmp_path
     assert len(evals) == 2 and evals[0].endswith("on 3 test images") and evals[1].endswith("on 2 val images")
     info = json.loads((run / "config.json").read_text())
     assert info["config"]["model"] == "motion" and info["dataset"].startswith("D-NeRF scene")
+
+
+def test_a_model_chosen_from_the_data_brings_its_defaults_under_the_values_given(dnerf_scene, tmp_path):
+    motion_on_cpu = PRESET_MODEL_DEFAULTS[("cpu", "motion")]
+
+    def trainer(name, config, data=dnerf_scene):
+        return new_trainer(str(data), tmp_path / name, config)
+
+    chosen = trainer("chosen", preset_config("cpu", device="cpu", init_points=300))
+    assert chosen.cfg.model == "motion"
+    assert (chosen.cfg.steps, chosen.cfg.refine_stop) == (motion_on_cpu["steps"], motion_on_cpu["refine_stop"])
+    given = trainer("given", preset_config("cpu", device="cpu", init_points=300, steps=50))
+    assert (given.cfg.steps, given.cfg.refine_stop) == (50, motion_on_cpu["refine_stop"])
+    assert preset_config("cpu", model="motion").steps == motion_on_cpu["steps"]  # named: at once
+    assert preset_config("inria", model="motion").steps == TrainConfig().steps  # on CUDA: not measured
+    # a run's own config.json (the model recorded, resumed with --steps) and a TrainConfig made
+    # directly keep their values
+    resumed = trainer("resumed", TrainConfig.from_json({**chosen.cfg.to_json(), "steps": 7}))
+    assert resumed.cfg.steps == 7
+    direct = trainer("direct", TrainConfig(preset="cpu", device="cpu", init_points=300))
+    assert direct.cfg.model == "motion" and direct.cfg.steps == TrainConfig().steps
+    write_blender(tmp_path / "static", n_train=4, n_test=1)
+    still = trainer("still", preset_config("cpu", device="cpu", init_points=300), tmp_path / "static")
+    assert still.cfg.model == "3d" and still.cfg.steps == TrainConfig().steps
 
 
 def test_static_blender_resolves_to_3d(tmp_path):

@@ -28,7 +28,7 @@ from splat.io_utils import atomic_path, open_in_place, write_image
 from splat.run_folder import checkpoint_paths
 
 from . import losses
-from .config import TrainConfig, resolve_eps2d, resolve_model, resolve_rasterize_mode
+from .config import TrainConfig, apply_model_defaults, resolve_eps2d, resolve_model, resolve_rasterize_mode
 from .live import LiveRun
 from .lpips import lpips_model
 from .run_lock import run_lock
@@ -43,9 +43,12 @@ if TYPE_CHECKING:
 class BaseTrainer:
     def __init__(self, config: TrainConfig, dataset: SceneDataset, run_dir: str | Path, data_path: str | None = None):
         config.validate()
+        chosen_by_data = config.model == "auto"
         config.model = resolve_model(
             config.model, dataset.is_dynamic, dataset.is_monocular
         )  # config.json records what trained
+        if chosen_by_data:
+            apply_model_defaults(config)
         config.rasterize_mode = resolve_rasterize_mode(config.rasterize_mode, config.model)
         config.eps2d = resolve_eps2d(config.eps2d, config.model)
         keep_freed_memory()  # a CPU step otherwise page-faults on every large temporary (splat/allocator.py)

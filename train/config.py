@@ -84,10 +84,24 @@ PRESET_NOTES = {
     "fast": "resolution warm-up and a lighter initialisation",
     "cpu": f"fast within a {PRESETS['cpu']['max_train_seconds'] / 60:.0f}-minute budget",
 }
-# Defaults that follow the model, between the preset and explicit values (preset_config).
+# Defaults that follow the model, between the preset and explicit values: by model, and by preset
+# and model together. preset_config applies them when it is given the model; the trainer when it
+# chooses the model from the data (apply_model_defaults), to the fields it was not given.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "field": {"steps": 20_000},  # nerfacc's Instant-NGP schedule
 }
+PRESET_MODEL_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    # moving 3D Gaussians on a CPU: past a few thousand steps D-NeRF lego's held-out frames get
+    # worse while its training frames keep improving (bench/results/train_dnerf-cpu.json, steps_*)
+    ("cpu", "motion"): {"steps": 4_000, "refine_stop": 2_000},
+}
+
+
+def model_defaults(preset: str, model: str | None) -> dict[str, Any]:
+    """The settings that follow `model` (under `preset`), before explicit values."""
+    return {**MODEL_DEFAULTS.get(model or "", {}), **PRESET_MODEL_DEFAULTS.get((preset, model or ""), {})}
+
+
 # Defaults that follow the densification strategy (INRIA 3DGS; gsplat's MCMC), for the fields left
 # None (TrainConfig.__post_init__); the strategies' own parameters are in strategies.py.
 STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -243,6 +257,9 @@ class TrainConfig:
         10.0, "also save one after this many minutes of training", describe_default="10; 0: by steps only"
     )
     keep_checkpoints: int = 2
+    # the fields preset_config was given (flags, a config file, the API's overrides), which the
+    # model's defaults leave alone once the data chose the model; None: not made by preset_config
+    given: list[str] | None = None
 
     def __post_init__(self) -> None:
         for name, value in STRATEGY_DEFAULTS.get(self.strategy, {}).items():
@@ -365,8 +382,27 @@ def preset_config(name: str = "auto", **overrides) -> TrainConfig:
         name = AUTO_PRESET[device_kind(device)]
     if name not in PRESETS:
         raise InputError(f"preset: expected auto or one of {', '.join(PRESETS)}, got {name!r}")
-    model_defaults = MODEL_DEFAULTS.get(overrides.get("model"), {})
-    return TrainConfig(**{**PRESETS[name], **model_defaults, **overrides, "device": device, "preset": name})
+    follows_model = model_defaults(name, overrides.get("model"))
+    return TrainConfig(
+        **{
+            **PRESETS[name],
+            **follows_model,
+            **overrides,
+            "device": device,
+            "preset": name,
+            "given": sorted(set(overrides) - {"device"}),
+        }
+    )
+
+
+def apply_model_defaults(config: TrainConfig) -> None:
+    """Once the model is chosen from the data: its defaults (model_defaults) for the fields that
+    preset_config was not given. A configuration not made by preset_config is left as it is."""
+    if config.given is None:
+        return
+    for name, value in model_defaults(config.preset, config.model).items():
+        if name not in config.given:
+            setattr(config, name, value)
 
 
 def _alternatives(choices: tuple[str, ...]) -> str:
@@ -406,6 +442,11 @@ def default_text(f: dataclasses.Field) -> str:
     for text, presets in by_value.items():
         parts.append(f"preset{'s' if len(presets) > 1 else ''} {', '.join(presets)}: {text}")
     parts += [f"model {model}: {_value_text(v[f.name])}" for model, v in MODEL_DEFAULTS.items() if f.name in v]
+    parts += [
+        f"preset {preset} with model {model}: {_value_text(v[f.name])}"
+        for (preset, model), v in PRESET_MODEL_DEFAULTS.items()
+        if f.name in v
+    ]
     return "; ".join(parts)
 
 
