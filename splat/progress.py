@@ -140,8 +140,9 @@ def plan_line(trainer) -> str:
     n_eval = eval_count(trainer)
     if c.max_train_seconds > 0:
         left = max(c.max_train_seconds - trainer.train_seconds, 0.0)
-        budget = f"{duration(c.max_train_seconds)} of training (at most {c.steps:,} steps)"
-        eta = f"ETA about {duration(left + eval_estimate(trainer))}, evaluation included"
+        # which limit comes first depends on this machine's speed: the time is an upper bound
+        budget = f"{c.steps:,} steps or {duration(c.max_train_seconds)} of training, whichever comes first"
+        eta = f"done within about {duration(left + eval_estimate(trainer))}, evaluation included"
     else:
         budget = f"{c.steps:,} steps"
         eta = "ETA from the progress bar after the first steps"
