@@ -202,20 +202,16 @@ def main(argv=None) -> int:
     path = RESULTS / f"train_dnerf-{device}.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     variants = previous.get("variants", {})
-    # by steps: densification stops half-way, as the CPU preset's time budget stops it (15k of its 30k)
+    # the budget, and what the variants' keys say of it
     if args.as_cli:
-        budget = {}
+        budget, suffix = {}, "@cli"
     elif args.seconds:
-        budget = {"max_train_seconds": args.seconds}
-    else:
+        budget, suffix = {"max_train_seconds": args.seconds}, f"@{args.seconds:g}s"
+    else:  # by steps: densification stops half-way, as the CPU preset's time budget stops it (15k of its 30k)
         budget = {"max_train_seconds": 0.0, "steps": args.steps, "refine_stop": args.steps // 2}
+        suffix = "" if args.steps == 2000 else f"@{args.steps}"
     for name in names:
-        if args.as_cli:
-            key = f"{name}@cli"
-        elif args.seconds:
-            key = f"{name}@{args.seconds:g}s"
-        else:
-            key = name if args.steps == 2000 else f"{name}@{args.steps}"
+        key = name + suffix
         variants[key] = {
             "budget": budget,
             **run_variant(name, VARIANTS[name], data, budget, args.at_step, Path(args.out)),

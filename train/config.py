@@ -92,7 +92,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 PRESET_MODEL_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # moving 3D Gaussians on a CPU: past a few thousand steps D-NeRF lego's held-out frames get
-    # worse while its training frames keep improving (bench/results/train_dnerf-cpu.json, steps_*)
+    # worse while its training frames keep improving (bench/results/train_dnerf-cpu.json defaults@N)
     ("cpu", "motion"): {"steps": 4_000, "refine_stop": 2_000},
 }
 
